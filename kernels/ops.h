@@ -1,0 +1,222 @@
+// The op set: every numerical operation a model performs, behind one
+// interface with one implementation per device (kernels/cpu/ is the
+// reference; kernels/cuda/ gives every op a twin with the same signature).
+// Model code calls ops only through this interface and never branches on the
+// device.
+//
+// Conventions, for every op:
+//  - Activations are float32 row-major matrices passed as (Const)MatView; a
+//    view may be a column slice of a wider buffer (row stride > cols).
+//  - Weights are Tensors in the layout of the checkpoint ([out, in] for
+//    linear layers), already converted to the backend's compute dtype (F32 on
+//    the CPU backend).
+//  - Output views must not alias inputs unless the op says "in place allowed".
+//  - Shapes are the caller's contract; implementations assert them.
+//
+// Thread safety: an Ops object may be used by one thread at a time.
+#ifndef MOESERVE_KERNELS_OPS_H_
+#define MOESERVE_KERNELS_OPS_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kernels/tensor.h"
+
+namespace moeserve {
+
+// ---------------------------------------------------------------------------
+// Rotary position embedding.
+
+enum class RopeStyle {
+  kInterleaved,  // pairs (x[2i], x[2i+1]) rotate together: DeepSeek's reference
+  kRotateHalf,   // pairs (x[i], x[i + d/2]) rotate together: Hugging Face Llama/Qwen
+};
+
+struct RopeParams {
+  int64_t rotary_dim = 0;  // even; the number of dimensions that rotate
+  double theta = 10000.0;  // rope_theta
+  // YaRN (rope_scaling.type == "yarn"); disabled when factor <= 1.
+  bool yarn = false;
+  double factor = 1.0;
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  double mscale = 1.0;
+  double mscale_all_dim = 0.0;
+  int64_t original_max_position_embeddings = 4096;
+};
+
+// Per-dimension-pair inverse frequencies (YaRN-corrected) and the factor that
+// multiplies cos/sin. Computed once per model, on the host, in float32 as
+// DeepSeek's reference does.
+struct RopeTable {
+  RopeStyle style = RopeStyle::kInterleaved;
+  std::vector<float> inv_freq;  // rotary_dim / 2 entries
+  float attention_factor = 1.0f;
+};
+RopeTable MakeRopeTable(const RopeParams& params, RopeStyle style);
+
+// YaRN's attention-logit correction: 0.1 * mscale * ln(factor) + 1 for
+// factor > 1, else 1. DeepSeek multiplies the softmax scale by
+// YarnMscale(factor, mscale_all_dim)^2.
+double YarnMscale(double factor, double mscale);
+
+// ---------------------------------------------------------------------------
+// Paged KV cache and ragged batches.
+
+// One layer's cache: fixed-size blocks of `block_size` token rows, each row
+// `width` floats. Token slot s of block b lives at
+//   data + b * block_size * width + s * width.
+struct PagedCacheView {
+  float* data = nullptr;
+  int64_t num_blocks = 0;
+  int64_t block_size = 0;  // tokens per block
+  int64_t width = 0;       // floats per token
+
+  float* token(int32_t block, int64_t slot) const {
+    return data + (static_cast<int64_t>(block) * block_size + slot) * width;
+  }
+};
+
+// One sequence's share of a ragged batch. Its `num_tokens` new tokens occupy
+// rows [token_begin, token_begin + num_tokens) of the batch activations and
+// positions [context_len - num_tokens, context_len) of the sequence. After the
+// cache write, cache positions [0, context_len) hold this sequence's keys.
+struct SeqSlice {
+  int64_t token_begin = 0;
+  int64_t num_tokens = 0;
+  int64_t context_len = 0;
+  std::span<const int32_t> block_table;  // block ids in position order
+};
+
+// ---------------------------------------------------------------------------
+// Routing and sampling parameters.
+
+enum class ScoringFunc { kSigmoid, kSoftmax };
+
+struct RoutingParams {
+  ScoringFunc scoring = ScoringFunc::kSoftmax;
+  const float* correction_bias = nullptr;  // [num_experts] or null (selection only)
+  int64_t num_experts = 0;
+  int64_t top_k = 0;
+  int64_t n_group = 1;     // group-limited routing: experts split into n_group groups
+  int64_t topk_group = 1;  // ... of which the best topk_group stay eligible
+  bool norm_topk_prob = false;
+  float routed_scaling_factor = 1.0f;
+};
+
+struct SamplingParams {
+  float temperature = 0.0f;  // 0: greedy
+  int32_t top_k = 0;         // 0: off
+  float top_p = 1.0f;        // 1: off
+  float min_p = 0.0f;        // 0: off
+  uint64_t seed = 0;
+};
+
+// ---------------------------------------------------------------------------
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+
+  // out[t] = table[ids[t]]. table: [vocab, hidden]; ids must be < vocab.
+  virtual void Embedding(const Tensor& table, std::span<const int32_t> ids, MatView out) = 0;
+
+  // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight. weight: [x.cols].
+  // In place allowed.
+  virtual void RmsNorm(ConstMatView x, const Tensor& weight, float eps, MatView out) = 0;
+
+  // y = x * w^T. w: [y.cols, x.cols].
+  virtual void Linear(ConstMatView x, const Tensor& w, MatView y) = 0;
+
+  // y += x, elementwise.
+  virtual void Add(ConstMatView x, MatView y) = 0;
+
+  // Rotates x in place. x has rows = tokens * heads_per_token (row r belongs
+  // to token r / heads_per_token) and cols = rotary_dim.
+  virtual void Rope(MatView x, int64_t heads_per_token, std::span<const int32_t> positions,
+                    const RopeTable& table) = 0;
+
+  // Copies rows of `values` (one per batch token, width = cache.width) to the
+  // cache slots of their positions, for every sequence of the batch.
+  virtual void CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
+                          const PagedCacheView& cache) = 0;
+
+  // Multi-head latent attention (DeepSeek-V3) over the compressed cache.
+  // q: [T, heads * (nope + rope)] with rope already applied to the rope part
+  // of each head. cache rows: [kv_lora_rank normalized latent | rope key].
+  // wkv_b: [heads * (nope + v_head_dim), kv_lora_rank]. out: [T, heads * v].
+  // Causal within each sequence. The two forms compute the same function:
+  //  - Prefill form decompresses the context's latents into per-head keys and
+  //    values with wkv_b (cheaper for long chunks).
+  //  - Absorbed form folds wkv_b into the query and the output and attends
+  //    over the 576-wide latent directly (cheaper for decode).
+  struct MlaShape {
+    int64_t heads = 0;
+    int64_t qk_nope_head_dim = 0;
+    int64_t qk_rope_head_dim = 0;
+    int64_t v_head_dim = 0;
+    int64_t kv_lora_rank = 0;
+    float softmax_scale = 0.0f;
+  };
+  virtual void MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b,
+                                   const PagedCacheView& cache, std::span<const SeqSlice> seqs,
+                                   const MlaShape& shape, MatView out) = 0;
+  virtual void MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b,
+                                    const PagedCacheView& cache, std::span<const SeqSlice> seqs,
+                                    const MlaShape& shape, MatView out) = 0;
+
+  // Grouped-query attention. q: [T, q_heads * head_dim]; cache rows:
+  // [kv_heads * head_dim keys | kv_heads * head_dim values]; query head h reads
+  // kv head h / (q_heads / kv_heads). out: [T, q_heads * head_dim]. Causal.
+  struct GqaShape {
+    int64_t q_heads = 0;
+    int64_t kv_heads = 0;
+    int64_t head_dim = 0;
+    float softmax_scale = 0.0f;
+  };
+  virtual void GqaAttention(ConstMatView q, const PagedCacheView& cache,
+                            std::span<const SeqSlice> seqs, const GqaShape& shape,
+                            MatView out) = 0;
+
+  // Chooses top_k experts per token from router logits [T, num_experts].
+  // expert_ids and weights: T * top_k entries, token-major, weights as the MoE
+  // block applies them (normalized if asked, times routed_scaling_factor).
+  virtual void RouteTopK(ConstMatView logits, const RoutingParams& params,
+                         std::span<int32_t> expert_ids, std::span<float> weights) = 0;
+
+  // SiLU-gated feed-forward: out = (silu(x gate^T) * (x up^T)) down^T.
+  // gate, up: [inter, hidden]; down: [hidden, inter]; out: [T, hidden].
+  virtual void GatedFfn(ConstMatView x, const Tensor& gate, const Tensor& up, const Tensor& down,
+                        MatView out) = 0;
+
+  // out[i] = x[rows[i]].
+  virtual void GatherRows(ConstMatView x, std::span<const int32_t> rows, MatView out) = 0;
+  // y[rows[i]] += weights[i] * x[i].
+  virtual void ScatterAddRows(ConstMatView x, std::span<const int32_t> rows,
+                              std::span<const float> weights, MatView y) = 0;
+
+  // out = log_softmax(x) per row. In place allowed.
+  virtual void LogSoftmax(ConstMatView x, MatView out) = 0;
+
+  // Samples one token per row of logits [N, vocab]. Deterministic given
+  // (params[i].seed, draw_index[i]): the same request draws the same token
+  // whatever else is in the batch. logprobs[i] is the log-probability of the
+  // chosen token under the unmodified model distribution (log_softmax of the
+  // logits, before temperature and filters).
+  virtual void Sample(ConstMatView logits, std::span<const SamplingParams> params,
+                      std::span<const uint64_t> draw_index, std::span<int32_t> token_ids,
+                      std::span<float> logprobs) = 0;
+};
+
+// Weight conversion to the CPU compute dtype (float32).
+// Dequantizes an FP8 e4m3 [rows, cols] weight with DeepSeek block scales:
+// w[r, c] = q[r, c] * scale_inv[r / block, c / block], scale_inv:
+// [ceil(rows / block), ceil(cols / block)] float32 (partial edge blocks).
+void DequantizeFp8Blocks(const uint8_t* q, int64_t rows, int64_t cols, const float* scale_inv,
+                         int64_t block, float* out);
+void ConvertBf16ToF32(const uint16_t* in, int64_t n, float* out);
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_KERNELS_OPS_H_

@@ -1,0 +1,73 @@
+// A Hugging Face checkpoint directory as published: config.json plus either
+// model.safetensors.index.json and its shards, or a single model.safetensors.
+#ifndef MOESERVE_RUNTIME_CHECKPOINT_CHECKPOINT_H_
+#define MOESERVE_RUNTIME_CHECKPOINT_CHECKPOINT_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/tensor.h"
+#include "nlohmann/json.hpp"
+#include "runtime/checkpoint/safetensors.h"
+
+namespace moeserve {
+
+// What has been touched so far; lets tests prove that a rank reads only the
+// tensors it needs.
+struct CheckpointStats {
+  int64_t shards_opened = 0;
+  int64_t tensors_read = 0;
+  int64_t bytes_read = 0;
+};
+
+// Opening reads config.json and the index only. A shard is memory-mapped and
+// its header validated the first time one of its tensors is read, so a rank
+// that needs a few layers or experts never touches the other shards.
+// Not thread-safe.
+class Checkpoint {
+ public:
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& dir);
+
+  const std::string& dir() const { return dir_; }
+  const nlohmann::json& config_json() const { return config_; }
+  // Tensor names the index lists (or the single file holds), sorted.
+  std::vector<std::string> TensorNames() const;
+  bool Has(std::string_view name) const;
+
+  // Header of a tensor (opens its shard). NotFound names the tensor.
+  absl::StatusOr<TensorInfo> Info(std::string_view name);
+
+  // A weight in float32, checked against `expected_shape`:
+  //  - F32 is copied, BF16 widened;
+  //  - F8_E4M3 is dequantized with its sibling "<name>_scale_inv" (F32,
+  //    [ceil(rows/128), ceil(cols/128)] blocks; the block size comes from
+  //    config.json's quantization_config.weight_block_size when present).
+  // Errors name the tensor and the file: missing tensor, shape mismatch
+  // ("tensor X in FILE: shape [a,b] but the config implies [c,d]"), missing
+  // or misshapen scales, unsupported dtype for a weight.
+  absl::StatusOr<Tensor> ReadF32(std::string_view name, std::span<const int64_t> expected_shape);
+
+  const CheckpointStats& stats() const { return stats_; }
+
+ private:
+  Checkpoint() = default;
+  absl::StatusOr<SafetensorsFile*> ShardFor(std::string_view name);
+
+  std::string dir_;
+  nlohmann::json config_;
+  int64_t fp8_block_ = 128;
+  std::map<std::string, std::string, std::less<>> weight_map_;  // tensor -> shard file name
+  std::map<std::string, std::unique_ptr<SafetensorsFile>, std::less<>> shards_;  // opened
+  CheckpointStats stats_;
+};
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_RUNTIME_CHECKPOINT_CHECKPOINT_H_

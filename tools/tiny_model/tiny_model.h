@@ -1,0 +1,35 @@
+// Small random checkpoints in exactly the published Hugging Face layout of
+// each architecture: the same tensor names, dtypes, FP8 scale layout
+// (128x128 blocks, partial blocks at the edges), the MTP module's tensors,
+// config.json with every field the real model has, an index and several
+// shards. Every path a full-size checkpoint takes is exercised on these.
+#ifndef MOESERVE_TOOLS_TINY_MODEL_TINY_MODEL_H_
+#define MOESERVE_TOOLS_TINY_MODEL_TINY_MODEL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace moeserve {
+
+enum class TinyArch { kDeepseekV3, kKimiK2, kQwen3Moe };
+enum class TinyDtype { kBf16, kFp8 };
+
+absl::StatusOr<TinyArch> ParseTinyArch(const std::string& name);    // deepseek_v3|kimi_k2|qwen3_moe
+absl::StatusOr<TinyDtype> ParseTinyDtype(const std::string& name);  // bf16|fp8
+
+struct TinyModelOptions {
+  TinyArch arch = TinyArch::kDeepseekV3;
+  TinyDtype dtype = TinyDtype::kBf16;
+  std::string out_dir;  // created if missing; existing model files are overwritten
+  uint64_t seed = 0;
+  int num_shards = 3;   // >= 1; 1 writes a single model.safetensors and no index
+};
+
+absl::Status MakeTinyModel(const TinyModelOptions& options);
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_TOOLS_TINY_MODEL_TINY_MODEL_H_
