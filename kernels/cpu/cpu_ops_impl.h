@@ -1,0 +1,72 @@
+// The CPU op set's class, shared by the files that implement it:
+//   cpu_ops.cc    dense and elementwise ops, RoPE, cache writes
+//   attention.cc  MLA (prefill and absorbed forms) and GQA attention
+//   routing.cc    MoE top-k routing
+//   sampling.cc   token sampling
+// Internal to kernels/cpu/: everything else reaches it through CreateCpuOps().
+//
+// Shape contracts are checked on every call with Require() (always on, also
+// in release builds): a violated contract is a bug in the caller, and the
+// checks are per call or per row, never per element of a product.
+#ifndef MOESERVE_KERNELS_CPU_CPU_OPS_IMPL_H_
+#define MOESERVE_KERNELS_CPU_CPU_OPS_IMPL_H_
+
+#include <cstdint>
+#include <span>
+
+#include "kernels/ops.h"
+
+namespace moeserve::cpu {
+
+// Aborts with `what` on stderr when `ok` is false. For broken internal
+// invariants only (a caller violating an op's shape contract).
+void Require(bool ok, const char* what);
+
+// The 2-D float32 view of a weight, after checking that it is a rank-2 F32
+// tensor of shape [rows, cols]. `name` appears in the abort message.
+ConstMatView WeightMat(const Tensor& w, int64_t rows, int64_t cols, const char* name);
+
+// Requires `v` to be a well-formed view: non-negative sizes and, when it has
+// more than one row, stride >= cols.
+void RequireView(ConstMatView v, const char* name);
+
+// Checks one sequence of a ragged batch against a batch of `batch_rows`
+// token rows and a cache: its rows lie in the batch, num_tokens <=
+// context_len, and its block table covers [0, context_len) with block ids
+// inside the cache.
+void RequireSeq(const SeqSlice& seq, int64_t batch_rows, const PagedCacheView& cache);
+
+class CpuOps final : public Ops {
+ public:
+  void Embedding(const Tensor& table, std::span<const int32_t> ids, MatView out) override;
+  void RmsNorm(ConstMatView x, const Tensor& weight, float eps, MatView out) override;
+  void Linear(ConstMatView x, const Tensor& w, MatView y) override;
+  void Add(ConstMatView x, MatView y) override;
+  void Rope(MatView x, int64_t heads_per_token, std::span<const int32_t> positions,
+            const RopeTable& table) override;
+  void CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
+                  const PagedCacheView& cache) override;
+  void MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
+                           std::span<const SeqSlice> seqs, const MlaShape& shape,
+                           MatView out) override;
+  void MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
+                            std::span<const SeqSlice> seqs, const MlaShape& shape,
+                            MatView out) override;
+  void GqaAttention(ConstMatView q, const PagedCacheView& cache, std::span<const SeqSlice> seqs,
+                    const GqaShape& shape, MatView out) override;
+  void RouteTopK(ConstMatView logits, const RoutingParams& params, std::span<int32_t> expert_ids,
+                 std::span<float> weights) override;
+  void GatedFfn(ConstMatView x, const Tensor& gate, const Tensor& up, const Tensor& down,
+                MatView out) override;
+  void GatherRows(ConstMatView x, std::span<const int32_t> rows, MatView out) override;
+  void ScatterAddRows(ConstMatView x, std::span<const int32_t> rows, std::span<const float> weights,
+                      MatView y) override;
+  void LogSoftmax(ConstMatView x, MatView out) override;
+  void Sample(ConstMatView logits, std::span<const SamplingParams> params,
+              std::span<const uint64_t> draw_index, std::span<int32_t> token_ids,
+              std::span<float> logprobs) override;
+};
+
+}  // namespace moeserve::cpu
+
+#endif  // MOESERVE_KERNELS_CPU_CPU_OPS_IMPL_H_
