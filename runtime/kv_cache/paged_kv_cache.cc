@@ -1,0 +1,65 @@
+#include "runtime/kv_cache/paged_kv_cache.h"
+
+#include <cassert>
+#include <new>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace moeserve {
+
+absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const Options& options) {
+  if (options.num_layers <= 0 || options.num_blocks <= 0 || options.block_size <= 0 ||
+      options.width <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV cache: layers (", options.num_layers, "), blocks (", options.num_blocks,
+        "), block size (", options.block_size, ") and width (", options.width,
+        ") must all be positive"));
+  }
+  auto cache = std::unique_ptr<PagedKvCache>(new PagedKvCache(options));
+  try {
+    for (int64_t l = 0; l < options.num_layers; ++l) {
+      cache->layers_.push_back(
+          Tensor::Zeros(DType::kF32, {options.num_blocks * options.block_size, options.width}));
+    }
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache: cannot allocate ", options.num_layers, " layers x ",
+                     options.num_blocks, " blocks x ", options.block_size, " tokens x ",
+                     options.width, " floats"));
+  }
+  return cache;
+}
+
+PagedCacheView PagedKvCache::layer(int64_t index) {
+  assert(index >= 0 && index < options_.num_layers);
+  return {layers_[static_cast<size_t>(index)].f32(), options_.num_blocks, options_.block_size,
+          options_.width};
+}
+
+int64_t PagedKvCache::capacity_bytes() const {
+  return options_.num_layers * options_.num_blocks * options_.block_size * options_.width *
+         static_cast<int64_t>(sizeof(float));
+}
+
+BlockAllocator::BlockAllocator(int64_t num_blocks) : num_blocks_(num_blocks) {
+  free_.reserve(static_cast<size_t>(num_blocks));
+  for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
+}
+
+absl::StatusOr<int32_t> BlockAllocator::Allocate() {
+  if (free_.empty()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache full: all ", num_blocks_, " blocks are in use"));
+  }
+  const int32_t b = free_.back();
+  free_.pop_back();
+  return b;
+}
+
+void BlockAllocator::Free(int32_t block) {
+  assert(block >= 0 && block < num_blocks_);
+  free_.push_back(block);
+}
+
+}  // namespace moeserve

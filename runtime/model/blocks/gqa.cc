@@ -1,0 +1,68 @@
+#include "runtime/model/blocks/gqa.h"
+
+#include <vector>
+
+namespace moeserve {
+
+absl::StatusOr<GqaWeights> LoadGqa(Checkpoint& checkpoint, const std::string& prefix,
+                                   const ModelConfig& c, bool qk_norm) {
+  GqaWeights w;
+  const int64_t q_dim = c.num_attention_heads * c.head_dim;
+  const int64_t kv_dim = c.num_key_value_heads * c.head_dim;
+  struct Item {
+    const char* name;
+    std::vector<int64_t> shape;
+    Tensor* out;
+  };
+  std::vector<Item> items = {{".q_proj.weight", {q_dim, c.hidden_size}, &w.q_proj},
+                             {".k_proj.weight", {kv_dim, c.hidden_size}, &w.k_proj},
+                             {".v_proj.weight", {kv_dim, c.hidden_size}, &w.v_proj},
+                             {".o_proj.weight", {c.hidden_size, q_dim}, &w.o_proj}};
+  if (qk_norm) {
+    items.push_back({".q_norm.weight", {c.head_dim}, &w.q_norm});
+    items.push_back({".k_norm.weight", {c.head_dim}, &w.k_norm});
+  }
+  for (const Item& item : items) {
+    auto t = checkpoint.ReadF32(prefix + item.name, item.shape);
+    if (!t.ok()) return t.status();
+    *item.out = *std::move(t);
+  }
+  return w;
+}
+
+void GqaForward(Ops& ops, const GqaWeights& w, const ModelConfig& c, const RopeTable& rope,
+                std::span<const SeqSlice> seqs, std::span<const int32_t> positions,
+                const PagedCacheView& cache, ConstMatView x, MatView out) {
+  const int64_t tokens = x.rows;
+  const int64_t d = c.head_dim;
+  const int64_t q_dim = c.num_attention_heads * d;
+  const int64_t kv_dim = c.num_key_value_heads * d;
+
+  Tensor q = Tensor::Empty(DType::kF32, {tokens, q_dim});
+  ops.Linear(x, w.q_proj, q.mat());
+  Tensor k = Tensor::Empty(DType::kF32, {tokens, kv_dim});
+  ops.Linear(x, w.k_proj, k.mat());
+  // The cache row of each token: [keys of every KV head | values].
+  Tensor kv = Tensor::Empty(DType::kF32, {tokens, 2 * kv_dim});
+  ops.Linear(x, w.v_proj, kv.mat().Columns(kv_dim, kv_dim));
+
+  // Per-head views: one row per (token, head).
+  MatView q_heads{q.f32(), tokens * c.num_attention_heads, d, d};
+  MatView k_heads{k.f32(), tokens * c.num_key_value_heads, d, d};
+  if (!w.q_norm.empty()) ops.RmsNorm(q_heads, w.q_norm, c.rms_norm_eps, q_heads);
+  if (!w.k_norm.empty()) ops.RmsNorm(k_heads, w.k_norm, c.rms_norm_eps, k_heads);
+  ops.Rope(q_heads, c.num_attention_heads, positions, rope);
+  ops.Rope(k_heads, c.num_key_value_heads, positions, rope);
+  // Place the finished keys beside the values (a gather with the identity).
+  std::vector<int32_t> identity(static_cast<size_t>(tokens));
+  for (int64_t t = 0; t < tokens; ++t) identity[static_cast<size_t>(t)] = static_cast<int32_t>(t);
+  ops.GatherRows(k.mat(), identity, kv.mat().Columns(0, kv_dim));
+  ops.CacheWrite(kv.mat(), seqs, cache);
+
+  Ops::GqaShape shape{c.num_attention_heads, c.num_key_value_heads, d, c.softmax_scale()};
+  Tensor attn = Tensor::Empty(DType::kF32, {tokens, q_dim});
+  ops.GqaAttention(q.mat(), cache, seqs, shape, attn.mat());
+  ops.Linear(attn.mat(), w.o_proj, out);
+}
+
+}  // namespace moeserve

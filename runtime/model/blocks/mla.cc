@@ -1,0 +1,111 @@
+#include "runtime/model/blocks/mla.h"
+
+#include <vector>
+
+namespace moeserve {
+namespace {
+
+absl::Status Read(Checkpoint& checkpoint, const std::string& name,
+                  std::initializer_list<int64_t> shape, Tensor* out) {
+  auto t = checkpoint.ReadF32(name, std::vector<int64_t>(shape));
+  if (!t.ok()) return t.status();
+  *out = *std::move(t);
+  return absl::OkStatus();
+}
+
+// True when the prefill form costs fewer multiply-adds for this sequence:
+//   prefill  = ctx * H * lora * (nope + v)        decompress the context
+//            + n * ctx * H * (nope + rope + v)     attend per head
+//   absorbed = n * H * lora * (nope + v)           fold wkv_b into q and out
+//            + n * ctx * H * (2 * lora + rope)     attend over the latent
+bool PrefillIsCheaper(const ModelConfig& c, const SeqSlice& s) {
+  const double n = static_cast<double>(s.num_tokens);
+  const double ctx = static_cast<double>(s.context_len);
+  const double proj = static_cast<double>(c.kv_lora_rank * (c.qk_nope_head_dim + c.v_head_dim));
+  const double prefill = ctx * proj + n * ctx * static_cast<double>(c.qk_head_dim() + c.v_head_dim);
+  const double absorbed =
+      n * proj + n * ctx * static_cast<double>(2 * c.kv_lora_rank + c.qk_rope_head_dim);
+  return prefill < absorbed;
+}
+
+}  // namespace
+
+absl::StatusOr<MlaWeights> LoadMla(Checkpoint& checkpoint, const std::string& prefix,
+                                   const ModelConfig& c) {
+  MlaWeights w;
+  const int64_t heads = c.num_attention_heads;
+  const int64_t hidden = c.hidden_size;
+  absl::Status s;
+  if (c.q_lora_rank > 0) {
+    if (s = Read(checkpoint, prefix + ".q_a_proj.weight", {c.q_lora_rank, hidden}, &w.q_a_proj);
+        !s.ok()) return s;
+    if (s = Read(checkpoint, prefix + ".q_a_layernorm.weight", {c.q_lora_rank}, &w.q_a_norm);
+        !s.ok()) return s;
+    if (s = Read(checkpoint, prefix + ".q_b_proj.weight", {heads * c.qk_head_dim(), c.q_lora_rank},
+                 &w.q_b_proj);
+        !s.ok()) return s;
+  } else {
+    if (s = Read(checkpoint, prefix + ".q_proj.weight", {heads * c.qk_head_dim(), hidden},
+                 &w.q_proj);
+        !s.ok()) return s;
+  }
+  if (s = Read(checkpoint, prefix + ".kv_a_proj_with_mqa.weight",
+               {c.kv_lora_rank + c.qk_rope_head_dim, hidden}, &w.kv_a_proj);
+      !s.ok()) return s;
+  if (s = Read(checkpoint, prefix + ".kv_a_layernorm.weight", {c.kv_lora_rank}, &w.kv_a_norm);
+      !s.ok()) return s;
+  if (s = Read(checkpoint, prefix + ".kv_b_proj.weight",
+               {heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}, &w.kv_b_proj);
+      !s.ok()) return s;
+  if (s = Read(checkpoint, prefix + ".o_proj.weight", {hidden, heads * c.v_head_dim}, &w.o_proj);
+      !s.ok()) return s;
+  return w;
+}
+
+void MlaForward(Ops& ops, const MlaWeights& w, const ModelConfig& c, const RopeTable& rope,
+                MlaForm form, std::span<const SeqSlice> seqs, std::span<const int32_t> positions,
+                const PagedCacheView& cache, ConstMatView x, MatView out) {
+  const int64_t tokens = x.rows;
+  const int64_t heads = c.num_attention_heads;
+  const int64_t qk_dim = c.qk_head_dim();
+
+  // Queries: [T, heads * (nope + rope)], rope applied to each head's tail.
+  Tensor q = Tensor::Empty(DType::kF32, {tokens, heads * qk_dim});
+  if (c.q_lora_rank > 0) {
+    Tensor qa = Tensor::Empty(DType::kF32, {tokens, c.q_lora_rank});
+    ops.Linear(x, w.q_a_proj, qa.mat());
+    ops.RmsNorm(qa.mat(), w.q_a_norm, c.rms_norm_eps, qa.mat());
+    ops.Linear(qa.mat(), w.q_b_proj, q.mat());
+  } else {
+    ops.Linear(x, w.q_proj, q.mat());
+  }
+  MatView q_heads{q.f32(), tokens * heads, qk_dim, qk_dim};
+  ops.Rope(q_heads.Columns(c.qk_nope_head_dim, c.qk_rope_head_dim), heads, positions, rope);
+
+  // The cache row of each token: [normalized latent | roped shared key].
+  Tensor kv = Tensor::Empty(DType::kF32, {tokens, c.kv_cache_width()});
+  ops.Linear(x, w.kv_a_proj, kv.mat());
+  MatView latent = kv.mat().Columns(0, c.kv_lora_rank);
+  ops.RmsNorm(latent, w.kv_a_norm, c.rms_norm_eps, latent);
+  ops.Rope(kv.mat().Columns(c.kv_lora_rank, c.qk_rope_head_dim), 1, positions, rope);
+  ops.CacheWrite(kv.mat(), seqs, cache);
+
+  Ops::MlaShape shape{heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim,
+                      c.kv_lora_rank, c.softmax_scale()};
+  std::vector<SeqSlice> prefill_seqs, absorbed_seqs;
+  for (const SeqSlice& s : seqs) {
+    const bool prefill = form == MlaForm::kPrefill ||
+                         (form == MlaForm::kAuto && PrefillIsCheaper(c, s));
+    (prefill ? prefill_seqs : absorbed_seqs).push_back(s);
+  }
+  Tensor attn = Tensor::Empty(DType::kF32, {tokens, heads * c.v_head_dim});
+  if (!prefill_seqs.empty()) {
+    ops.MlaAttentionPrefill(q.mat(), w.kv_b_proj, cache, prefill_seqs, shape, attn.mat());
+  }
+  if (!absorbed_seqs.empty()) {
+    ops.MlaAttentionAbsorbed(q.mat(), w.kv_b_proj, cache, absorbed_seqs, shape, attn.mat());
+  }
+  ops.Linear(attn.mat(), w.o_proj, out);
+}
+
+}  // namespace moeserve

@@ -1,0 +1,77 @@
+// A loaded model: its weights and a forward pass over a ragged batch.
+//
+// Each architecture lives in one file (deepseek_v3.cc, qwen3_moe.cc) built
+// from the shared blocks in blocks/, and calls numerics only through Ops.
+#ifndef MOESERVE_RUNTIME_MODEL_MODEL_H_
+#define MOESERVE_RUNTIME_MODEL_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/ops.h"
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/kv_cache/paged_kv_cache.h"
+#include "runtime/model/config.h"
+
+namespace moeserve {
+
+// Which weights a rank loads; nothing else is read from the checkpoint.
+struct WeightSelection {
+  // Routed experts to load in every MoE layer; empty means all. A rank of an
+  // expert-parallel group loads its slice; the MoE block then computes only
+  // the contributions of the experts it holds.
+  std::vector<int32_t> experts;
+
+  bool WantsExpert(int32_t expert) const;
+};
+
+// How MLA attention is computed. Both forms give the same function; kAuto
+// picks, per sequence, the one with fewer floating-point operations (the
+// prefill form for long chunks, the absorbed form for decode).
+enum class MlaForm { kAuto, kPrefill, kAbsorbed };
+
+struct ModelOptions {
+  MlaForm mla_form = MlaForm::kAuto;
+};
+
+// One forward pass. Sequences are laid out one after another: seqs[i] covers
+// rows [token_begin, token_begin + num_tokens) of `tokens`. Block tables must
+// already hold a block for every position below each context_len.
+struct ForwardBatch {
+  std::vector<int32_t> tokens;
+  std::vector<SeqSlice> seqs;
+  // Rows of `tokens` whose next-token logits are wanted, ascending or not.
+  std::vector<int64_t> logit_rows;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ModelConfig& config() const = 0;
+
+  // Runs every layer, writes the new tokens' keys into `cache` and returns
+  // logits [logit_rows.size(), vocab_size] (float32). Fails, without touching
+  // the cache, on token ids outside the vocabulary or malformed slices.
+  virtual absl::StatusOr<Tensor> Forward(const ForwardBatch& batch, PagedKvCache& cache) = 0;
+};
+
+// Reads config.json of `checkpoint`, the weights in `selection`, and returns
+// the model. `ops` must outlive the model.
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(Checkpoint& checkpoint,
+                                                 const WeightSelection& selection, Ops& ops,
+                                                 const ModelOptions& options = {});
+
+// Positions of the batch's tokens, derived from the slices.
+std::vector<int32_t> TokenPositions(const ForwardBatch& batch);
+
+// Checks what Forward needs of a batch: ids inside the vocabulary, slices
+// tiling the tokens in order, block tables long enough for the cache.
+absl::Status ValidateBatch(const ForwardBatch& batch, const ModelConfig& config,
+                           const PagedKvCache& cache);
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_RUNTIME_MODEL_MODEL_H_

@@ -1,0 +1,131 @@
+// Qwen3-MoE (Qwen3-30B-A3B, Qwen3-235B-A22B, Qwen3-Coder-480B): grouped-query
+// attention with per-head q/k RMSNorm and rotate-half RoPE; MoE layers with
+// softmax top-k routing and no shared expert, dense layers where
+// mlp_only_layers or decoder_sparse_step say so.
+//
+// Follows Hugging Face transformers' modeling_qwen3_moe.py.
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/model/architectures.h"
+#include "runtime/model/blocks/ffn.h"
+#include "runtime/model/blocks/gqa.h"
+#include "runtime/model/blocks/moe.h"
+
+namespace moeserve {
+namespace {
+
+class Qwen3Moe final : public Model {
+ public:
+  Qwen3Moe(const ModelConfig& config, Ops& ops)
+      : config_(config), ops_(ops), rope_(MakeRopeTable(config.rope, RopeStyle::kRotateHalf)) {}
+
+  absl::Status Load(Checkpoint& checkpoint, const WeightSelection& selection) {
+    const ModelConfig& c = config_;
+    absl::Status s = ReadWeight(checkpoint, "model.embed_tokens.weight",
+                                {c.vocab_size, c.hidden_size}, &embed_);
+    if (s.ok()) s = ReadWeight(checkpoint, "model.norm.weight", {c.hidden_size}, &final_norm_);
+    if (s.ok()) {
+      if (c.tie_word_embeddings) {
+        lm_head_ = embed_;
+      } else {
+        s = ReadWeight(checkpoint, "lm_head.weight", {c.vocab_size, c.hidden_size}, &lm_head_);
+      }
+    }
+    if (!s.ok()) return s;
+    layers_.resize(static_cast<size_t>(c.num_hidden_layers));
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      s = LoadLayer(checkpoint, selection, l, layers_[static_cast<size_t>(l)]);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  const ModelConfig& config() const override { return config_; }
+
+  absl::StatusOr<Tensor> Forward(const ForwardBatch& batch, PagedKvCache& cache) override {
+    if (absl::Status s = ValidateBatch(batch, config_, cache); !s.ok()) return s;
+    const auto tokens = static_cast<int64_t>(batch.tokens.size());
+    const std::vector<int32_t> positions = TokenPositions(batch);
+    Tensor h = Tensor::Empty(DType::kF32, {tokens, config_.hidden_size});
+    Tensor normed = Tensor::Empty(DType::kF32, {tokens, config_.hidden_size});
+    Tensor delta = Tensor::Empty(DType::kF32, {tokens, config_.hidden_size});
+    ops_.Embedding(embed_, batch.tokens, h.mat());
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const Layer& layer = layers_[l];
+      ops_.RmsNorm(h.mat(), layer.attn_norm, config_.rms_norm_eps, normed.mat());
+      GqaForward(ops_, layer.attn, config_, rope_, batch.seqs, positions,
+                 cache.layer(static_cast<int64_t>(l)), normed.mat(), delta.mat());
+      ops_.Add(delta.mat(), h.mat());
+      ops_.RmsNorm(h.mat(), layer.ffn_norm, config_.rms_norm_eps, normed.mat());
+      if (layer.is_moe) {
+        MoeForward(ops_, layer.moe, config_, normed.mat(), delta.mat());
+      } else {
+        ops_.GatedFfn(normed.mat(), layer.dense.gate, layer.dense.up, layer.dense.down,
+                      delta.mat());
+      }
+      ops_.Add(delta.mat(), h.mat());
+    }
+    return ComputeLogits(ops_, h.mat(), final_norm_, lm_head_, batch.logit_rows,
+                         config_.rms_norm_eps);
+  }
+
+ private:
+  struct Layer {
+    Tensor attn_norm;  // input_layernorm
+    Tensor ffn_norm;   // post_attention_layernorm
+    GqaWeights attn;
+    bool is_moe = false;
+    FfnWeights dense;
+    MoeWeights moe;
+  };
+
+  absl::Status LoadLayer(Checkpoint& checkpoint, const WeightSelection& selection, int64_t l,
+                         Layer& layer) {
+    const ModelConfig& c = config_;
+    const std::string prefix = absl::StrCat("model.layers.", l);
+    absl::Status s =
+        ReadWeight(checkpoint, prefix + ".input_layernorm.weight", {c.hidden_size}, &layer.attn_norm);
+    if (s.ok()) {
+      s = ReadWeight(checkpoint, prefix + ".post_attention_layernorm.weight", {c.hidden_size},
+                     &layer.ffn_norm);
+    }
+    if (!s.ok()) return s;
+    auto attn = LoadGqa(checkpoint, prefix + ".self_attn", c, /*qk_norm=*/true);
+    if (!attn.ok()) return attn.status();
+    layer.attn = *std::move(attn);
+    layer.is_moe = c.IsMoeLayer(l);
+    if (layer.is_moe) {
+      auto moe = LoadMoe(checkpoint, prefix + ".mlp", c, selection);
+      if (!moe.ok()) return moe.status();
+      layer.moe = *std::move(moe);
+    } else {
+      auto dense = LoadFfn(checkpoint, prefix + ".mlp", c.hidden_size, c.intermediate_size);
+      if (!dense.ok()) return dense.status();
+      layer.dense = *std::move(dense);
+    }
+    return absl::OkStatus();
+  }
+
+  const ModelConfig config_;
+  Ops& ops_;
+  const RopeTable rope_;
+  Tensor embed_;       // [vocab, hidden]
+  Tensor final_norm_;  // [hidden]
+  Tensor lm_head_;     // [vocab, hidden]; shares embed_'s buffer when tied
+  std::vector<Layer> layers_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> LoadQwen3Moe(Checkpoint& checkpoint,
+                                                    const ModelConfig& config,
+                                                    const WeightSelection& selection, Ops& ops,
+                                                    const ModelOptions& options) {
+  auto model = std::make_unique<Qwen3Moe>(config, ops);
+  if (absl::Status s = model->Load(checkpoint, selection); !s.ok()) return s;
+  return model;
+}
+
+}  // namespace moeserve

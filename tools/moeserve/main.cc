@@ -1,0 +1,210 @@
+// moeserve: the command-line entry point.
+//
+//   moeserve generate --model DIR --prompt-ids 0,17,42 [...]
+//   moeserve make-tiny-model --arch deepseek_v3 --dtype bf16 --out DIR
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "runtime/engine/engine.h"
+#include "tools/moeserve/args.h"
+#include "tools/tiny_model/tiny_model.h"
+
+namespace moeserve {
+namespace {
+
+constexpr char kUsage[] = R"(moeserve - serving runtime for Mixture-of-Experts language models
+
+Usage: moeserve <command> [flags]
+
+Commands:
+  generate         Generate tokens from a prompt with the in-process CPU engine.
+  make-tiny-model  Write a small random checkpoint in the published layout.
+  help             Show this text, or `moeserve <command> --help` for a command.
+)";
+
+constexpr char kGenerateUsage[] = R"(Usage: moeserve generate --model DIR --prompt-ids IDS [flags]
+
+Runs the model in this process on the CPU and prints the generated tokens.
+
+  --model DIR          Hugging Face checkpoint directory (config.json + safetensors)
+  --prompt-ids IDS     comma-separated prompt token ids, e.g. 0,17,42
+  --max-tokens N       tokens to generate (default 16)
+  --temperature T      0 for greedy decoding (default 0)
+  --top-p P            nucleus sampling: keep the smallest set of tokens whose
+                       probability reaches P, in (0, 1] (default 1: off)
+  --top-k K            keep the K most likely tokens (default 0: off)
+  --min-p P            drop tokens less likely than P times the most likely (default 0)
+  --seed S             sampling seed; the same seed gives the same tokens (default 0)
+  --ignore-eos         keep generating after an end-of-sequence token
+  --prompt-logprobs    also report the log-probability of every prompt token
+  --json               print one JSON object:
+                       {"prompt_logprobs": [null, lp1, ...] or null,
+                        "tokens": [{"id": .., "logprob": ..}, ...],
+                        "finish_reason": "length" | "stop"}
+  --kv-cache-tokens N  KV cache capacity in tokens (default 16384)
+  --max-batch-tokens N tokens per forward pass; longer prompts are prefilled in
+                       chunks of this size (default 2048)
+)";
+
+constexpr char kMakeTinyUsage[] = R"(Usage: moeserve make-tiny-model --arch ARCH --dtype DTYPE --out DIR [flags]
+
+Writes a small random checkpoint in exactly the published Hugging Face layout of
+the architecture (tensor names, dtypes, FP8 block scales, MTP module, index and
+shards), for tests and a first try.
+
+  --arch ARCH     deepseek_v3, kimi_k2 or qwen3_moe
+  --dtype DTYPE   bf16, or fp8 (e4m3 weights with 128x128 block scales)
+  --out DIR       output directory (created if missing)
+  --seed S        random seed (default 0); the same seed writes identical files
+  --shards N      number of safetensors shards (default 3; 1 writes model.safetensors)
+)";
+
+int Fail(const absl::Status& status) {
+  std::cerr << "moeserve: " << status.message() << "\n";
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+const char* FinishReasonName(FinishReason r) {
+  return r == FinishReason::kStop ? "stop" : "length";
+}
+
+int RunGenerate(const std::vector<std::string>& argv) {
+  auto args = Args::Parse(argv,
+                          {"model", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k",
+                           "min-p", "seed", "kv-cache-tokens", "max-batch-tokens"},
+                          {"prompt-logprobs", "json", "ignore-eos", "help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->Has("help")) {
+    std::cout << kGenerateUsage;
+    return 0;
+  }
+  auto model_dir = args->Required("model");
+  if (!model_dir.ok()) return Fail(model_dir.status());
+  auto ids_text = args->Required("prompt-ids");
+  if (!ids_text.ok()) return Fail(ids_text.status());
+  auto ids = ParseIdList(*ids_text);
+  if (!ids.ok()) return Fail(ids.status());
+
+  GenerateRequest request;
+  request.prompt_ids = *ids;
+  request.prompt_logprobs = args->Has("prompt-logprobs");
+  request.ignore_eos = args->Has("ignore-eos");
+  EngineOptions options;
+  options.model_dir = *model_dir;
+  auto max_tokens = args->Int("max-tokens", 16);
+  auto temperature = args->Double("temperature", 0.0);
+  auto top_p = args->Double("top-p", 1.0);
+  auto top_k = args->Int("top-k", 0);
+  auto min_p = args->Double("min-p", 0.0);
+  auto seed = args->Uint("seed", 0);
+  auto kv_tokens = args->Int("kv-cache-tokens", options.kv_cache_tokens);
+  auto batch_tokens = args->Int("max-batch-tokens", options.max_batch_tokens);
+  for (const absl::Status& s : {max_tokens.status(), temperature.status(), top_p.status(),
+                                top_k.status(), min_p.status(), seed.status(), kv_tokens.status(),
+                                batch_tokens.status()}) {
+    if (!s.ok()) return Fail(s);
+  }
+  if (*top_k > INT32_MAX) return Fail(absl::InvalidArgumentError("--top-k is too large"));
+  request.max_tokens = *max_tokens;
+  request.sampling.temperature = static_cast<float>(*temperature);
+  request.sampling.top_p = static_cast<float>(*top_p);
+  request.sampling.top_k = static_cast<int32_t>(*top_k);
+  request.sampling.min_p = static_cast<float>(*min_p);
+  request.sampling.seed = *seed;
+  if (*kv_tokens <= 0) return Fail(absl::InvalidArgumentError("--kv-cache-tokens must be positive"));
+  options.kv_cache_tokens = *kv_tokens;
+  options.max_batch_tokens = *batch_tokens;
+
+  auto engine = Engine::Create(options);
+  if (!engine.ok()) return Fail(engine.status());
+  auto results = (*engine)->Generate({&request, 1});
+  if (!results.ok()) return Fail(results.status());
+  const GenerateResult& r = results->front();
+
+  if (args->Has("json")) {
+    nlohmann::json out;
+    if (request.prompt_logprobs) {
+      out["prompt_logprobs"] = nlohmann::json::array();
+      for (const auto& lp : r.prompt_logprobs) {
+        out["prompt_logprobs"].push_back(lp.has_value() ? nlohmann::json(static_cast<double>(*lp))
+                                                        : nlohmann::json(nullptr));
+      }
+    } else {
+      out["prompt_logprobs"] = nullptr;
+    }
+    out["tokens"] = nlohmann::json::array();
+    for (const GeneratedToken& t : r.tokens) {
+      out["tokens"].push_back({{"id", t.id}, {"logprob", static_cast<double>(t.logprob)}});
+    }
+    out["finish_reason"] = FinishReasonName(r.finish_reason);
+    std::cout << out.dump() << "\n";
+    return 0;
+  }
+  if (request.prompt_logprobs) {
+    std::cout << "prompt:\n";
+    for (size_t i = 0; i < request.prompt_ids.size(); ++i) {
+      std::cout << "  " << request.prompt_ids[i] << "\t"
+                << (r.prompt_logprobs[i].has_value() ? std::to_string(*r.prompt_logprobs[i]) : "-")
+                << "\n";
+    }
+  }
+  std::cout << "generated (id, logprob):\n";
+  for (const GeneratedToken& t : r.tokens) std::cout << "  " << t.id << "\t" << t.logprob << "\n";
+  std::cout << "finish reason: " << FinishReasonName(r.finish_reason) << "\n";
+  return 0;
+}
+
+int RunMakeTinyModel(const std::vector<std::string>& argv) {
+  auto args = Args::Parse(argv, {"arch", "dtype", "out", "seed", "shards"}, {"help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->Has("help")) {
+    std::cout << kMakeTinyUsage;
+    return 0;
+  }
+  TinyModelOptions options;
+  auto arch = args->Required("arch");
+  if (!arch.ok()) return Fail(arch.status());
+  auto parsed_arch = ParseTinyArch(*arch);
+  if (!parsed_arch.ok()) return Fail(parsed_arch.status());
+  auto dtype = args->Required("dtype");
+  if (!dtype.ok()) return Fail(dtype.status());
+  auto parsed_dtype = ParseTinyDtype(*dtype);
+  if (!parsed_dtype.ok()) return Fail(parsed_dtype.status());
+  auto out = args->Required("out");
+  if (!out.ok()) return Fail(out.status());
+  auto seed = args->Uint("seed", 0);
+  if (!seed.ok()) return Fail(seed.status());
+  auto shards = args->Int("shards", options.num_shards);
+  if (!shards.ok()) return Fail(shards.status());
+  if (*shards < 1 || *shards > 99) return Fail(absl::InvalidArgumentError("--shards must be in [1, 99]"));
+  options.arch = *parsed_arch;
+  options.dtype = *parsed_dtype;
+  options.out_dir = *out;
+  options.seed = *seed;
+  options.num_shards = static_cast<int>(*shards);
+  if (absl::Status s = MakeTinyModel(options); !s.ok()) return Fail(s);
+  std::cout << "wrote " << *arch << " (" << *dtype << ") to " << *out << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace moeserve
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
+    std::cout << moeserve::kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  if (command == "generate") return moeserve::RunGenerate(args);
+  if (command == "make-tiny-model") return moeserve::RunMakeTinyModel(args);
+  std::cerr << "moeserve: unknown command \"" << command << "\"\n\n" << moeserve::kUsage;
+  return 2;
+}
