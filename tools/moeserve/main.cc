@@ -127,17 +127,17 @@ int RunGenerate(const std::vector<std::string>& argv) {
   const GenerateResult& r = results->front();
 
   if (args->Has("json")) {
-    nlohmann::json out;
+    nlohmann::ordered_json out;
     if (request.prompt_logprobs) {
-      out["prompt_logprobs"] = nlohmann::json::array();
+      out["prompt_logprobs"] = nlohmann::ordered_json::array();
       for (const auto& lp : r.prompt_logprobs) {
-        out["prompt_logprobs"].push_back(lp.has_value() ? nlohmann::json(static_cast<double>(*lp))
-                                                        : nlohmann::json(nullptr));
+        out["prompt_logprobs"].push_back(lp.has_value() ? nlohmann::ordered_json(static_cast<double>(*lp))
+                                                        : nlohmann::ordered_json(nullptr));
       }
     } else {
       out["prompt_logprobs"] = nullptr;
     }
-    out["tokens"] = nlohmann::json::array();
+    out["tokens"] = nlohmann::ordered_json::array();
     for (const GeneratedToken& t : r.tokens) {
       out["tokens"].push_back({{"id", t.id}, {"logprob", static_cast<double>(t.logprob)}});
     }
