@@ -27,9 +27,11 @@ struct CheckpointStats {
   int64_t bytes_read = 0;
 };
 
-// Opening reads config.json and the index only. A shard is memory-mapped and
-// its header validated the first time one of its tensors is read, so a rank
-// that needs a few layers or experts never touches the other shards.
+// Opening reads config.json and the index only (and checks that every shard
+// the index names exists). A shard is memory-mapped and its header validated
+// the first time one of its tensors is read, so a rank that needs a few
+// layers or experts never touches the other shards. A single-file checkpoint
+// has no index: its model.safetensors is opened at Open to learn the names.
 // Not thread-safe.
 class Checkpoint {
  public:
@@ -50,7 +52,7 @@ class Checkpoint {
   //    [ceil(rows/128), ceil(cols/128)] blocks; the block size comes from
   //    config.json's quantization_config.weight_block_size when present).
   // Errors name the tensor and the file: missing tensor, shape mismatch
-  // ("tensor X in FILE: shape [a,b] but the config implies [c,d]"), missing
+  // ("FILE: tensor X: shape [a,b] but the config implies [c,d]"), missing
   // or misshapen scales, unsupported dtype for a weight.
   absl::StatusOr<Tensor> ReadF32(std::string_view name, std::span<const int64_t> expected_shape);
 

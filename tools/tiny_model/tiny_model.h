@@ -16,6 +16,9 @@ namespace moeserve {
 
 enum class TinyArch { kDeepseekV3, kKimiK2, kQwen3Moe };
 enum class TinyDtype { kBf16, kFp8 };
+// kTiny: a few MB, for tests. kSmall (deepseek_v3 only): hidden 1024, 64
+// routed experts, top-6, for CPU benchmarks.
+enum class TinySize { kTiny, kSmall };
 
 absl::StatusOr<TinyArch> ParseTinyArch(const std::string& name);    // deepseek_v3|kimi_k2|qwen3_moe
 absl::StatusOr<TinyDtype> ParseTinyDtype(const std::string& name);  // bf16|fp8
@@ -23,6 +26,7 @@ absl::StatusOr<TinyDtype> ParseTinyDtype(const std::string& name);  // bf16|fp8
 struct TinyModelOptions {
   TinyArch arch = TinyArch::kDeepseekV3;
   TinyDtype dtype = TinyDtype::kBf16;
+  TinySize size = TinySize::kTiny;
   std::string out_dir;  // created if missing; existing model files are overwritten
   uint64_t seed = 0;
   int num_shards = 3;   // >= 1; 1 writes a single model.safetensors and no index
