@@ -1,0 +1,89 @@
+// An Ops decorator that times every call by op, for benchmarks: forwards to
+// the wrapped implementation and adds the wall time to a per-op total.
+#ifndef MOESERVE_TOOLS_BENCH_PROFILING_OPS_H_
+#define MOESERVE_TOOLS_BENCH_PROFILING_OPS_H_
+
+#include <chrono>
+#include <map>
+#include <string>
+
+#include "kernels/ops.h"
+
+namespace moeserve {
+
+class ProfilingOps final : public Ops {
+ public:
+  explicit ProfilingOps(Ops& inner) : inner_(inner) {}
+
+  // Seconds spent per op name since the last Reset().
+  const std::map<std::string, double>& seconds() const { return seconds_; }
+  void Reset() { seconds_.clear(); }
+
+  void Embedding(const Tensor& t, std::span<const int32_t> ids, MatView out) override {
+    Timed("Embedding", [&] { inner_.Embedding(t, ids, out); });
+  }
+  void RmsNorm(ConstMatView x, const Tensor& w, float eps, MatView out) override {
+    Timed("RmsNorm", [&] { inner_.RmsNorm(x, w, eps, out); });
+  }
+  void Linear(ConstMatView x, const Tensor& w, MatView y) override {
+    Timed("Linear", [&] { inner_.Linear(x, w, y); });
+  }
+  void Add(ConstMatView x, MatView y) override {
+    Timed("Add", [&] { inner_.Add(x, y); });
+  }
+  void Rope(MatView x, int64_t heads, std::span<const int32_t> pos, const RopeTable& t) override {
+    Timed("Rope", [&] { inner_.Rope(x, heads, pos, t); });
+  }
+  void CacheWrite(ConstMatView v, std::span<const SeqSlice> s, const PagedCacheView& c) override {
+    Timed("CacheWrite", [&] { inner_.CacheWrite(v, s, c); });
+  }
+  void MlaAttentionPrefill(ConstMatView q, const Tensor& w, const PagedCacheView& c,
+                           std::span<const SeqSlice> s, const MlaShape& sh, MatView o) override {
+    Timed("MlaAttentionPrefill", [&] { inner_.MlaAttentionPrefill(q, w, c, s, sh, o); });
+  }
+  void MlaAttentionAbsorbed(ConstMatView q, const Tensor& w, const PagedCacheView& c,
+                            std::span<const SeqSlice> s, const MlaShape& sh, MatView o) override {
+    Timed("MlaAttentionAbsorbed", [&] { inner_.MlaAttentionAbsorbed(q, w, c, s, sh, o); });
+  }
+  void GqaAttention(ConstMatView q, const PagedCacheView& c, std::span<const SeqSlice> s,
+                    const GqaShape& sh, MatView o) override {
+    Timed("GqaAttention", [&] { inner_.GqaAttention(q, c, s, sh, o); });
+  }
+  void RouteTopK(ConstMatView l, const RoutingParams& p, std::span<int32_t> ids,
+                 std::span<float> w) override {
+    Timed("RouteTopK", [&] { inner_.RouteTopK(l, p, ids, w); });
+  }
+  void GatedFfn(ConstMatView x, const Tensor& g, const Tensor& u, const Tensor& d,
+                MatView out) override {
+    Timed("GatedFfn", [&] { inner_.GatedFfn(x, g, u, d, out); });
+  }
+  void GatherRows(ConstMatView x, std::span<const int32_t> r, MatView out) override {
+    Timed("GatherRows", [&] { inner_.GatherRows(x, r, out); });
+  }
+  void ScatterAddRows(ConstMatView x, std::span<const int32_t> r, std::span<const float> w,
+                      MatView y) override {
+    Timed("ScatterAddRows", [&] { inner_.ScatterAddRows(x, r, w, y); });
+  }
+  void LogSoftmax(ConstMatView x, MatView out) override {
+    Timed("LogSoftmax", [&] { inner_.LogSoftmax(x, out); });
+  }
+  void Sample(ConstMatView l, std::span<const SamplingParams> p, std::span<const uint64_t> d,
+              std::span<int32_t> ids, std::span<float> lp) override {
+    Timed("Sample", [&] { inner_.Sample(l, p, d, ids, lp); });
+  }
+
+ private:
+  template <typename F>
+  void Timed(const char* name, F&& f) {
+    const auto start = std::chrono::steady_clock::now();
+    f();
+    seconds_[name] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
+  Ops& inner_;
+  std::map<std::string, double> seconds_;
+};
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_TOOLS_BENCH_PROFILING_OPS_H_
