@@ -159,9 +159,9 @@ class Ops {
     int64_t kv_lora_rank = 0;
     float softmax_scale = 0.0f;
   };
-  virtual void MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b,
-                                   const PagedCacheView& cache, std::span<const SeqSlice> seqs,
-                                   const MlaShape& shape, MatView out) = 0;
+  virtual void MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
+                                   std::span<const SeqSlice> seqs, const MlaShape& shape,
+                                   MatView out) = 0;
   virtual void MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b,
                                     const PagedCacheView& cache, std::span<const SeqSlice> seqs,
                                     const MlaShape& shape, MatView out) = 0;
@@ -176,8 +176,7 @@ class Ops {
     float softmax_scale = 0.0f;
   };
   virtual void GqaAttention(ConstMatView q, const PagedCacheView& cache,
-                            std::span<const SeqSlice> seqs, const GqaShape& shape,
-                            MatView out) = 0;
+                            std::span<const SeqSlice> seqs, const GqaShape& shape, MatView out) = 0;
 
   // Chooses top_k experts per token from router logits [T, num_experts].
   // expert_ids and weights: T * top_k entries, token-major, weights as the MoE

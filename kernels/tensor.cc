@@ -110,7 +110,8 @@ float Fp8E4M3ToF32(uint8_t bits) {
   } else if (exponent == 0) {
     magnitude = std::ldexp(static_cast<float>(mantissa), -9);  // subnormal: m/8 * 2^-6
   } else {
-    magnitude = std::ldexp(1.0f + static_cast<float>(mantissa) / 8.0f, static_cast<int>(exponent) - 7);
+    magnitude =
+        std::ldexp(1.0f + static_cast<float>(mantissa) / 8.0f, static_cast<int>(exponent) - 7);
   }
   return sign ? -magnitude : magnitude;
 }

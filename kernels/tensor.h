@@ -102,9 +102,9 @@ class Tensor {
 
 // Numeric conversions used by checkpoints and the CPU backend.
 float Bf16ToF32(uint16_t bits);
-uint16_t F32ToBf16(float value);       // round to nearest even, NaN preserved
-float Fp8E4M3ToF32(uint8_t bits);      // e4m3fn: no infinities, 0x7f/0xff are NaN
-uint8_t F32ToFp8E4M3(float value);     // round to nearest even, saturates at +-448
+uint16_t F32ToBf16(float value);    // round to nearest even, NaN preserved
+float Fp8E4M3ToF32(uint8_t bits);   // e4m3fn: no infinities, 0x7f/0xff are NaN
+uint8_t F32ToFp8E4M3(float value);  // round to nearest even, saturates at +-448
 inline constexpr float kFp8E4M3Max = 448.0f;
 
 // Small helpers, defined once.

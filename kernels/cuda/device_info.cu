@@ -1,6 +1,6 @@
-#include "kernels/cuda/device_info.h"
-
 #include <cuda_runtime.h>
+
+#include "kernels/cuda/device_info.h"
 
 namespace moeserve::cuda {
 
@@ -9,8 +9,9 @@ DeviceInfo QueryDevices() {
   cudaError_t err = cudaGetDeviceCount(&info.device_count);
   if (err != cudaSuccess || info.device_count == 0) {
     info.device_count = 0;
-    info.unavailable_reason = err != cudaSuccess ? std::string("CUDA runtime: ") + cudaGetErrorString(err)
-                                                 : std::string("no CUDA device visible");
+    info.unavailable_reason = err != cudaSuccess
+                                  ? std::string("CUDA runtime: ") + cudaGetErrorString(err)
+                                  : std::string("no CUDA device visible");
     return info;
   }
   cudaDeviceProp prop{};

@@ -9,8 +9,8 @@ namespace moeserve::cuda {
 
 struct DeviceInfo {
   int device_count = 0;
-  std::string name;             // of device 0
-  int compute_capability = 0;   // e.g. 90 for H100/H200
+  std::string name;            // of device 0
+  int compute_capability = 0;  // e.g. 90 for H100/H200
   size_t total_memory_bytes = 0;
   std::string unavailable_reason;  // set when device_count == 0
 };

@@ -59,8 +59,8 @@ class SafetensorsFile {
   std::string path_;
   const std::byte* map_ = nullptr;  // whole file, PROT_READ
   size_t map_size_ = 0;
-  size_t data_offset_ = 0;  // 8 + header length
-  std::vector<TensorInfo> tensors_;        // in data order
+  size_t data_offset_ = 0;                            // 8 + header length
+  std::vector<TensorInfo> tensors_;                   // in data order
   std::map<std::string, size_t, std::less<>> index_;  // name -> tensors_ index
   std::map<std::string, std::string> metadata_;
 };

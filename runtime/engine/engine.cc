@@ -35,7 +35,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   PagedKvCache::Options cache_options;
   cache_options.num_layers = c.num_hidden_layers;
   cache_options.block_size = options.kv_block_tokens;
-  cache_options.num_blocks = CeilDiv(options.kv_cache_tokens, std::max<int64_t>(1, options.kv_block_tokens));
+  cache_options.num_blocks =
+      CeilDiv(options.kv_cache_tokens, std::max<int64_t>(1, options.kv_block_tokens));
   cache_options.width = c.kv_cache_width();
   auto cache = PagedKvCache::Create(cache_options);
   if (!cache.ok()) return cache.status();
@@ -50,29 +51,32 @@ absl::Status Engine::CheckRequest(const GenerateRequest& r, size_t index) const 
   if (r.prompt_ids.empty()) return absl::InvalidArgumentError(where + "the prompt is empty");
   for (size_t i = 0; i < r.prompt_ids.size(); ++i) {
     if (r.prompt_ids[i] < 0 || r.prompt_ids[i] >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(where, "prompt token ", i, " has id ",
-                                                     r.prompt_ids[i], ", outside the vocabulary [0, ",
-                                                     c.vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "prompt token ", i, " has id ", r.prompt_ids[i],
+                       ", outside the vocabulary [0, ", c.vocab_size, ")"));
     }
   }
   if (r.max_tokens < 0) return absl::InvalidArgumentError(where + "max tokens is negative");
   const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.max_tokens;
   if (total > c.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(where, "prompt (", r.prompt_ids.size(),
-                                                   ") + max tokens (", r.max_tokens,
-                                                   ") exceeds the context length ",
-                                                   c.max_position_embeddings));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "prompt (", r.prompt_ids.size(), ") + max tokens (", r.max_tokens,
+                     ") exceeds the context length ", c.max_position_embeddings));
   }
   const SamplingParams& s = r.sampling;
   if (!(s.temperature >= 0.0f)) {
-    return absl::InvalidArgumentError(absl::StrCat(where, "temperature must be >= 0, got ", s.temperature));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "temperature must be >= 0, got ", s.temperature));
   }
   if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) {
-    return absl::InvalidArgumentError(absl::StrCat(where, "top-p must be in (0, 1], got ", s.top_p));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "top-p must be in (0, 1], got ", s.top_p));
   }
-  if (s.top_k < 0) return absl::InvalidArgumentError(absl::StrCat(where, "top-k must be >= 0, got ", s.top_k));
+  if (s.top_k < 0)
+    return absl::InvalidArgumentError(absl::StrCat(where, "top-k must be >= 0, got ", s.top_k));
   if (!(s.min_p >= 0.0f && s.min_p <= 1.0f)) {
-    return absl::InvalidArgumentError(absl::StrCat(where, "min-p must be in [0, 1], got ", s.min_p));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "min-p must be in [0, 1], got ", s.min_p));
   }
   return absl::OkStatus();
 }
@@ -94,7 +98,8 @@ absl::StatusOr<std::vector<GenerateResult>> Engine::Generate(
     }
   }
   absl::Status status;
-  while (status.ok() && std::any_of(seqs.begin(), seqs.end(), [](const Sequence& s) { return !s.done; })) {
+  while (status.ok() &&
+         std::any_of(seqs.begin(), seqs.end(), [](const Sequence& s) { return !s.done; })) {
     status = Step(seqs);
   }
   for (Sequence& s : seqs) {
@@ -190,7 +195,8 @@ absl::Status Engine::Step(std::vector<Sequence>& seqs) {
   }
   for (const Work& w : work) {
     // A prompt-logprobs-only request (max_tokens 0) is done once its prompt is read.
-    if (w.seq->request->max_tokens == 0 && w.seq->cached == static_cast<int64_t>(w.seq->tokens.size())) {
+    if (w.seq->request->max_tokens == 0 &&
+        w.seq->cached == static_cast<int64_t>(w.seq->tokens.size())) {
       w.seq->done = true;
     }
   }

@@ -11,10 +11,10 @@ namespace moeserve {
 absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const Options& options) {
   if (options.num_layers <= 0 || options.num_blocks <= 0 || options.block_size <= 0 ||
       options.width <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KV cache: layers (", options.num_layers, "), blocks (", options.num_blocks,
-        "), block size (", options.block_size, ") and width (", options.width,
-        ") must all be positive"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV cache: layers (", options.num_layers, "), blocks (", options.num_blocks,
+                     "), block size (", options.block_size, ") and width (", options.width,
+                     ") must all be positive"));
   }
   auto cache = std::unique_ptr<PagedKvCache>(new PagedKvCache(options));
   try {
@@ -23,10 +23,9 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const Options
           Tensor::Zeros(DType::kF32, {options.num_blocks * options.block_size, options.width}));
     }
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("KV cache: cannot allocate ", options.num_layers, " layers x ",
-                     options.num_blocks, " blocks x ", options.block_size, " tokens x ",
-                     options.width, " floats"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "KV cache: cannot allocate ", options.num_layers, " layers x ", options.num_blocks,
+        " blocks x ", options.block_size, " tokens x ", options.width, " floats"));
   }
   return cache;
 }

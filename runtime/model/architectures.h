@@ -21,12 +21,12 @@ absl::StatusOr<std::unique_ptr<Model>> LoadQwen3Moe(Checkpoint& checkpoint,
 
 // Shared by the architectures: final RMSNorm and lm_head on the rows whose
 // logits are wanted. hidden: [T, hidden]; returns [rows.size(), vocab].
-Tensor ComputeLogits(Ops& ops, ConstMatView hidden, const Tensor& final_norm,
-                     const Tensor& lm_head, std::span<const int64_t> rows, float eps);
+Tensor ComputeLogits(Ops& ops, ConstMatView hidden, const Tensor& final_norm, const Tensor& lm_head,
+                     std::span<const int64_t> rows, float eps);
 
 // Reads a tensor of the given shape, in float32.
-absl::Status ReadWeight(Checkpoint& checkpoint, const std::string& name,
-                        std::vector<int64_t> shape, Tensor* out);
+absl::Status ReadWeight(Checkpoint& checkpoint, const std::string& name, std::vector<int64_t> shape,
+                        Tensor* out);
 
 }  // namespace moeserve
 

@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 
 namespace moeserve {
 namespace {
@@ -19,7 +19,9 @@ class FieldReader {
  public:
   explicit FieldReader(const json& j) : j_(j) {}
 
-  bool Has(absl::string_view key) const { return j_.contains(std::string(key)) && !j_.at(std::string(key)).is_null(); }
+  bool Has(absl::string_view key) const {
+    return j_.contains(std::string(key)) && !j_.at(std::string(key)).is_null();
+  }
 
   absl::StatusOr<int64_t> Int(absl::string_view key) const {
     if (!Has(key)) return Missing(key, "an integer");
@@ -61,11 +63,11 @@ class FieldReader {
   const json& j_;
 };
 
-#define MOESERVE_ASSIGN(lhs, expr)        \
-  do {                                    \
-    auto _v = (expr);                     \
-    if (!_v.ok()) return _v.status();     \
-    lhs = *std::move(_v);                 \
+#define MOESERVE_ASSIGN(lhs, expr)    \
+  do {                                \
+    auto _v = (expr);                 \
+    if (!_v.ok()) return _v.status(); \
+    lhs = *std::move(_v);             \
   } while (0)
 
 absl::Status Invalid(absl::string_view what) {
@@ -98,7 +100,8 @@ absl::Status ParseRopeScaling(const json& j, ModelConfig& c) {
   MOESERVE_ASSIGN(p.mscale_all_dim, r.Number("mscale_all_dim", 0.0));
   MOESERVE_ASSIGN(p.original_max_position_embeddings,
                   r.Int("original_max_position_embeddings", 4096));
-  if (!(p.factor >= 1.0)) return Invalid(absl::StrCat("rope_scaling.factor must be >= 1, got ", p.factor));
+  if (!(p.factor >= 1.0))
+    return Invalid(absl::StrCat("rope_scaling.factor must be >= 1, got ", p.factor));
   if (!(p.beta_fast > 0 && p.beta_slow > 0)) {
     return Invalid("rope_scaling.beta_fast and beta_slow must be positive");
   }
@@ -139,7 +142,8 @@ absl::Status ParseCommon(const json& j, ModelConfig& c) {
   double theta;
   MOESERVE_ASSIGN(theta, r.Number("rope_theta", 10000.0));
   c.rope.theta = theta;
-  for (auto [name, v] : {std::pair{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+  for (auto [name, v] : {std::pair{"vocab_size", c.vocab_size},
+                         {"hidden_size", c.hidden_size},
                          {"num_hidden_layers", c.num_hidden_layers},
                          {"intermediate_size", c.intermediate_size},
                          {"num_attention_heads", c.num_attention_heads},
@@ -148,8 +152,8 @@ absl::Status ParseCommon(const json& j, ModelConfig& c) {
   }
   for (int64_t eos : c.eos_token_ids) {
     if (eos < 0 || eos >= c.vocab_size) {
-      return Invalid(absl::StrCat("eos_token_id ", eos, " is outside the vocabulary [0, ",
-                                  c.vocab_size, ")"));
+      return Invalid(
+          absl::StrCat("eos_token_id ", eos, " is outside the vocabulary [0, ", c.vocab_size, ")"));
     }
   }
   if (!(c.rms_norm_eps > 0)) return Invalid("\"rms_norm_eps\" must be positive");
@@ -199,11 +203,13 @@ absl::Status ParseDeepseekV3(const json& j, ModelConfig& c) {
   c.num_key_value_heads = c.num_attention_heads;
   for (auto [name, v] : {std::pair{"kv_lora_rank", c.kv_lora_rank},
                          {"qk_nope_head_dim", c.qk_nope_head_dim},
-                         {"qk_rope_head_dim", c.qk_rope_head_dim}, {"v_head_dim", c.v_head_dim},
+                         {"qk_rope_head_dim", c.qk_rope_head_dim},
+                         {"v_head_dim", c.v_head_dim},
                          {"n_routed_experts", c.n_routed_experts},
                          {"num_experts_per_tok", c.num_experts_per_tok},
                          {"moe_intermediate_size", c.moe_intermediate_size},
-                         {"n_group", c.n_group}, {"topk_group", c.topk_group}}) {
+                         {"n_group", c.n_group},
+                         {"topk_group", c.topk_group}}) {
     if (absl::Status s = RequirePositive(name, v); !s.ok()) return s;
   }
   if (c.q_lora_rank < 0) return Invalid("\"q_lora_rank\" must be null or positive");
@@ -215,8 +221,8 @@ absl::Status ParseDeepseekV3(const json& j, ModelConfig& c) {
                                 ") is not divisible by n_group (", c.n_group, ")"));
   }
   if (c.topk_group > c.n_group) {
-    return Invalid(absl::StrCat("topk_group (", c.topk_group, ") exceeds n_group (", c.n_group,
-                                ")"));
+    return Invalid(
+        absl::StrCat("topk_group (", c.topk_group, ") exceeds n_group (", c.n_group, ")"));
   }
   const int64_t eligible = c.topk_group * (c.n_routed_experts / c.n_group);
   if (c.num_experts_per_tok > eligible) {
@@ -260,7 +266,8 @@ absl::Status ParseQwen3Moe(const json& j, ModelConfig& c) {
   if (bias) return Invalid("attention_bias true is not supported for qwen3_moe");
   c.scoring_func = ScoringFunc::kSoftmax;
   for (auto [name, v] : {std::pair{"num_key_value_heads", c.num_key_value_heads},
-                         {"head_dim", c.head_dim}, {"num_experts", c.n_routed_experts},
+                         {"head_dim", c.head_dim},
+                         {"num_experts", c.n_routed_experts},
                          {"num_experts_per_tok", c.num_experts_per_tok},
                          {"moe_intermediate_size", c.moe_intermediate_size},
                          {"decoder_sparse_step", c.decoder_sparse_step}}) {

@@ -53,10 +53,10 @@ struct ModelConfig {
   float routed_scaling_factor = 1.0f;
   bool norm_topk_prob = false;
   ScoringFunc scoring_func = ScoringFunc::kSoftmax;
-  int64_t first_k_dense_replace = 0;        // deepseek_v3: layers below are dense
-  int64_t decoder_sparse_step = 1;          // qwen3_moe
-  std::vector<int64_t> mlp_only_layers;     // qwen3_moe: always dense
-  int64_t num_nextn_predict_layers = 0;     // deepseek_v3 MTP layers (skipped)
+  int64_t first_k_dense_replace = 0;     // deepseek_v3: layers below are dense
+  int64_t decoder_sparse_step = 1;       // qwen3_moe
+  std::vector<int64_t> mlp_only_layers;  // qwen3_moe: always dense
+  int64_t num_nextn_predict_layers = 0;  // deepseek_v3 MTP layers (skipped)
 
   // Derived.
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }

@@ -22,8 +22,8 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(Checkpoint& checkpoint,
   }
   for (int32_t e : selection.experts) {
     if (e < 0 || e >= config->n_routed_experts) {
-      return absl::InvalidArgumentError(absl::StrCat("expert id ", e, " is outside [0, ",
-                                                     config->n_routed_experts, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("expert id ", e, " is outside [0, ", config->n_routed_experts, ")"));
     }
   }
   switch (config->arch) {
@@ -61,9 +61,9 @@ absl::Status ValidateBatch(const ForwardBatch& batch, const ModelConfig& config,
   for (size_t i = 0; i < batch.seqs.size(); ++i) {
     const SeqSlice& s = batch.seqs[i];
     if (s.token_begin != next_row || s.num_tokens < 0 || s.context_len < s.num_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence ", i, " of the batch: rows [", s.token_begin, ", +", s.num_tokens,
-          ") with context ", s.context_len, " do not follow row ", next_row));
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", i, " of the batch: rows [", s.token_begin, ", +", s.num_tokens,
+                       ") with context ", s.context_len, " do not follow row ", next_row));
     }
     if (s.context_len > config.max_position_embeddings) {
       return absl::InvalidArgumentError(
@@ -71,14 +71,14 @@ absl::Status ValidateBatch(const ForwardBatch& batch, const ModelConfig& config,
                        " tokens exceeds max_position_embeddings ", config.max_position_embeddings));
     }
     if (static_cast<int64_t>(s.block_table.size()) * block_size < s.context_len) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence ", i, " of the batch: ", s.block_table.size(), " KV blocks hold fewer than ",
-          s.context_len, " tokens"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", i, " of the batch: ", s.block_table.size(),
+                       " KV blocks hold fewer than ", s.context_len, " tokens"));
     }
     for (int32_t b : s.block_table) {
       if (b < 0 || b >= cache.options().num_blocks) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " of the batch: KV block ",
-                                                       b, " does not exist"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("sequence ", i, " of the batch: KV block ", b, " does not exist"));
       }
     }
     next_row += s.num_tokens;
@@ -96,8 +96,8 @@ absl::Status ValidateBatch(const ForwardBatch& batch, const ModelConfig& config,
   return absl::OkStatus();
 }
 
-Tensor ComputeLogits(Ops& ops, ConstMatView hidden, const Tensor& final_norm,
-                     const Tensor& lm_head, std::span<const int64_t> rows, float eps) {
+Tensor ComputeLogits(Ops& ops, ConstMatView hidden, const Tensor& final_norm, const Tensor& lm_head,
+                     std::span<const int64_t> rows, float eps) {
   const auto n = static_cast<int64_t>(rows.size());
   Tensor logits = Tensor::Empty(DType::kF32, {n, lm_head.dim(0)});
   if (n == 0) return logits;
@@ -109,8 +109,8 @@ Tensor ComputeLogits(Ops& ops, ConstMatView hidden, const Tensor& final_norm,
   return logits;
 }
 
-absl::Status ReadWeight(Checkpoint& checkpoint, const std::string& name,
-                        std::vector<int64_t> shape, Tensor* out) {
+absl::Status ReadWeight(Checkpoint& checkpoint, const std::string& name, std::vector<int64_t> shape,
+                        Tensor* out) {
   auto t = checkpoint.ReadF32(name, shape);
   if (!t.ok()) return t.status();
   *out = *std::move(t);

@@ -9,7 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/model/architectures.h"
-#include "runtime/model/blocks/ffn.h"
 #include "runtime/model/blocks/gqa.h"
 #include "runtime/model/blocks/moe.h"
 
@@ -23,8 +22,8 @@ class Qwen3Moe final : public Model {
 
   absl::Status Load(Checkpoint& checkpoint, const WeightSelection& selection) {
     const ModelConfig& c = config_;
-    absl::Status s = ReadWeight(checkpoint, "model.embed_tokens.weight",
-                                {c.vocab_size, c.hidden_size}, &embed_);
+    absl::Status s =
+        ReadWeight(checkpoint, "model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, &embed_);
     if (s.ok()) s = ReadWeight(checkpoint, "model.norm.weight", {c.hidden_size}, &final_norm_);
     if (s.ok()) {
       if (c.tie_word_embeddings) {
@@ -59,12 +58,7 @@ class Qwen3Moe final : public Model {
                  cache.layer(static_cast<int64_t>(l)), normed.mat(), delta.mat());
       ops_.Add(delta.mat(), h.mat());
       ops_.RmsNorm(h.mat(), layer.ffn_norm, config_.rms_norm_eps, normed.mat());
-      if (layer.is_moe) {
-        MoeForward(ops_, layer.moe, config_, normed.mat(), delta.mat());
-      } else {
-        ops_.GatedFfn(normed.mat(), layer.dense.gate, layer.dense.up, layer.dense.down,
-                      delta.mat());
-      }
+      FeedForward(ops_, layer.ffn, config_, normed.mat(), delta.mat());
       ops_.Add(delta.mat(), h.mat());
     }
     return ComputeLogits(ops_, h.mat(), final_norm_, lm_head_, batch.logit_rows,
@@ -76,17 +70,15 @@ class Qwen3Moe final : public Model {
     Tensor attn_norm;  // input_layernorm
     Tensor ffn_norm;   // post_attention_layernorm
     GqaWeights attn;
-    bool is_moe = false;
-    FfnWeights dense;
-    MoeWeights moe;
+    FeedForwardWeights ffn;  // dense MLP or MoE
   };
 
   absl::Status LoadLayer(Checkpoint& checkpoint, const WeightSelection& selection, int64_t l,
                          Layer& layer) {
     const ModelConfig& c = config_;
     const std::string prefix = absl::StrCat("model.layers.", l);
-    absl::Status s =
-        ReadWeight(checkpoint, prefix + ".input_layernorm.weight", {c.hidden_size}, &layer.attn_norm);
+    absl::Status s = ReadWeight(checkpoint, prefix + ".input_layernorm.weight", {c.hidden_size},
+                                &layer.attn_norm);
     if (s.ok()) {
       s = ReadWeight(checkpoint, prefix + ".post_attention_layernorm.weight", {c.hidden_size},
                      &layer.ffn_norm);
@@ -95,16 +87,9 @@ class Qwen3Moe final : public Model {
     auto attn = LoadGqa(checkpoint, prefix + ".self_attn", c, /*qk_norm=*/true);
     if (!attn.ok()) return attn.status();
     layer.attn = *std::move(attn);
-    layer.is_moe = c.IsMoeLayer(l);
-    if (layer.is_moe) {
-      auto moe = LoadMoe(checkpoint, prefix + ".mlp", c, selection);
-      if (!moe.ok()) return moe.status();
-      layer.moe = *std::move(moe);
-    } else {
-      auto dense = LoadFfn(checkpoint, prefix + ".mlp", c.hidden_size, c.intermediate_size);
-      if (!dense.ok()) return dense.status();
-      layer.dense = *std::move(dense);
-    }
+    auto ffn = LoadFeedForward(checkpoint, prefix + ".mlp", l, c, selection);
+    if (!ffn.ok()) return ffn.status();
+    layer.ffn = *std::move(ffn);
     return absl::OkStatus();
   }
 

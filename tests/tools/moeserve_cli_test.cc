@@ -42,7 +42,7 @@ TEST(MoeserveCliTest, GenerateJsonMatchesTheReference) {
   std::string ids;
   for (int id : golden.at("prompt_ids")) ids += (ids.empty() ? "" : ",") + std::to_string(id);
   CliRun r = Moeserve("generate --model " + kFixture + " --prompt-ids " + ids +
-                   " --max-tokens 2 --prompt-logprobs --ignore-eos --json");
+                      " --max-tokens 2 --prompt-logprobs --ignore-eos --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto out = nlohmann::json::parse(r.output);
   const auto& plp = out.at("prompt_logprobs");
@@ -50,8 +50,8 @@ TEST(MoeserveCliTest, GenerateJsonMatchesTheReference) {
   EXPECT_TRUE(plp[0].is_null());
   // Same arithmetic as the golden model test; see its tolerance.
   for (size_t i = 1; i < plp.size(); ++i) {
-    EXPECT_NEAR(plp[i].get<double>(), golden.at("positions")[i - 1].at("next_logprob").get<double>(),
-                5e-5);
+    EXPECT_NEAR(plp[i].get<double>(),
+                golden.at("positions")[i - 1].at("next_logprob").get<double>(), 5e-5);
   }
   ASSERT_EQ(out.at("tokens").size(), 2u);
   for (size_t t = 0; t < 2; ++t) {  // both reference margins are > 0.1
@@ -67,13 +67,14 @@ TEST(MoeserveCliTest, MakeTinyModelThenGenerate) {
   CliRun made = Moeserve("make-tiny-model --arch qwen3_moe --dtype fp8 --seed 5 --out " + dir);
   ASSERT_EQ(made.exit_code, 0) << made.output;
   CliRun gen = Moeserve("generate --model " + dir +
-                     " --prompt-ids 1,2,3 --max-tokens 5 --temperature 0.8 --top-k 50 --seed 9 "
-                     "--ignore-eos --json");
+                        " --prompt-ids 1,2,3 --max-tokens 5 --temperature 0.8 --top-k 50 --seed 9 "
+                        "--ignore-eos --json");
   ASSERT_EQ(gen.exit_code, 0) << gen.output;
   EXPECT_EQ(nlohmann::json::parse(gen.output).at("tokens").size(), 5u);
-  CliRun again = Moeserve("generate --model " + dir +
-                       " --prompt-ids 1,2,3 --max-tokens 5 --temperature 0.8 --top-k 50 --seed 9 "
-                       "--ignore-eos --json");
+  CliRun again =
+      Moeserve("generate --model " + dir +
+               " --prompt-ids 1,2,3 --max-tokens 5 --temperature 0.8 --top-k 50 --seed 9 "
+               "--ignore-eos --json");
   EXPECT_EQ(gen.output, again.output) << "the same seed gives the same tokens";
 }
 
@@ -92,9 +93,11 @@ TEST(MoeserveCliTest, BadInvocationsExplainThemselves) {
       {"generate --model " + kFixture + " --prompt-ids 1 --bogus 3", 2, "unknown flag --bogus"},
       {"generate --model " + kFixture + " --prompt-ids 1 --temperature hot", 2,
        "--temperature must be a number"},
-      {"generate --model " + kFixture + " --prompt-ids 5000", 2, "outside the vocabulary [0, 1000)"},
+      {"generate --model " + kFixture + " --prompt-ids 5000", 2,
+       "outside the vocabulary [0, 1000)"},
       {"generate --model /nonexistent/model --prompt-ids 1", 1, "/nonexistent/model"},
-      {"make-tiny-model --arch llama --dtype bf16 --out /tmp/x", 2, "deepseek_v3, kimi_k2, qwen3_moe"},
+      {"make-tiny-model --arch llama --dtype bf16 --out /tmp/x", 2,
+       "deepseek_v3, kimi_k2, qwen3_moe"},
       {"make-tiny-model --arch qwen3_moe --dtype int4 --out /tmp/x", 2, "bf16"},
   };
   for (const Case& c : cases) {

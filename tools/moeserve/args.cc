@@ -63,7 +63,8 @@ absl::StatusOr<int64_t> Args::Int(const std::string& name, int64_t fallback) con
   if (!v.has_value()) return fallback;
   int64_t out;
   if (!absl::SimpleAtoi(*v, &out)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be an integer, got \"", *v, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be an integer, got \"", *v, "\""));
   }
   return out;
 }
@@ -84,7 +85,8 @@ absl::StatusOr<double> Args::Double(const std::string& name, double fallback) co
   if (!v.has_value()) return fallback;
   double out;
   if (!absl::SimpleAtod(*v, &out)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be a number, got \"", *v, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be a number, got \"", *v, "\""));
   }
   return out;
 }

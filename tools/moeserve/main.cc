@@ -51,7 +51,8 @@ Runs the model in this process on the CPU and prints the generated tokens.
                        chunks of this size (default 2048)
 )";
 
-constexpr char kMakeTinyUsage[] = R"(Usage: moeserve make-tiny-model --arch ARCH --dtype DTYPE --out DIR [flags]
+constexpr char kMakeTinyUsage[] =
+    R"(Usage: moeserve make-tiny-model --arch ARCH --dtype DTYPE --out DIR [flags]
 
 Writes a small random checkpoint in exactly the published Hugging Face layout of
 the architecture (tensor names, dtypes, FP8 block scales, MTP module, index and
@@ -105,9 +106,9 @@ int RunGenerate(const std::vector<std::string>& argv) {
   auto seed = args->Uint("seed", 0);
   auto kv_tokens = args->Int("kv-cache-tokens", options.kv_cache_tokens);
   auto batch_tokens = args->Int("max-batch-tokens", options.max_batch_tokens);
-  for (const absl::Status& s : {max_tokens.status(), temperature.status(), top_p.status(),
-                                top_k.status(), min_p.status(), seed.status(), kv_tokens.status(),
-                                batch_tokens.status()}) {
+  for (const absl::Status& s :
+       {max_tokens.status(), temperature.status(), top_p.status(), top_k.status(), min_p.status(),
+        seed.status(), kv_tokens.status(), batch_tokens.status()}) {
     if (!s.ok()) return Fail(s);
   }
   if (*top_k > INT32_MAX) return Fail(absl::InvalidArgumentError("--top-k is too large"));
@@ -117,7 +118,8 @@ int RunGenerate(const std::vector<std::string>& argv) {
   request.sampling.top_k = static_cast<int32_t>(*top_k);
   request.sampling.min_p = static_cast<float>(*min_p);
   request.sampling.seed = *seed;
-  if (*kv_tokens <= 0) return Fail(absl::InvalidArgumentError("--kv-cache-tokens must be positive"));
+  if (*kv_tokens <= 0)
+    return Fail(absl::InvalidArgumentError("--kv-cache-tokens must be positive"));
   options.kv_cache_tokens = *kv_tokens;
   options.max_batch_tokens = *batch_tokens;
 
@@ -132,8 +134,9 @@ int RunGenerate(const std::vector<std::string>& argv) {
     if (request.prompt_logprobs) {
       out["prompt_logprobs"] = nlohmann::ordered_json::array();
       for (const auto& lp : r.prompt_logprobs) {
-        out["prompt_logprobs"].push_back(lp.has_value() ? nlohmann::ordered_json(static_cast<double>(*lp))
-                                                        : nlohmann::ordered_json(nullptr));
+        out["prompt_logprobs"].push_back(lp.has_value()
+                                             ? nlohmann::ordered_json(static_cast<double>(*lp))
+                                             : nlohmann::ordered_json(nullptr));
       }
     } else {
       out["prompt_logprobs"] = nullptr;
@@ -182,7 +185,8 @@ int RunMakeTinyModel(const std::vector<std::string>& argv) {
   if (!seed.ok()) return Fail(seed.status());
   auto shards = args->Int("shards", options.num_shards);
   if (!shards.ok()) return Fail(shards.status());
-  if (*shards < 1 || *shards > 1000) return Fail(absl::InvalidArgumentError("--shards must be positive"));
+  if (*shards < 1 || *shards > 1000)
+    return Fail(absl::InvalidArgumentError("--shards must be positive"));
   options.arch = *parsed_arch;
   options.dtype = *parsed_dtype;
   options.out_dir = *out;

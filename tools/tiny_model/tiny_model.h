@@ -29,7 +29,7 @@ struct TinyModelOptions {
   TinySize size = TinySize::kTiny;
   std::string out_dir;  // created if missing; existing model files are overwritten
   uint64_t seed = 0;
-  int num_shards = 3;   // >= 1; 1 writes a single model.safetensors and no index
+  int num_shards = 3;  // >= 1; 1 writes a single model.safetensors and no index
 };
 
 absl::Status MakeTinyModel(const TinyModelOptions& options);

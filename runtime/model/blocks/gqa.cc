@@ -2,6 +2,8 @@
 
 #include <vector>
 
+#include "runtime/model/architectures.h"
+
 namespace moeserve {
 
 absl::StatusOr<GqaWeights> LoadGqa(Checkpoint& checkpoint, const std::string& prefix,
@@ -23,9 +25,10 @@ absl::StatusOr<GqaWeights> LoadGqa(Checkpoint& checkpoint, const std::string& pr
     items.push_back({".k_norm.weight", {c.head_dim}, &w.k_norm});
   }
   for (const Item& item : items) {
-    auto t = checkpoint.ReadF32(prefix + item.name, item.shape);
-    if (!t.ok()) return t.status();
-    *item.out = *std::move(t);
+    if (absl::Status s = ReadWeight(checkpoint, prefix + item.name, item.shape, item.out);
+        !s.ok()) {
+      return s;
+    }
   }
   return w;
 }

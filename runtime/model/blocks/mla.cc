@@ -2,16 +2,10 @@
 
 #include <vector>
 
+#include "runtime/model/architectures.h"
+
 namespace moeserve {
 namespace {
-
-absl::Status Read(Checkpoint& checkpoint, const std::string& name,
-                  std::initializer_list<int64_t> shape, Tensor* out) {
-  auto t = checkpoint.ReadF32(name, std::vector<int64_t>(shape));
-  if (!t.ok()) return t.status();
-  *out = *std::move(t);
-  return absl::OkStatus();
-}
 
 // True when the prefill form costs fewer multiply-adds for this sequence:
 //   prefill  = ctx * H * lora * (nope + v)        decompress the context
@@ -35,30 +29,32 @@ absl::StatusOr<MlaWeights> LoadMla(Checkpoint& checkpoint, const std::string& pr
   MlaWeights w;
   const int64_t heads = c.num_attention_heads;
   const int64_t hidden = c.hidden_size;
-  absl::Status s;
+  struct Item {
+    const char* name;
+    std::vector<int64_t> shape;
+    Tensor* out;
+  };
+  std::vector<Item> items;
   if (c.q_lora_rank > 0) {
-    if (s = Read(checkpoint, prefix + ".q_a_proj.weight", {c.q_lora_rank, hidden}, &w.q_a_proj);
-        !s.ok()) return s;
-    if (s = Read(checkpoint, prefix + ".q_a_layernorm.weight", {c.q_lora_rank}, &w.q_a_norm);
-        !s.ok()) return s;
-    if (s = Read(checkpoint, prefix + ".q_b_proj.weight", {heads * c.qk_head_dim(), c.q_lora_rank},
-                 &w.q_b_proj);
-        !s.ok()) return s;
+    items.push_back({".q_a_proj.weight", {c.q_lora_rank, hidden}, &w.q_a_proj});
+    items.push_back({".q_a_layernorm.weight", {c.q_lora_rank}, &w.q_a_norm});
+    items.push_back({".q_b_proj.weight", {heads * c.qk_head_dim(), c.q_lora_rank}, &w.q_b_proj});
   } else {
-    if (s = Read(checkpoint, prefix + ".q_proj.weight", {heads * c.qk_head_dim(), hidden},
-                 &w.q_proj);
-        !s.ok()) return s;
+    items.push_back({".q_proj.weight", {heads * c.qk_head_dim(), hidden}, &w.q_proj});
   }
-  if (s = Read(checkpoint, prefix + ".kv_a_proj_with_mqa.weight",
-               {c.kv_lora_rank + c.qk_rope_head_dim, hidden}, &w.kv_a_proj);
-      !s.ok()) return s;
-  if (s = Read(checkpoint, prefix + ".kv_a_layernorm.weight", {c.kv_lora_rank}, &w.kv_a_norm);
-      !s.ok()) return s;
-  if (s = Read(checkpoint, prefix + ".kv_b_proj.weight",
-               {heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}, &w.kv_b_proj);
-      !s.ok()) return s;
-  if (s = Read(checkpoint, prefix + ".o_proj.weight", {hidden, heads * c.v_head_dim}, &w.o_proj);
-      !s.ok()) return s;
+  items.push_back(
+      {".kv_a_proj_with_mqa.weight", {c.kv_lora_rank + c.qk_rope_head_dim, hidden}, &w.kv_a_proj});
+  items.push_back({".kv_a_layernorm.weight", {c.kv_lora_rank}, &w.kv_a_norm});
+  items.push_back({".kv_b_proj.weight",
+                   {heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank},
+                   &w.kv_b_proj});
+  items.push_back({".o_proj.weight", {hidden, heads * c.v_head_dim}, &w.o_proj});
+  for (const Item& item : items) {
+    if (absl::Status s = ReadWeight(checkpoint, prefix + item.name, item.shape, item.out);
+        !s.ok()) {
+      return s;
+    }
+  }
   return w;
 }
 
@@ -90,12 +86,12 @@ void MlaForward(Ops& ops, const MlaWeights& w, const ModelConfig& c, const RopeT
   ops.Rope(kv.mat().Columns(c.kv_lora_rank, c.qk_rope_head_dim), 1, positions, rope);
   ops.CacheWrite(kv.mat(), seqs, cache);
 
-  Ops::MlaShape shape{heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim,
-                      c.kv_lora_rank, c.softmax_scale()};
+  Ops::MlaShape shape{heads,        c.qk_nope_head_dim, c.qk_rope_head_dim,
+                      c.v_head_dim, c.kv_lora_rank,     c.softmax_scale()};
   std::vector<SeqSlice> prefill_seqs, absorbed_seqs;
   for (const SeqSlice& s : seqs) {
-    const bool prefill = form == MlaForm::kPrefill ||
-                         (form == MlaForm::kAuto && PrefillIsCheaper(c, s));
+    const bool prefill =
+        form == MlaForm::kPrefill || (form == MlaForm::kAuto && PrefillIsCheaper(c, s));
     (prefill ? prefill_seqs : absorbed_seqs).push_back(s);
   }
   Tensor attn = Tensor::Empty(DType::kF32, {tokens, heads * c.v_head_dim});

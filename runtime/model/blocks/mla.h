@@ -14,14 +14,14 @@
 namespace moeserve {
 
 struct MlaWeights {
-  Tensor q_proj;       // [heads * qk_head_dim, hidden] when q_lora_rank is null
-  Tensor q_a_proj;     // [q_lora_rank, hidden]
-  Tensor q_a_norm;     // [q_lora_rank]
-  Tensor q_b_proj;     // [heads * qk_head_dim, q_lora_rank]
-  Tensor kv_a_proj;    // [kv_lora_rank + qk_rope_head_dim, hidden]
-  Tensor kv_a_norm;    // [kv_lora_rank]
-  Tensor kv_b_proj;    // [heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]
-  Tensor o_proj;       // [hidden, heads * v_head_dim]
+  Tensor q_proj;     // [heads * qk_head_dim, hidden] when q_lora_rank is null
+  Tensor q_a_proj;   // [q_lora_rank, hidden]
+  Tensor q_a_norm;   // [q_lora_rank]
+  Tensor q_b_proj;   // [heads * qk_head_dim, q_lora_rank]
+  Tensor kv_a_proj;  // [kv_lora_rank + qk_rope_head_dim, hidden]
+  Tensor kv_a_norm;  // [kv_lora_rank]
+  Tensor kv_b_proj;  // [heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]
+  Tensor o_proj;     // [hidden, heads * v_head_dim]
 };
 
 // Reads "<prefix>.{q_proj | q_a_proj, q_a_layernorm, q_b_proj}, kv_a_proj_with_mqa,

@@ -48,7 +48,8 @@ void MoeForward(Ops& ops, const MoeWeights& weights, const ModelConfig& config, 
   ops.Linear(x, weights.gate, logits.mat());
   RoutingParams routing;
   routing.scoring = config.scoring_func;
-  routing.correction_bias = weights.correction_bias.empty() ? nullptr : weights.correction_bias.f32();
+  routing.correction_bias =
+      weights.correction_bias.empty() ? nullptr : weights.correction_bias.f32();
   routing.num_experts = config.n_routed_experts;
   routing.top_k = top_k;
   routing.n_group = config.n_group;
@@ -87,6 +88,33 @@ void MoeForward(Ops& ops, const MoeWeights& weights, const ModelConfig& config, 
     ops.GatherRows(x, rows[e], xin);
     ops.GatedFfn(xin, expert.gate, expert.up, expert.down, yout);
     ops.ScatterAddRows(yout, rows[e], row_gains[e], out);
+  }
+}
+
+absl::StatusOr<FeedForwardWeights> LoadFeedForward(Checkpoint& checkpoint,
+                                                   const std::string& prefix, int64_t layer,
+                                                   const ModelConfig& config,
+                                                   const WeightSelection& selection) {
+  FeedForwardWeights w;
+  w.is_moe = config.IsMoeLayer(layer);
+  if (w.is_moe) {
+    auto moe = LoadMoe(checkpoint, prefix, config, selection);
+    if (!moe.ok()) return moe.status();
+    w.moe = *std::move(moe);
+  } else {
+    auto dense = LoadFfn(checkpoint, prefix, config.hidden_size, config.intermediate_size);
+    if (!dense.ok()) return dense.status();
+    w.dense = *std::move(dense);
+  }
+  return w;
+}
+
+void FeedForward(Ops& ops, const FeedForwardWeights& w, const ModelConfig& config, ConstMatView x,
+                 MatView out) {
+  if (w.is_moe) {
+    MoeForward(ops, w.moe, config, x, out);
+  } else {
+    ops.GatedFfn(x, w.dense.gate, w.dense.up, w.dense.down, out);
   }
 }
 

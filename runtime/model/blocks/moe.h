@@ -32,6 +32,23 @@ absl::StatusOr<MoeWeights> LoadMoe(Checkpoint& checkpoint, const std::string& pr
 void MoeForward(Ops& ops, const MoeWeights& weights, const ModelConfig& config, ConstMatView x,
                 MatView out);
 
+// A decoder layer's feed-forward part: the dense MLP or the MoE block, as the
+// config says for that layer.
+struct FeedForwardWeights {
+  bool is_moe = false;
+  FfnWeights dense;  // when !is_moe
+  MoeWeights moe;    // when is_moe
+};
+
+// Reads "<prefix>.*" (prefix "model.layers.<layer>.mlp").
+absl::StatusOr<FeedForwardWeights> LoadFeedForward(Checkpoint& checkpoint,
+                                                   const std::string& prefix, int64_t layer,
+                                                   const ModelConfig& config,
+                                                   const WeightSelection& selection);
+
+void FeedForward(Ops& ops, const FeedForwardWeights& weights, const ModelConfig& config,
+                 ConstMatView x, MatView out);
+
 }  // namespace moeserve
 
 #endif  // MOESERVE_RUNTIME_MODEL_BLOCKS_MOE_H_

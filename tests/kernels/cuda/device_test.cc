@@ -1,8 +1,7 @@
 // GPU tests start here: they run where a GPU is visible and skip, saying
 // why, everywhere else (CI builds the CUDA code but has no GPU).
-#include "kernels/cuda/device_info.h"
-
 #include "gtest/gtest.h"
+#include "kernels/cuda/device_info.h"
 
 namespace moeserve::cuda {
 namespace {

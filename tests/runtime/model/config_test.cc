@@ -10,8 +10,8 @@
 namespace moeserve {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 
 json FixtureConfig() {
   std::ifstream in(std::string(MOESERVE_FIXTURES_DIR) + "/deepseek_v3_small_bf16/config.json");
@@ -121,7 +121,10 @@ INSTANTIATE_TEST_SUITE_P(
                 "first_k_dense_replace (9)"},
         BadCase{"unknown_scoring", [](json& j) { j["scoring_func"] = "relu"; },
                 "scoring_func \"relu\""},
-        BadCase{"linear_rope_scaling", [](json& j) { j["rope_scaling"] = {{"type", "linear"}}; },
+        BadCase{"linear_rope_scaling",
+                [](json& j) {
+                  j["rope_scaling"] = {{"type", "linear"}};
+                },
                 "rope_scaling type \"linear\" is not supported"},
         BadCase{"eos_outside_vocab", [](json& j) { j["eos_token_id"] = 5000; },
                 "eos_token_id 5000 is outside the vocabulary"},
@@ -136,9 +139,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "num_experts_per_tok (17) exceeds num_experts (16)"}),
     [](const auto& info) { return info.param.name; });
 
-TEST(ConfigTest, RejectsNonObject) {
-  EXPECT_FALSE(ParseModelConfig(json::array()).ok());
-}
+TEST(ConfigTest, RejectsNonObject) { EXPECT_FALSE(ParseModelConfig(json::array()).ok()); }
 
 }  // namespace
 }  // namespace moeserve

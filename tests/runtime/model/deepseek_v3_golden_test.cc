@@ -21,7 +21,6 @@ namespace {
 constexpr double kLogprobTolerance = 5e-5;
 constexpr double kGreedyMargin = 0.01;
 
-
 class GoldenTest : public ::testing::TestWithParam<std::tuple<std::string, MlaForm>> {};
 
 nlohmann::json ReadGolden(const std::string& dir) {

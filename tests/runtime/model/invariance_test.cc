@@ -40,7 +40,7 @@ std::vector<int32_t> RandomTokens(size_t n, int64_t vocab, uint32_t seed) {
 
 struct ModelCase {
   std::string name;
-  std::string arch;   // tiny model arch, or empty for the fixture
+  std::string arch;  // tiny model arch, or empty for the fixture
   std::string dtype;
 };
 

@@ -86,7 +86,8 @@ class NaiveQwen3 {
   std::vector<double> NormRow(const std::vector<double>& x, const std::vector<double>& w) const {
     double ss = 0;
     for (double v : x) ss += v * v;
-    const double r = 1.0 / std::sqrt(ss / static_cast<double>(x.size()) + j_.value("rms_norm_eps", 1e-6));
+    const double r =
+        1.0 / std::sqrt(ss / static_cast<double>(x.size()) + j_.value("rms_norm_eps", 1e-6));
     std::vector<double> y(x.size());
     for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * r * w[i];
     return y;
@@ -107,7 +108,8 @@ class NaiveQwen3 {
     const double theta = j_.value("rope_theta", 10000.0);
     std::vector<double> out(d);
     for (size_t i = 0; i < d / 2; ++i) {
-      const double ang = static_cast<double>(pos) * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(d));
+      const double ang = static_cast<double>(pos) *
+                         std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(d));
       out[i] = v[i] * std::cos(ang) - v[i + d / 2] * std::sin(ang);
       out[i + d / 2] = v[i + d / 2] * std::cos(ang) + v[i] * std::sin(ang);
     }
@@ -150,7 +152,8 @@ class NaiveQwen3 {
   Mat Ffn(const Mat& x, const std::string& p) {
     Mat g = MatMulT(x, W(p + ".gate_proj.weight")), u = MatMulT(x, W(p + ".up_proj.weight"));
     for (size_t i = 0; i < g.size(); ++i) {
-      for (size_t c = 0; c < g[i].size(); ++c) g[i][c] = g[i][c] / (1 + std::exp(-g[i][c])) * u[i][c];
+      for (size_t c = 0; c < g[i].size(); ++c)
+        g[i][c] = g[i][c] / (1 + std::exp(-g[i][c])) * u[i][c];
     }
     return MatMulT(g, W(p + ".down_proj.weight"));
   }
@@ -166,7 +169,8 @@ class NaiveQwen3 {
       for (double& pr : prob) pr /= z;
       std::vector<size_t> order(experts);
       std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return prob[a] > prob[b]; });
+      std::stable_sort(order.begin(), order.end(),
+                       [&](size_t a, size_t b) { return prob[a] > prob[b]; });
       double sum = 0;
       for (size_t i = 0; i < top_k; ++i) sum += prob[order[i]];
       for (size_t i = 0; i < top_k; ++i) {

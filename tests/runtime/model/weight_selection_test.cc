@@ -46,7 +46,7 @@ TEST(WeightSelectionTest, ReadsOnlyTheSelectedExpertsAndSkipsTheMtpModule) {
     int64_t expected_tensors = 0;
     for (const auto& [name, shard] : weight_map.items()) {
       const int expert = ExpertOf(name);
-      if (LayerOf(name) >= layers) continue;                       // MTP module
+      if (LayerOf(name) >= layers) continue;                           // MTP module
       if (expert >= 0 && wanted_experts.count(expert) == 0) continue;  // another rank's
       ++expected_tensors;  // weights and their scale_inv siblings alike
       expected_shards.insert(shard.get<std::string>());
