@@ -4,10 +4,15 @@
 //
 //   build/tools/bench/engine_bench [--quick]
 //
-// Prints one table row per (model, phase). Figures depend on the machine and
-// on OpenBLAS's thread count (OPENBLAS_NUM_THREADS).
+// Prints the machine's limits (OpenBLAS sgemm GFLOP/s on a 1024^3 product,
+// memcpy GB/s), then one row per (model, phase): tokens/s, ms per forward
+// pass, the shares of time in GEMM-bound ops and in attention, and the GEMM
+// rate and weight-read bandwidth inside those ops with their ratio to the
+// limits (prefill is compute-bound, decode at small batch memory-bound).
+// Figures depend on the machine and on OPENBLAS_NUM_THREADS.
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -23,6 +28,10 @@
 namespace moeserve {
 namespace {
 
+double Seconds(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 struct Phase {
   const char* name;
   int64_t seqs;
@@ -35,10 +44,36 @@ struct Figures {
   double gemm_share = 0;
   double attention_share = 0;
   double ms_per_step = 0;
+  double gemm_gflops = 0;  // achieved inside Linear/GatedFfn
+  double weight_gbps = 0;  // weight bytes read by Linear/GatedFfn per second of them
 };
 
-double Seconds(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+// The machine's limits, measured here so the figures carry their ratio:
+// float32 GEMM throughput of OpenBLAS on a large square product, and memory
+// bandwidth as memcpy of a buffer far larger than the caches (read + write).
+struct Limits {
+  double sgemm_gflops = 0;
+  double memcpy_gbps = 0;
+};
+
+Limits MeasureLimits(Ops& ops) {
+  Limits l;
+  const int64_t n = 1024;
+  Tensor a = Tensor::Zeros(DType::kF32, {n, n});
+  Tensor b = Tensor::Zeros(DType::kF32, {n, n});
+  Tensor c = Tensor::Empty(DType::kF32, {n, n});
+  ops.Linear(a.mat(), b, c.mat());  // warm-up
+  auto start = std::chrono::steady_clock::now();
+  const int reps = 5;
+  for (int i = 0; i < reps; ++i) ops.Linear(a.mat(), b, c.mat());
+  l.sgemm_gflops = reps * 2.0 * n * n * n / Seconds(start) / 1e9;
+  const size_t bytes = size_t{512} << 20;
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  std::memcpy(dst.data(), src.data(), bytes);
+  start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 3; ++i) std::memcpy(dst.data(), src.data(), bytes);
+  l.memcpy_gbps = 3.0 * 2.0 * static_cast<double>(bytes) / Seconds(start) / 1e9;
+  return l;
 }
 
 // Runs one phase and returns its figures. Prefill phases time the prompts'
@@ -113,6 +148,9 @@ Figures RunPhase(Model& model, ProfilingOps& prof, const Phase& phase) {
   f.attention_share =
       (get("MlaAttentionPrefill") + get("MlaAttentionAbsorbed") + get("GqaAttention")) / elapsed;
   f.ms_per_step = 1e3 * elapsed / static_cast<double>(steps);
+  const double gemm_seconds = get("Linear") + get("GatedFfn");
+  f.gemm_gflops = prof.gemm_flops() / gemm_seconds / 1e9;
+  f.weight_gbps = prof.weight_bytes() / gemm_seconds / 1e9;
   return f;
 }
 
@@ -123,18 +161,22 @@ int Main(bool quick) {
     TinyArch arch;
     TinySize size;
   };
-  std::vector<ModelSpec> models = {{"tiny deepseek_v3 fp8", TinyArch::kDeepseekV3, TinySize::kTiny},
-                                   {"tiny qwen3_moe bf16", TinyArch::kQwen3Moe, TinySize::kTiny},
-                                   {"small deepseek_v3 fp8", TinyArch::kDeepseekV3, TinySize::kSmall}};
+  std::vector<ModelSpec> models = {
+      {"tiny deepseek_v3 fp8", TinyArch::kDeepseekV3, TinySize::kTiny},
+      {"tiny qwen3_moe bf16", TinyArch::kQwen3Moe, TinySize::kTiny},
+      {"small deepseek_v3 fp8", TinyArch::kDeepseekV3, TinySize::kSmall}};
   const std::vector<Phase> phases = {
       {"prefill 1x512", 1, quick ? 128 : 512, 0},
       {"prefill 8x128", 8, 128, 0},
       {"decode batch 1", 1, 128, quick ? 4 : 32},
       {"decode batch 32", 32, 128, quick ? 4 : 16},
   };
-  std::printf("%-24s %-16s %12s %10s %8s %8s\n", "model", "phase", "tokens/s", "ms/step",
-              "GEMM %", "attn %");
   auto ops = CreateCpuOps();
+  const Limits limits = MeasureLimits(*ops);
+  std::printf("limits: OpenBLAS sgemm 1024^3 %.1f GFLOP/s, memcpy %.1f GB/s\n\n",
+              limits.sgemm_gflops, limits.memcpy_gbps);
+  std::printf("%-22s %-15s %9s %9s %7s %7s %17s %17s\n", "model", "phase", "tokens/s", "ms/step",
+              "GEMM%", "attn%", "GEMM GFLOP/s (%)", "weights GB/s (%)");
   for (const ModelSpec& spec : models) {
     TinyModelOptions o;
     o.arch = spec.arch;
@@ -155,8 +197,10 @@ int Main(bool quick) {
     }
     for (const Phase& phase : phases) {
       const Figures f = RunPhase(**model, prof, phase);
-      std::printf("%-24s %-16s %12.0f %10.2f %7.1f%% %7.1f%%\n", spec.label, phase.name,
-                  f.tokens_per_s, f.ms_per_step, 100 * f.gemm_share, 100 * f.attention_share);
+      std::printf("%-22s %-15s %9.0f %9.2f %6.1f%% %6.1f%% %9.1f (%4.0f%%) %9.1f (%4.0f%%)\n",
+                  spec.label, phase.name, f.tokens_per_s, f.ms_per_step, 100 * f.gemm_share,
+                  100 * f.attention_share, f.gemm_gflops, 100 * f.gemm_gflops / limits.sgemm_gflops,
+                  f.weight_gbps, 100 * f.weight_gbps / limits.memcpy_gbps);
     }
   }
   std::filesystem::remove_all(root);

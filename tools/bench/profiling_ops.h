@@ -1,5 +1,8 @@
 // An Ops decorator that times every call by op, for benchmarks: forwards to
-// the wrapped implementation and adds the wall time to a per-op total.
+// the wrapped implementation and adds the wall time to a per-op total. It
+// also counts the multiply-adds and the weight bytes of the GEMM-bound ops
+// (Linear, GatedFfn), so a benchmark can set achieved rates against the
+// machine's limits.
 #ifndef MOESERVE_TOOLS_BENCH_PROFILING_OPS_H_
 #define MOESERVE_TOOLS_BENCH_PROFILING_OPS_H_
 
@@ -17,7 +20,13 @@ class ProfilingOps final : public Ops {
 
   // Seconds spent per op name since the last Reset().
   const std::map<std::string, double>& seconds() const { return seconds_; }
-  void Reset() { seconds_.clear(); }
+  double gemm_flops() const { return gemm_flops_; }      // 2 x multiply-adds
+  double weight_bytes() const { return weight_bytes_; }  // float32 weights read
+  void Reset() {
+    seconds_.clear();
+    gemm_flops_ = 0;
+    weight_bytes_ = 0;
+  }
 
   void Embedding(const Tensor& t, std::span<const int32_t> ids, MatView out) override {
     Timed("Embedding", [&] { inner_.Embedding(t, ids, out); });
@@ -26,6 +35,7 @@ class ProfilingOps final : public Ops {
     Timed("RmsNorm", [&] { inner_.RmsNorm(x, w, eps, out); });
   }
   void Linear(ConstMatView x, const Tensor& w, MatView y) override {
+    Count(x.rows, w);
     Timed("Linear", [&] { inner_.Linear(x, w, y); });
   }
   void Add(ConstMatView x, MatView y) override {
@@ -55,6 +65,9 @@ class ProfilingOps final : public Ops {
   }
   void GatedFfn(ConstMatView x, const Tensor& g, const Tensor& u, const Tensor& d,
                 MatView out) override {
+    Count(x.rows, g);
+    Count(x.rows, u);
+    Count(x.rows, d);
     Timed("GatedFfn", [&] { inner_.GatedFfn(x, g, u, d, out); });
   }
   void GatherRows(ConstMatView x, std::span<const int32_t> r, MatView out) override {
@@ -73,15 +86,22 @@ class ProfilingOps final : public Ops {
   }
 
  private:
+  void Count(int64_t rows, const Tensor& w) {
+    gemm_flops_ += 2.0 * static_cast<double>(rows) * static_cast<double>(w.numel());
+    weight_bytes_ += static_cast<double>(w.nbytes());
+  }
   template <typename F>
   void Timed(const char* name, F&& f) {
     const auto start = std::chrono::steady_clock::now();
     f();
-    seconds_[name] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    seconds_[name] +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
 
   Ops& inner_;
   std::map<std::string, double> seconds_;
+  double gemm_flops_ = 0;
+  double weight_bytes_ = 0;
 };
 
 }  // namespace moeserve
