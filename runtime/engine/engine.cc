@@ -42,6 +42,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (!cache.ok()) return cache.status();
   engine->cache_ = *std::move(cache);
   engine->blocks_ = std::make_unique<BlockAllocator>(cache_options.num_blocks);
+  engine->executor_ =
+      std::make_unique<StepExecutor>(*engine->model_, *engine->cache_, *engine->ops_);
   return engine;
 }
 
@@ -110,15 +112,8 @@ absl::StatusOr<std::vector<GenerateResult>> Engine::Generate(
 }
 
 absl::Status Engine::Step(std::vector<Sequence>& seqs) {
-  ForwardBatch batch;
-  struct Work {
-    Sequence* seq;
-    int64_t first_row;
-    int64_t num_tokens;
-  };
-  std::vector<Work> work;
-  int64_t budget = options_.max_batch_tokens;
-  // Decode tokens first (one each), then prefill chunks in arrival order.
+  // Decode tokens first (one each), then prefill chunks in arrival order,
+  // within the step's token budget.
   std::vector<Sequence*> order;
   for (Sequence& s : seqs) {
     if (!s.done && static_cast<int64_t>(s.tokens.size()) - s.cached == 1) order.push_back(&s);
@@ -126,101 +121,60 @@ absl::Status Engine::Step(std::vector<Sequence>& seqs) {
   for (Sequence& s : seqs) {
     if (!s.done && static_cast<int64_t>(s.tokens.size()) - s.cached > 1) order.push_back(&s);
   }
+  std::vector<SequenceWork> work;
+  std::vector<Sequence*> scheduled;
+  int64_t budget = options_.max_batch_tokens;
   const int64_t block_size = cache_->options().block_size;
   for (Sequence* s : order) {
-    const int64_t n = std::min<int64_t>(static_cast<int64_t>(s->tokens.size()) - s->cached, budget);
+    const auto known = static_cast<int64_t>(s->tokens.size());
+    const int64_t n = std::min<int64_t>(known - s->cached, budget);
     if (n <= 0) break;
     while (static_cast<int64_t>(s->blocks.size()) * block_size < s->cached + n) {
       auto block = blocks_->Allocate();
       if (!block.ok()) return block.status();
       s->blocks.push_back(*block);
     }
-    SeqSlice slice;
-    slice.token_begin = static_cast<int64_t>(batch.tokens.size());
-    slice.num_tokens = n;
-    slice.context_len = s->cached + n;
-    slice.block_table = s->blocks;
-    batch.seqs.push_back(slice);
-    batch.tokens.insert(batch.tokens.end(), s->tokens.begin() + s->cached,
-                        s->tokens.begin() + s->cached + n);
-    work.push_back({s, slice.token_begin, n});
+    const auto prompt_len = static_cast<int64_t>(s->request->prompt_ids.size());
+    SequenceWork w;
+    w.sequence_id = scheduled.size();
+    w.token_ids.assign(s->tokens.begin() + s->cached, s->tokens.begin() + s->cached + n);
+    w.context_len = s->cached + n;
+    w.block_table = s->blocks;
+    w.sample = w.context_len == known && s->request->max_tokens > 0;
+    w.sampling = s->request->sampling;
+    w.draw_index = s->result->tokens.size();
+    w.prompt_logprobs = s->request->prompt_logprobs && s->cached < prompt_len;
+    if (w.context_len < prompt_len)
+      w.following_token = s->tokens[static_cast<size_t>(w.context_len)];
+    work.push_back(std::move(w));
+    scheduled.push_back(s);
     budget -= n;
   }
 
-  // Logit rows: prompt positions whose next token is in the prompt (for
-  // prompt logprobs), and the last row of every sequence that reached the end
-  // of its tokens (to sample).
-  struct Need {
-    Sequence* seq;
-    int64_t position;  // position of the row's token
-    bool sample;
-  };
-  std::vector<Need> needs;
-  for (const Work& w : work) {
-    const int64_t prompt_len = static_cast<int64_t>(w.seq->request->prompt_ids.size());
-    for (int64_t j = 0; j < w.num_tokens; ++j) {
-      const int64_t pos = w.seq->cached + j;
-      const bool is_last = pos + 1 == static_cast<int64_t>(w.seq->tokens.size());
-      const bool for_prompt = w.seq->request->prompt_logprobs && pos + 1 < prompt_len;
-      const bool sample = is_last && w.seq->request->max_tokens > 0;
-      if (for_prompt || sample) {
-        batch.logit_rows.push_back(w.first_row + j);
-        needs.push_back({w.seq, pos, sample});
+  auto outputs = executor_->Run(work);
+  if (!outputs.ok()) return outputs.status();
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    Sequence& s = *scheduled[i];
+    const SequenceOutput& out = (*outputs)[i];
+    for (size_t j = 0; j < out.prompt_logprobs.size(); ++j) {
+      s.result->prompt_logprobs[static_cast<size_t>(s.cached) + j + 1] = out.prompt_logprobs[j];
+    }
+    s.cached = work[i].context_len;
+    if (out.sampled.has_value()) {
+      s.result->tokens.push_back({out.sampled->id, out.sampled->logprob});
+      s.tokens.push_back(out.sampled->id);
+    }
+    const bool prompt_read = s.cached >= static_cast<int64_t>(s.request->prompt_ids.size());
+    if (s.request->max_tokens == 0 && prompt_read) {
+      s.done = true;  // prompt logprobs only
+    } else if (out.sampled.has_value()) {
+      if (!s.request->ignore_eos && config().IsEos(out.sampled->id)) {
+        s.result->finish_reason = FinishReason::kStop;
+        s.done = true;
+      } else if (static_cast<int64_t>(s.result->tokens.size()) >= s.request->max_tokens) {
+        s.result->finish_reason = FinishReason::kLength;
+        s.done = true;
       }
-    }
-  }
-
-  auto logits = model_->Forward(batch, *cache_);
-  if (!logits.ok()) return logits.status();
-  for (const Work& w : work) w.seq->cached += w.num_tokens;
-
-  Tensor logprobs = Tensor::Empty(DType::kF32, logits->shape());
-  if (!needs.empty()) ops_->LogSoftmax(logits->mat(), logprobs.mat());
-  std::vector<int32_t> sample_rows;
-  std::vector<SamplingParams> params;
-  std::vector<uint64_t> draws;
-  for (size_t i = 0; i < needs.size(); ++i) {
-    const Need& n = needs[i];
-    const auto& prompt = n.seq->request->prompt_ids;
-    if (n.seq->request->prompt_logprobs && n.position + 1 < static_cast<int64_t>(prompt.size())) {
-      const int32_t next = prompt[static_cast<size_t>(n.position + 1)];
-      n.seq->result->prompt_logprobs[static_cast<size_t>(n.position + 1)] =
-          logprobs.mat().row(static_cast<int64_t>(i))[next];
-    }
-    if (n.sample) {
-      sample_rows.push_back(static_cast<int32_t>(i));
-      params.push_back(n.seq->request->sampling);
-      draws.push_back(n.seq->result->tokens.size());
-    }
-  }
-  for (const Work& w : work) {
-    // A prompt-logprobs-only request (max_tokens 0) is done once its prompt is read.
-    if (w.seq->request->max_tokens == 0 &&
-        w.seq->cached == static_cast<int64_t>(w.seq->tokens.size())) {
-      w.seq->done = true;
-    }
-  }
-  if (sample_rows.empty()) return absl::OkStatus();
-
-  const auto n = static_cast<int64_t>(sample_rows.size());
-  Tensor picked = Tensor::Empty(DType::kF32, {n, logits->dim(1)});
-  ops_->GatherRows(logits->mat(), sample_rows, picked.mat());
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  std::vector<float> lps(static_cast<size_t>(n));
-  ops_->Sample(picked.mat(), params, draws, ids, lps);
-  size_t k = 0;
-  for (const Need& need : needs) {
-    if (!need.sample) continue;
-    Sequence& s = *need.seq;
-    s.result->tokens.push_back({ids[k], lps[k]});
-    s.tokens.push_back(ids[k]);
-    ++k;
-    if (!s.request->ignore_eos && config().IsEos(s.tokens.back())) {
-      s.result->finish_reason = FinishReason::kStop;
-      s.done = true;
-    } else if (static_cast<int64_t>(s.result->tokens.size()) >= s.request->max_tokens) {
-      s.result->finish_reason = FinishReason::kLength;
-      s.done = true;
     }
   }
   return absl::OkStatus();

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
 #include "runtime/checkpoint/checkpoint.h"
+#include "runtime/engine/step_executor.h"
 #include "runtime/kv_cache/paged_kv_cache.h"
 #include "runtime/model/model.h"
 
@@ -39,10 +40,7 @@ struct GenerateRequest {
   bool ignore_eos = false;
 };
 
-struct GeneratedToken {
-  int32_t id = 0;
-  float logprob = 0.0f;  // under the unmodified model distribution
-};
+using GeneratedToken = TokenLogprob;
 
 enum class FinishReason { kLength, kStop };
 
@@ -78,6 +76,7 @@ class Engine {
   std::unique_ptr<Model> model_;
   std::unique_ptr<PagedKvCache> cache_;
   std::unique_ptr<BlockAllocator> blocks_;
+  std::unique_ptr<StepExecutor> executor_;
 };
 
 }  // namespace moeserve

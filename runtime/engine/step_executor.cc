@@ -1,0 +1,116 @@
+#include "runtime/engine/step_executor.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace moeserve {
+namespace {
+
+// A batch row whose logits are needed, and why.
+struct LogitRow {
+  size_t work;         // index into the step's work
+  int64_t row;         // batch row
+  int32_t next_token;  // prompt logprob of this token, or -1
+  bool sample;
+};
+
+std::vector<TokenLogprob> TopLogprobs(const float* logprobs, int64_t vocab, int32_t k) {
+  std::vector<int32_t> ids(static_cast<size_t>(vocab));
+  std::iota(ids.begin(), ids.end(), 0);
+  const auto n = static_cast<size_t>(std::min<int64_t>(k, vocab));
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end(),
+                    [&](int32_t a, int32_t b) {
+                      return logprobs[a] > logprobs[b] || (logprobs[a] == logprobs[b] && a < b);
+                    });
+  std::vector<TokenLogprob> top;
+  for (size_t i = 0; i < n; ++i) top.push_back({ids[i], logprobs[ids[i]]});
+  return top;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const SequenceWork> work) {
+  ForwardBatch batch;
+  std::vector<LogitRow> rows;
+  for (size_t i = 0; i < work.size(); ++i) {
+    const SequenceWork& w = work[i];
+    if (w.top_logprobs < 0 || w.top_logprobs > kMaxTopLogprobs) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", w.sequence_id, ": ", w.top_logprobs,
+                       " top logprobs asked, at most ", kMaxTopLogprobs));
+    }
+    SeqSlice slice;
+    slice.token_begin = static_cast<int64_t>(batch.tokens.size());
+    slice.num_tokens = static_cast<int64_t>(w.token_ids.size());
+    slice.context_len = w.context_len;
+    slice.block_table = w.block_table;
+    batch.seqs.push_back(slice);
+    batch.tokens.insert(batch.tokens.end(), w.token_ids.begin(), w.token_ids.end());
+    for (int64_t j = 0; j < slice.num_tokens; ++j) {
+      const bool last = j + 1 == slice.num_tokens;
+      int32_t next = -1;
+      if (w.prompt_logprobs) {
+        if (!last) {
+          next = w.token_ids[static_cast<size_t>(j + 1)];
+        } else if (w.following_token.has_value()) {
+          next = *w.following_token;
+        }
+      }
+      const bool sample = last && w.sample;
+      if (next >= 0 || sample) rows.push_back({i, slice.token_begin + j, next, sample});
+    }
+  }
+  for (const LogitRow& r : rows) {
+    if (r.next_token >= model_.config().vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("following token ", r.next_token, " is outside the vocabulary"));
+    }
+    batch.logit_rows.push_back(r.row);
+  }
+
+  auto logits = model_.Forward(batch, cache_);
+  if (!logits.ok()) return logits.status();
+  std::vector<SequenceOutput> outputs(work.size());
+  for (size_t i = 0; i < work.size(); ++i) outputs[i].sequence_id = work[i].sequence_id;
+  if (rows.empty()) return outputs;
+
+  const int64_t vocab = logits->dim(1);
+  Tensor logprobs = Tensor::Empty(DType::kF32, logits->shape());
+  ops_.LogSoftmax(logits->mat(), logprobs.mat());
+  std::vector<int32_t> sample_rows;
+  std::vector<SamplingParams> params;
+  std::vector<uint64_t> draws;
+  for (size_t k = 0; k < rows.size(); ++k) {
+    const LogitRow& r = rows[k];
+    const float* lp = logprobs.mat().row(static_cast<int64_t>(k));
+    if (r.next_token >= 0) outputs[r.work].prompt_logprobs.push_back(lp[r.next_token]);
+    if (r.sample) {
+      sample_rows.push_back(static_cast<int32_t>(k));
+      params.push_back(work[r.work].sampling);
+      draws.push_back(work[r.work].draw_index);
+      if (work[r.work].top_logprobs > 0) {
+        outputs[r.work].top = TopLogprobs(lp, vocab, work[r.work].top_logprobs);
+      }
+    }
+  }
+  if (sample_rows.empty()) return outputs;
+
+  const auto n = static_cast<int64_t>(sample_rows.size());
+  Tensor picked = Tensor::Empty(DType::kF32, {n, vocab});
+  ops_.GatherRows(logits->mat(), sample_rows, picked.mat());
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  std::vector<float> chosen(static_cast<size_t>(n));
+  ops_.Sample(picked.mat(), params, draws, ids, chosen);
+  size_t s = 0;
+  for (const LogitRow& r : rows) {
+    if (!r.sample) continue;
+    outputs[r.work].sampled = TokenLogprob{ids[s], chosen[s]};
+    ++s;
+  }
+  return outputs;
+}
+
+}  // namespace moeserve

@@ -1,0 +1,69 @@
+// Runs one step of plain per-sequence work on a model and its KV cache:
+// builds the ragged batch, runs the forward pass, and turns the logits into
+// sampled tokens and log-probabilities. The single-process Engine and the
+// worker process (one StepPlan per step) both drive the model through it.
+#ifndef MOESERVE_RUNTIME_ENGINE_STEP_EXECUTOR_H_
+#define MOESERVE_RUNTIME_ENGINE_STEP_EXECUTOR_H_
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/ops.h"
+#include "runtime/kv_cache/paged_kv_cache.h"
+#include "runtime/model/model.h"
+
+namespace moeserve {
+
+inline constexpr int32_t kMaxTopLogprobs = 20;
+
+// One sequence's share of a step (worker.proto's SequenceWork).
+struct SequenceWork {
+  uint64_t sequence_id = 0;
+  std::vector<int32_t> token_ids;    // fed this step: a prefill chunk or one decode token
+  int64_t context_len = 0;           // tokens in the cache after the step
+  std::vector<int32_t> block_table;  // covers context_len
+  bool sample = false;               // sample a token after the last fed one
+  SamplingParams sampling;
+  uint64_t draw_index = 0;   // keys the seeded draw: the index of the token being generated
+  int32_t top_logprobs = 0;  // alternatives reported with the sampled token, 0..20
+  // Report, for every fed position j, the log-probability of the token that
+  // follows it: token_ids[j + 1], or `following_token` for the last position
+  // (the first token of the next chunk; unset: nothing reported for it).
+  bool prompt_logprobs = false;
+  std::optional<int32_t> following_token;
+};
+
+struct TokenLogprob {
+  int32_t id = 0;
+  float logprob = 0.0f;  // under the unmodified model distribution
+};
+
+struct SequenceOutput {
+  uint64_t sequence_id = 0;
+  std::optional<TokenLogprob> sampled;
+  std::vector<TokenLogprob> top;       // most likely first, when asked
+  std::vector<float> prompt_logprobs;  // see SequenceWork::prompt_logprobs
+};
+
+// Not thread safe. Holds references: model, cache and ops must outlive it.
+class StepExecutor {
+ public:
+  StepExecutor(Model& model, PagedKvCache& cache, Ops& ops)
+      : model_(model), cache_(cache), ops_(ops) {}
+
+  // Fails without sampling anything when the work is malformed (ids outside
+  // the vocabulary, block tables too short, context beyond the model's).
+  absl::StatusOr<std::vector<SequenceOutput>> Run(std::span<const SequenceWork> work);
+
+ private:
+  Model& model_;
+  PagedKvCache& cache_;
+  Ops& ops_;
+};
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_RUNTIME_ENGINE_STEP_EXECUTOR_H_
