@@ -1,0 +1,162 @@
+#include "runtime/worker/step_plan_conversion.h"
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace moeserve {
+namespace {
+
+namespace pb = ::moeserve::worker::v1;
+
+constexpr uint32_t kMaxInt32 = static_cast<uint32_t>(std::numeric_limits<int32_t>::max());
+
+// Copies unsigned proto ids into the executor's signed ones; `what` names
+// the field in the error.
+absl::StatusOr<std::vector<int32_t>> ToInt32(
+    const google::protobuf::RepeatedField<uint32_t>& values, const char* what) {
+  std::vector<int32_t> out;
+  out.reserve(static_cast<size_t>(values.size()));
+  for (int i = 0; i < values.size(); ++i) {
+    if (values[i] > kMaxInt32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " ", i, " is ", values[i], ", above ", kMaxInt32));
+    }
+    out.push_back(static_cast<int32_t>(values[i]));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status CheckStepPlanHeader(const pb::StepPlan& plan, const StepPlanExpectation& expected) {
+  if (plan.rank() != expected.rank || plan.world_size() != expected.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step ", plan.step(), " is addressed to rank ", plan.rank(), " of ", plan.world_size(),
+        ", but this worker is rank ", expected.rank, " of ", expected.world_size));
+  }
+  if (expected.last_step.has_value() && plan.step() <= *expected.last_step) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step ", plan.step(), " does not follow the last step answered, ", *expected.last_step));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SamplingParams> SamplingFromProto(const pb::SequenceWork& work) {
+  SamplingParams p;
+  if (!work.has_sampling()) return p;
+  const pb::Sampling& s = work.sampling();
+  if (!(s.temperature() >= 0.0f) || !std::isfinite(s.temperature())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature must be finite and >= 0, got ", s.temperature()));
+  }
+  if (!(s.top_p() > 0.0f && s.top_p() <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", s.top_p()));
+  }
+  if (s.top_k() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", s.top_k()));
+  }
+  if (!(s.min_p() >= 0.0f && s.min_p() <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat("min_p must be in [0, 1], got ", s.min_p()));
+  }
+  if (s.repetition_penalty() != 0.0f && s.repetition_penalty() != 1.0f) {
+    return absl::UnimplementedError(absl::StrCat("repetition_penalty ", s.repetition_penalty(),
+                                                 ": this worker applies no penalties yet"));
+  }
+  if (s.presence_penalty() != 0.0f || s.frequency_penalty() != 0.0f) {
+    return absl::UnimplementedError(absl::StrCat("presence_penalty ", s.presence_penalty(),
+                                                 " / frequency_penalty ", s.frequency_penalty(),
+                                                 ": this worker applies no penalties yet"));
+  }
+  p.temperature = s.temperature();
+  p.top_p = s.top_p();
+  p.top_k = s.top_k();
+  p.min_p = s.min_p();
+  p.seed = s.seed();
+  return p;
+}
+
+absl::StatusOr<SequenceWork> SequenceWorkFromProto(const pb::SequenceWork& work) {
+  SequenceWork w;
+  w.sequence_id = work.sequence_id();
+  auto tokens = ToInt32(work.token_ids(), "token");
+  if (!tokens.ok()) return tokens.status();
+  w.token_ids = *std::move(tokens);
+  w.context_len = work.context_len();
+  auto blocks = ToInt32(work.block_table(), "block table entry");
+  if (!blocks.ok()) return blocks.status();
+  w.block_table = *std::move(blocks);
+  w.sample = work.sample();
+  auto sampling = SamplingFromProto(work);
+  if (!sampling.ok()) return sampling.status();
+  w.sampling = *sampling;
+  w.draw_index = work.draw_index();
+  if (work.logprobs() > static_cast<uint32_t>(kMaxTopLogprobs)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(work.logprobs(), " top logprobs asked, at most ", kMaxTopLogprobs));
+  }
+  w.top_logprobs = static_cast<int32_t>(work.logprobs());
+  w.prompt_logprobs = work.prompt_logprobs();
+  if (work.has_following_token()) {
+    if (work.following_token() > kMaxInt32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("following token ", work.following_token(), " is above ", kMaxInt32));
+    }
+    w.following_token = static_cast<int32_t>(work.following_token());
+  }
+  return w;
+}
+
+absl::StatusOr<std::vector<SequenceWork>> StepWorkFromProto(const pb::StepPlan& plan) {
+  std::vector<SequenceWork> work;
+  work.reserve(static_cast<size_t>(plan.sequences_size()));
+  for (const pb::SequenceWork& s : plan.sequences()) {
+    auto w = SequenceWorkFromProto(s);
+    if (!w.ok()) {
+      return absl::Status(w.status().code(),
+                          absl::StrCat("sequence ", s.sequence_id(), ": ", w.status().message()));
+    }
+    work.push_back(*std::move(w));
+  }
+  return work;
+}
+
+pb::SequenceOutput SequenceOutputToProto(const SequenceOutput& output) {
+  pb::SequenceOutput out;
+  out.set_sequence_id(output.sequence_id);
+  if (output.sampled.has_value()) {
+    out.set_token_id(static_cast<uint32_t>(output.sampled->id));
+    out.set_logprob(output.sampled->logprob);
+  }
+  for (const TokenLogprob& t : output.top) {
+    pb::TokenLogprob* p = out.add_top();
+    p->set_id(static_cast<uint32_t>(t.id));
+    p->set_logprob(t.logprob);
+  }
+  out.mutable_prompt_logprobs()->Add(output.prompt_logprobs.begin(), output.prompt_logprobs.end());
+  return out;
+}
+
+pb::StepResult StepResultToProto(uint64_t step, uint32_t rank,
+                                 std::span<const SequenceOutput> outputs, double step_seconds) {
+  pb::StepResult result;
+  result.set_step(step);
+  result.set_rank(rank);
+  result.set_step_seconds(step_seconds);
+  for (const SequenceOutput& o : outputs) *result.add_outputs() = SequenceOutputToProto(o);
+  return result;
+}
+
+pb::StepResult FailedStepResult(uint64_t step, uint32_t rank, const absl::Status& error,
+                                double step_seconds) {
+  pb::StepResult result;
+  result.set_step(step);
+  result.set_rank(rank);
+  result.set_step_seconds(step_seconds);
+  result.set_error(error.ToString());
+  return result;
+}
+
+}  // namespace moeserve
