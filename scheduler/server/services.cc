@@ -1,0 +1,294 @@
+#include "scheduler/server/services.h"
+
+#include <deque>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+
+namespace moeserve {
+namespace {
+
+// A Generate stream. The engine thread pushes responses through the sink;
+// gRPC writes them one at a time. The reactor deletes itself in OnDone; the
+// sink outlives it and drops whatever arrives after.
+class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  class Sink final : public ResponseSink {
+   public:
+    explicit Sink(GenerateReactor* reactor) : reactor_(reactor) {}
+    void Send(v1::GenerateResponse response) override {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (reactor_ == nullptr || closed_) return;
+      queue_.push_back(std::move(response));
+      MaybeWrite(lock);
+    }
+    void Close(absl::Status status) override {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (reactor_ == nullptr || closed_) return;
+      closed_ = true;
+      final_status_ = ToGrpc(status);
+      MaybeWrite(lock);
+    }
+    void OnWriteDone(bool ok) {
+      std::unique_lock<std::mutex> lock(mu_);
+      writing_ = false;
+      queue_.pop_front();
+      if (!ok) {  // the client is gone
+        queue_.clear();
+        closed_ = true;
+        final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      }
+      MaybeWrite(lock);
+    }
+    void Detach() {
+      std::lock_guard<std::mutex> lock(mu_);
+      reactor_ = nullptr;
+    }
+
+   private:
+    // Starts the next write or the finish, outside the lock.
+    void MaybeWrite(std::unique_lock<std::mutex>& lock) {
+      if (writing_ || finished_ || reactor_ == nullptr) return;
+      GenerateReactor* r = reactor_;
+      if (!queue_.empty()) {
+        writing_ = true;
+        const v1::GenerateResponse* next = &queue_.front();  // stable: deque front until pop
+        lock.unlock();
+        r->StartWrite(next);
+      } else if (closed_) {
+        finished_ = true;
+        const grpc::Status status = final_status_;
+        lock.unlock();
+        r->Finish(status);
+      }
+    }
+
+    std::mutex mu_;
+    GenerateReactor* reactor_;
+    std::deque<v1::GenerateResponse> queue_;  // front is being written while writing_
+    bool writing_ = false;
+    bool closed_ = false;
+    bool finished_ = false;
+    grpc::Status final_status_;
+  };
+
+  GenerateReactor(EngineLoop& loop, std::string key)
+      : loop_(loop), key_(std::move(key)), sink_(std::make_shared<Sink>(this)) {}
+
+  std::shared_ptr<Sink> sink() { return sink_; }
+
+  void OnWriteDone(bool ok) override { sink_->OnWriteDone(ok); }
+  void OnCancel() override { loop_.Cancel(key_); }
+  void OnDone() override {
+    sink_->Detach();
+    delete this;
+  }
+
+ private:
+  EngineLoop& loop_;
+  const std::string key_;  // the engine loop's handle of this request
+  std::shared_ptr<Sink> sink_;
+};
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* FailedStream(const grpc::Status& status) {
+  class Failed final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+   public:
+    explicit Failed(const grpc::Status& s) { Finish(s); }
+    void OnDone() override { delete this; }
+  };
+  return new Failed(status);
+}
+
+std::string NewRequestId() {
+  static std::atomic<uint64_t> counter{0};
+  return absl::StrCat("req-", absl::ToUnixMicros(absl::Now()), "-", counter.fetch_add(1));
+}
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+absl::StatusOr<GenerationRequest> FromProto(const v1::GenerateRequest& p) {
+  GenerationRequest r;
+  r.request_id = p.request_id();
+  switch (p.input_case()) {
+    case v1::GenerateRequest::kTokenIds:
+      for (uint32_t id : p.token_ids().ids()) {
+        r.prompt_ids.push_back(id > static_cast<uint32_t>(INT32_MAX) ? -1
+                                                                     : static_cast<int32_t>(id));
+      }
+      break;
+    case v1::GenerateRequest::kText:
+      return absl::UnimplementedError(
+          "text input needs the tokenizer, which this build does not have yet; send token_ids");
+    default:
+      return absl::InvalidArgumentError("the prompt is empty: set text or token_ids");
+  }
+  const v1::SamplingParams& s = p.sampling();
+  if (s.has_temperature()) r.sampling.temperature = s.temperature();
+  if (s.has_top_p()) r.sampling.top_p = s.top_p();
+  if (s.has_top_k()) r.sampling.top_k = s.top_k();
+  if (s.has_min_p()) r.sampling.min_p = s.min_p();
+  if (s.has_repetition_penalty()) r.sampling.repetition_penalty = s.repetition_penalty();
+  if (s.has_presence_penalty()) r.sampling.presence_penalty = s.presence_penalty();
+  if (s.has_frequency_penalty()) r.sampling.frequency_penalty = s.frequency_penalty();
+  if (s.has_seed()) r.sampling.seed = s.seed();
+  const v1::StoppingCriteria& st = p.stopping();
+  if (st.has_max_tokens()) r.stopping.max_tokens = st.max_tokens();
+  r.stopping.min_tokens = st.min_tokens();
+  r.stopping.stop.assign(st.stop().begin(), st.stop().end());
+  for (uint32_t id : st.stop_token_ids()) {
+    r.stopping.stop_token_ids.push_back(
+        id > static_cast<uint32_t>(INT32_MAX) ? -1 : static_cast<int32_t>(id));
+  }
+  r.stopping.ignore_eos = st.ignore_eos();
+  r.logprobs = p.logprobs() > 1000 ? 1000 : static_cast<int32_t>(p.logprobs());
+  r.prompt_logprobs = p.prompt_logprobs();
+  r.priority = p.priority();
+  return r;
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  auto plain = FromProto(*request);
+  if (!plain.ok()) return FailedStream(ToGrpc(plain.status()));
+  const EngineLoop::Snapshot snap = loop_.snapshot();
+  if (!snap.worker.has_value() || !loop_.ready()) {
+    return FailedStream(ToGrpc(absl::UnavailableError("no worker is ready yet; retry shortly")));
+  }
+  RequestLimits limits;
+  limits.vocab_size = snap.worker->model().vocab_size();
+  limits.max_context_tokens = snap.worker->model().max_context_tokens();
+  if (absl::Status s = ValidateRequest(limits, *plain); !s.ok()) {
+    return FailedStream(ToGrpc(s));
+  }
+  const std::string key = NewRequestId();
+  if (plain->request_id.empty()) plain->request_id = key;
+  auto* reactor = new GenerateReactor(loop_, key);
+  if (absl::Status s = loop_.Submit(key, *std::move(plain), reactor->sink()); !s.ok()) {
+    reactor->sink()->Close(s);
+  }
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Chat(
+    grpc::CallbackServerContext* context, const v1::ChatRequest* request) {
+  return FailedStream(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                   "Chat needs the tokenizer and chat template, which this build "
+                                   "does not have yet"));
+}
+
+grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
+                                                     const v1::TokenizeRequest* request,
+                                                     v1::TokenizeResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                               "Tokenize needs the tokenizer, which this build does not have yet"));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerContext* context,
+                                                         const v1::GetModelInfoRequest* request,
+                                                         v1::ModelInfo* response) {
+  auto* reactor = context->DefaultReactor();
+  const EngineLoop::Snapshot snap = loop_.snapshot();
+  if (!snap.worker.has_value()) {
+    reactor->Finish(ToGrpc(absl::UnavailableError("no worker is ready yet; retry shortly")));
+    return reactor;
+  }
+  *response = snap.worker->model();
+  response->set_world_size(1);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::GetClusterState(grpc::CallbackServerContext* context,
+                                                        const v1::GetClusterStateRequest* request,
+                                                        v1::ClusterState* response) {
+  const EngineLoop::Snapshot snap = loop_.snapshot();
+  response->set_world_size(1);
+  response->set_running_requests(static_cast<uint32_t>(snap.running));
+  response->set_waiting_requests(static_cast<uint32_t>(snap.waiting));
+  response->set_kv_usage_ratio(snap.kv_usage_ratio);
+  response->set_draining(loop_.draining());
+  response->set_step(snap.step);
+  if (snap.worker.has_value()) {
+    v1::WorkerState* w = response->add_workers();
+    w->set_rank(0);
+    w->set_address(snap.worker->worker_id());
+    w->set_status(loop_.ready() ? v1::WORKER_STATUS_READY : v1::WORKER_STATUS_LOST);
+    w->set_kv_blocks_total(static_cast<uint64_t>(snap.kv_blocks_total));
+    w->set_kv_blocks_used(static_cast<uint64_t>(snap.kv_blocks_used));
+    w->set_kv_block_tokens(snap.worker->kv().block_tokens());
+    w->set_running_sequences(static_cast<uint32_t>(snap.running));
+    w->set_last_step(snap.step);
+    response->mutable_placement()->set_logical_experts(snap.worker->model().num_routed_experts());
+    response->mutable_placement()->set_physical_slots_per_rank(
+        snap.worker->model().num_routed_experts());
+  }
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::Drain(grpc::CallbackServerContext* context,
+                                              const v1::DrainRequest* request,
+                                              v1::DrainResponse* response) {
+  loop_.Drain();
+  on_drain_();
+  response->set_in_flight_requests(static_cast<uint32_t>(loop_.snapshot().in_flight_requests));
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::Status CoordinatorService::Connect(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<worker::v1::CoordinatorMessage, worker::v1::WorkerMessage>* stream) {
+  worker::v1::WorkerMessage first;
+  if (!stream->Read(&first) || !first.has_register_()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "a worker's first message must be Register");
+  }
+  const worker::v1::Register& reg = first.register_();
+  if (reg.kv().num_blocks() == 0 || reg.kv().block_tokens() == 0 || reg.model().vocab_size() == 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("worker ", reg.worker_id(),
+                                     " registered without a KV cache or model description"));
+  }
+  auto link = std::make_shared<WorkerLink>(reg);
+  if (absl::Status s = loop_.Attach(link); !s.ok()) return ToGrpc(s);
+  worker::v1::CoordinatorMessage welcome;
+  welcome.mutable_welcome()->set_rank(0);
+  welcome.mutable_welcome()->set_world_size(1);
+  if (!stream->Write(welcome)) {
+    link->Break(absl::StrCat("worker ", reg.worker_id(), " disconnected before its first step"));
+    return grpc::Status::CANCELLED;
+  }
+  on_ready_();
+  while (!context->IsCancelled() && !link->broken()) {
+    std::optional<worker::v1::StepPlan> plan = link->TakePlan(absl::Milliseconds(200));
+    if (!plan.has_value()) continue;
+    worker::v1::CoordinatorMessage out;
+    *out.mutable_step_plan() = *std::move(plan);
+    worker::v1::WorkerMessage in;
+    if (!stream->Write(out) || !stream->Read(&in)) {
+      link->Break(absl::StrCat("worker ", reg.worker_id(), " disconnected"));
+      break;
+    }
+    if (!in.has_step_result() || in.step_result().step() != out.step_plan().step()) {
+      link->Break(absl::StrCat("worker ", reg.worker_id(), " answered step ",
+                               out.step_plan().step(), " with something else"));
+      break;
+    }
+    link->Deliver(std::move(*in.mutable_step_result()));
+  }
+  link->Break(absl::StrCat("worker ", reg.worker_id(), " disconnected"));
+  on_lost_();
+  return grpc::Status::OK;
+}
+
+}  // namespace moeserve

@@ -1,0 +1,283 @@
+// The service end to end, with real processes on loopback: a
+// moeserve-coordinator and a moeserve-worker serving the golden DeepSeek-V3
+// fixture, called through the public gRPC API.
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "moeserve/v1/admin.grpc.pb.h"
+#include "moeserve/v1/inference.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/process.h"
+
+namespace moeserve::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::string kFixture = std::string(MOESERVE_FIXTURES_DIR) + "/deepseek_v3_small_bf16";
+const std::string kBin = MOESERVE_BINARY_DIR;
+
+grpc::health::v1::HealthCheckResponse::ServingStatus Health(grpc::Channel& channel) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      std::shared_ptr<grpc::Channel>(&channel, [](grpc::Channel*) {}));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
+  if (!stub->Check(&ctx, req, &resp).ok()) return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  return resp.status();
+}
+
+bool WaitFor(const std::function<bool()>& condition, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return condition();
+}
+
+struct Stream {
+  std::vector<uint32_t> tokens;
+  std::vector<float> logprobs;
+  bool has_final = false;
+  v1::Final final;
+  grpc::Status status;
+  int chunks = 0;
+};
+
+Stream Generate(v1::Inference::Stub& stub, const v1::GenerateRequest& request,
+                int cancel_after_chunks = -1) {
+  Stream s;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto reader = stub.Generate(&ctx, request);
+  v1::GenerateResponse r;
+  while (reader->Read(&r)) {
+    if (r.has_chunk()) {
+      ++s.chunks;
+      for (uint32_t id : r.chunk().token_ids()) s.tokens.push_back(id);
+      for (const auto& lp : r.chunk().logprobs()) s.logprobs.push_back(lp.chosen().logprob());
+      if (s.chunks == cancel_after_chunks) ctx.TryCancel();
+    }
+    if (r.has_final()) {
+      s.has_final = true;
+      s.final = r.final();
+    }
+  }
+  s.status = reader->Finish();
+  return s;
+}
+
+v1::GenerateRequest TokenRequest(const std::vector<uint32_t>& ids, uint32_t max_tokens) {
+  v1::GenerateRequest r;
+  for (uint32_t id : ids) r.mutable_token_ids()->add_ids(id);
+  r.mutable_stopping()->set_max_tokens(max_tokens);
+  r.mutable_stopping()->set_ignore_eos(true);
+  r.mutable_sampling()->set_temperature(0.0f);
+  return r;
+}
+
+class ServingTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    port_ = FreePort();
+    metrics_port_ = FreePort();
+    const std::string addr = "127.0.0.1:" + std::to_string(port_);
+    coordinator_ = new Process(kBin + "/tools/coordinator/moeserve-coordinator",
+                               {"--listen", addr, "--metrics-port", std::to_string(metrics_port_),
+                                "--max-waiting", "8", "--max-running-seqs", "32"},
+                               ::testing::TempDir() + "/coordinator.log");
+    channel_ = new std::shared_ptr<grpc::Channel>(
+        grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+    // Health must say NOT_SERVING until the worker is in.
+    ASSERT_TRUE(WaitFor(
+        [] { return Health(**channel_) == grpc::health::v1::HealthCheckResponse::NOT_SERVING; },
+        20))
+        << coordinator_->log();
+    worker_ = new Process(kBin + "/tools/worker/moeserve-worker",
+                          {"--coordinator", addr, "--model", kFixture, "--kv-cache-tokens", "8192"},
+                          ::testing::TempDir() + "/worker.log");
+    ASSERT_TRUE(WaitFor(
+        [] { return Health(**channel_) == grpc::health::v1::HealthCheckResponse::SERVING; }, 60))
+        << coordinator_->log() << worker_->log();
+  }
+  static void TearDownTestSuite() {
+    delete worker_;
+    delete coordinator_;
+    delete channel_;
+  }
+
+  std::unique_ptr<v1::Inference::Stub> Inference() { return v1::Inference::NewStub(*channel_); }
+  std::unique_ptr<v1::Admin::Stub> Admin() { return v1::Admin::NewStub(*channel_); }
+  v1::ClusterState State() {
+    grpc::ClientContext ctx;
+    v1::ClusterState state;
+    EXPECT_TRUE(Admin()->GetClusterState(&ctx, {}, &state).ok());
+    return state;
+  }
+
+  static inline int port_ = 0;
+  static inline int metrics_port_ = 0;
+  static inline Process* coordinator_ = nullptr;
+  static inline Process* worker_ = nullptr;
+  static inline std::shared_ptr<grpc::Channel>* channel_ = nullptr;
+};
+
+// Same float32 arithmetic as tests/runtime/model/deepseek_v3_golden_test.cc.
+constexpr double kLogprobTolerance = 5e-5;
+
+TEST_F(ServingTest, StreamedGreedyTokensMatchTheReference) {
+  std::ifstream in(kFixture + "/golden.json");
+  const auto golden = nlohmann::json::parse(in).at("cases")[2];
+  std::vector<uint32_t> prompt = golden.at("prompt_ids").get<std::vector<uint32_t>>();
+  v1::GenerateRequest req = TokenRequest(prompt, 4);
+  req.set_logprobs(1);
+  Stream s = Generate(*Inference(), req);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  ASSERT_TRUE(s.has_final);
+  ASSERT_EQ(s.tokens.size(), 4u);
+  for (size_t t = 0; t < 4; ++t) {
+    const auto& g = golden.at("greedy")[t];
+    if (g.at("margin").get<double>() <= 0.01) break;
+    EXPECT_EQ(s.tokens[t], g.at("id").get<uint32_t>()) << t;
+    EXPECT_NEAR(s.logprobs[t], g.at("logprob").get<double>(), kLogprobTolerance) << t;
+  }
+  EXPECT_EQ(s.final.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(s.final.usage().prompt_tokens(), prompt.size());
+  EXPECT_EQ(s.final.usage().completion_tokens(), 4u);
+  EXPECT_GT(s.final.timings().total_seconds(), 0.0);
+}
+
+TEST_F(ServingTest, ConcurrentStreamsAllCompleteWithCorrectUsage) {
+  constexpr int kStreams = 24;
+  std::vector<Stream> results(kStreams);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kStreams; ++i) {
+    threads.emplace_back([&, i] {
+      std::vector<uint32_t> prompt;
+      for (int t = 0; t < 3 + 7 * i; ++t)
+        prompt.push_back(static_cast<uint32_t>((i * 31 + t) % 1000));
+      results[static_cast<size_t>(i)] = Generate(*Inference(), TokenRequest(prompt, 2 + i % 5));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kStreams; ++i) {
+    const Stream& s = results[static_cast<size_t>(i)];
+    ASSERT_TRUE(s.status.ok()) << i << ": " << s.status.error_message();
+    ASSERT_TRUE(s.has_final) << i;
+    EXPECT_EQ(s.tokens.size(), static_cast<size_t>(2 + i % 5)) << i;
+    EXPECT_EQ(s.final.usage().prompt_tokens(), static_cast<uint32_t>(3 + 7 * i)) << i;
+    EXPECT_EQ(s.final.usage().completion_tokens(), s.tokens.size()) << i;
+  }
+}
+
+TEST_F(ServingTest, QueueOverflowIsResourceExhaustedWhileAdmittedRequestsComplete) {
+  // 32 running + 8 waiting are admitted; 64 long requests at once overflow.
+  constexpr int kStreams = 64;
+  std::vector<Stream> results(kStreams);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kStreams; ++i) {
+    threads.emplace_back([&, i] {
+      results[static_cast<size_t>(i)] =
+          Generate(*Inference(), TokenRequest({static_cast<uint32_t>(i), 7, 9}, 200));
+    });
+  }
+  for (auto& t : threads) t.join();
+  int rejected = 0, completed = 0;
+  for (const Stream& s : results) {
+    if (s.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++rejected;
+      EXPECT_THAT(s.status.error_message(), HasSubstr("waiting queue is full"));
+      EXPECT_TRUE(s.tokens.empty());
+    } else {
+      ASSERT_TRUE(s.status.ok()) << s.status.error_code() << ": " << s.status.error_message();
+      EXPECT_EQ(s.tokens.size(), 200u);
+      ++completed;
+    }
+  }
+  // The first 40 arrivals hold their places for 200 steps while the other
+  // 24 arrive within milliseconds: at least one of those must be refused.
+  EXPECT_GT(rejected, 0) << completed << " completed";
+  EXPECT_GE(completed, 40) << rejected << " rejected";
+}
+
+TEST_F(ServingTest, BadRequestsFailAloneWithTheirCode) {
+  struct Case {
+    std::function<void(v1::GenerateRequest&)> edit;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {[](v1::GenerateRequest& r) { r.mutable_token_ids()->clear_ids(); }, "the prompt is empty"},
+      {[](v1::GenerateRequest& r) { r.mutable_token_ids()->set_ids(0, 1000); },
+       "outside the vocabulary [0, 1000)"},
+      {[](v1::GenerateRequest& r) { r.mutable_sampling()->set_temperature(-1); },
+       "sampling.temperature"},
+      {[](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_p(0); }, "sampling.top_p"},
+      {[](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_k(-1); }, "sampling.top_k"},
+      {[](v1::GenerateRequest& r) { r.set_logprobs(21); }, "logprobs must be in [0, 20]"},
+      {[](v1::GenerateRequest& r) { r.mutable_stopping()->set_max_tokens(200000); },
+       "exceeds the context length 163840"},
+      {[](v1::GenerateRequest& r) {
+         for (int i = 0; i < 17; ++i) r.mutable_stopping()->add_stop("x");
+       },
+       "stopping.stop has 17 strings"},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest req = TokenRequest({1, 2, 3}, 2);
+    c.edit(req);
+    Stream s = Generate(*Inference(), req);
+    EXPECT_EQ(s.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.message;
+    EXPECT_THAT(s.status.error_message(), HasSubstr(c.message));
+  }
+  Stream ok = Generate(*Inference(), TokenRequest({1, 2, 3}, 2));
+  EXPECT_TRUE(ok.status.ok()) << "the service keeps serving after bad requests";
+}
+
+TEST_F(ServingTest, CancellingMidStreamFreesTheKvBlocks) {
+  Stream s = Generate(*Inference(), TokenRequest({5, 6, 7, 8}, 2000), /*cancel_after_chunks=*/3);
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_FALSE(s.has_final);
+  ASSERT_TRUE(WaitFor(
+      [&] { return State().workers_size() == 1 && State().workers(0).kv_blocks_used() == 0; }, 10))
+      << "KV blocks still used after the cancel: " << State().DebugString();
+}
+
+TEST_F(ServingTest, ModelInfoAndClusterStateDescribeTheDeployment) {
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  ASSERT_TRUE(Inference()->GetModelInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.model_type(), "deepseek_v3");
+  EXPECT_EQ(info.vocab_size(), 1000u);
+  EXPECT_EQ(info.max_context_tokens(), 163840u);
+  const v1::ClusterState state = State();
+  ASSERT_EQ(state.workers_size(), 1);
+  EXPECT_EQ(state.workers(0).status(), v1::WORKER_STATUS_READY);
+  EXPECT_EQ(state.workers(0).kv_blocks_total(), 8192u / 64u);
+}
+
+TEST_F(ServingTest, MetricsEndpointServesTheMoeserveMetrics) {
+  Generate(*Inference(), TokenRequest({1, 2, 3}, 2));
+  const std::string text = HttpGet(metrics_port_, "/metrics");
+  for (const char* name :
+       {"moeserve_requests_running", "moeserve_requests_waiting", "moeserve_kv_cache_usage_ratio",
+        "moeserve_prompt_tokens_total", "moeserve_generation_tokens_total",
+        "moeserve_requests_finished_total", "moeserve_time_to_first_token_seconds_bucket",
+        "moeserve_inter_token_latency_seconds", "moeserve_request_latency_seconds",
+        "moeserve_request_queue_seconds", "moeserve_step_duration_seconds", "moeserve_step_tokens",
+        "moeserve_workers_up 1"}) {
+    EXPECT_THAT(text, HasSubstr(name));
+  }
+}
+
+}  // namespace
+}  // namespace moeserve::testing
