@@ -10,8 +10,9 @@ packages=(
   libabsl-dev libopenblas-dev nlohmann-json3-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3
-  # the gRPC front end (MOESERVE_GRPC=ON)
+  # the gRPC front end (MOESERVE_GRPC=ON); prometheus for promtool in the tests
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev
+  prometheus
   # style
   clang-format
 )

@@ -95,7 +95,7 @@ class ServingTest : public ::testing::Test {
     const std::string addr = "127.0.0.1:" + std::to_string(port_);
     coordinator_ = new Process(kBin + "/tools/coordinator/moeserve-coordinator",
                                {"--listen", addr, "--metrics-port", std::to_string(metrics_port_),
-                                "--max-waiting", "8", "--max-running-seqs", "32"},
+                                "--max-waiting", "48", "--max-running-seqs", "32"},
                                ::testing::TempDir() + "/coordinator.log");
     channel_ = new std::shared_ptr<grpc::Channel>(
         grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
@@ -159,7 +159,7 @@ TEST_F(ServingTest, StreamedGreedyTokensMatchTheReference) {
 }
 
 TEST_F(ServingTest, ConcurrentStreamsAllCompleteWithCorrectUsage) {
-  constexpr int kStreams = 24;
+  constexpr int kStreams = 64;
   std::vector<Stream> results(kStreams);
   std::vector<std::thread> threads;
   for (int i = 0; i < kStreams; ++i) {
@@ -182,14 +182,14 @@ TEST_F(ServingTest, ConcurrentStreamsAllCompleteWithCorrectUsage) {
 }
 
 TEST_F(ServingTest, QueueOverflowIsResourceExhaustedWhileAdmittedRequestsComplete) {
-  // 32 running + 8 waiting are admitted; 64 long requests at once overflow.
-  constexpr int kStreams = 64;
+  // 32 running + 48 waiting are admitted; 128 long requests at once overflow.
+  constexpr int kStreams = 128;
   std::vector<Stream> results(kStreams);
   std::vector<std::thread> threads;
   for (int i = 0; i < kStreams; ++i) {
     threads.emplace_back([&, i] {
       results[static_cast<size_t>(i)] =
-          Generate(*Inference(), TokenRequest({static_cast<uint32_t>(i), 7, 9}, 200));
+          Generate(*Inference(), TokenRequest({static_cast<uint32_t>(i), 7, 9}, 100));
     });
   }
   for (auto& t : threads) t.join();
@@ -201,14 +201,14 @@ TEST_F(ServingTest, QueueOverflowIsResourceExhaustedWhileAdmittedRequestsComplet
       EXPECT_TRUE(s.tokens.empty());
     } else {
       ASSERT_TRUE(s.status.ok()) << s.status.error_code() << ": " << s.status.error_message();
-      EXPECT_EQ(s.tokens.size(), 200u);
+      EXPECT_EQ(s.tokens.size(), 100u);
       ++completed;
     }
   }
-  // The first 40 arrivals hold their places for 200 steps while the other
-  // 24 arrive within milliseconds: at least one of those must be refused.
+  // The first 80 arrivals hold their places for 100 steps while the other
+  // 48 arrive within milliseconds: at least one of those must be refused.
   EXPECT_GT(rejected, 0) << completed << " completed";
-  EXPECT_GE(completed, 40) << rejected << " rejected";
+  EXPECT_GE(completed, 80) << rejected << " rejected";
 }
 
 TEST_F(ServingTest, BadRequestsFailAloneWithTheirCode) {
@@ -277,6 +277,24 @@ TEST_F(ServingTest, MetricsEndpointServesTheMoeserveMetrics) {
         "moeserve_workers_up 1"}) {
     EXPECT_THAT(text, HasSubstr(name));
   }
+}
+
+TEST_F(ServingTest, MetricsPassPromtool) {
+  Generate(*Inference(), TokenRequest({4, 5, 6}, 3));
+  const std::string text = HttpGet(metrics_port_, "/metrics");
+  ASSERT_FALSE(text.empty());
+  const std::string path = ::testing::TempDir() + "/metrics.txt";
+  std::ofstream(path) << text;
+  // promtool comes from Debian's prometheus package (tools/setup.sh).
+  const std::string cmd = "promtool check metrics < " + path + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) output.append(buf, n);
+  const int status = pclose(pipe);
+  EXPECT_EQ(status, 0) << "promtool check metrics:\n" << output;
 }
 
 }  // namespace
