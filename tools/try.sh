@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# First try: installs what is missing, builds, writes a tiny DeepSeek-V3-layout
-# checkpoint and generates from it on the CPU.
+# First try: installs what is missing, builds, and runs the service on the CPU
+# with a tiny DeepSeek-V3-layout model: a coordinator and one worker on
+# loopback, one example request, then serving until Ctrl-C (tools/up.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-bash tools/build.sh -DMOESERVE_GRPC=OFF
-model=build/models/tiny-deepseek-v3
-[ -f "$model/config.json" ] || build/tools/moeserve/moeserve make-tiny-model \
-  --arch deepseek_v3 --dtype fp8 --out "$model"
-build/tools/moeserve/moeserve generate --model "$model" --prompt-ids 0,17,42 --max-tokens 12 \
-  --prompt-logprobs
+bash tools/build.sh
+exec bash tools/up.sh "$@"

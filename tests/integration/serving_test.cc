@@ -279,6 +279,35 @@ TEST_F(ServingTest, MetricsEndpointServesTheMoeserveMetrics) {
   }
 }
 
+std::string RunCommand(const std::string& cmd) {
+  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
+  std::string output;
+  if (pipe == nullptr) return output;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) output.append(buf, n);
+  pclose(pipe);
+  return output;
+}
+
+TEST_F(ServingTest, StreamedTokensEqualTheEngineCliForTheSameSeed) {
+  const std::string flags =
+      " --prompt-ids 0,333,972,156 --max-tokens 10 --temperature 0.9 --top-p 0.95 --seed 7 "
+      "--ignore-eos --json";
+  const std::string cli = kBin + "/tools/moeserve/moeserve generate";
+  const auto local = nlohmann::json::parse(RunCommand(cli + " --model " + kFixture + flags));
+  const auto served = nlohmann::json::parse(
+      RunCommand(cli + " --server 127.0.0.1:" + std::to_string(port_) + flags));
+  ASSERT_EQ(local.at("tokens").size(), 10u);
+  ASSERT_EQ(served.at("tokens").size(), 10u);
+  for (size_t i = 0; i < 10; ++i) {
+    EXPECT_EQ(served.at("tokens")[i].at("id"), local.at("tokens")[i].at("id")) << i;
+    // Same float32 arithmetic as tests/runtime/model/deepseek_v3_golden_test.cc.
+    EXPECT_NEAR(served.at("tokens")[i].at("logprob").get<double>(),
+                local.at("tokens")[i].at("logprob").get<double>(), 5e-5);
+  }
+}
+
 TEST_F(ServingTest, MetricsPassPromtool) {
   Generate(*Inference(), TokenRequest({4, 5, 6}, 3));
   const std::string text = HttpGet(metrics_port_, "/metrics");

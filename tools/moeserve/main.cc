@@ -12,6 +12,9 @@
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
 #include "tools/moeserve/args.h"
+#ifdef MOESERVE_HAVE_GRPC
+#include "tools/moeserve/remote_generate.h"
+#endif
 #include "tools/tiny_model/tiny_model.h"
 
 namespace moeserve {
@@ -28,10 +31,14 @@ Commands:
 )";
 
 constexpr char kGenerateUsage[] = R"(Usage: moeserve generate --model DIR --prompt-ids IDS [flags]
+       moeserve generate --server ADDR --prompt-ids IDS [flags]
 
-Runs the model in this process on the CPU and prints the generated tokens.
+With --model, runs the model in this process on the CPU and prints the
+generated tokens. With --server, sends the request to a running coordinator
+(e.g. localhost:50051) and prints the tokens as they stream in.
 
   --model DIR          Hugging Face checkpoint directory (config.json + safetensors)
+  --server ADDR        coordinator address (host:port) instead of --model
   --prompt-ids IDS     comma-separated prompt token ids, e.g. 0,17,42
   --max-tokens N       tokens to generate (default 16)
   --temperature T      0 for greedy decoding (default 0)
@@ -41,6 +48,7 @@ Runs the model in this process on the CPU and prints the generated tokens.
   --min-p P            drop tokens less likely than P times the most likely (default 0)
   --seed S             sampling seed; the same seed gives the same tokens (default 0)
   --ignore-eos         keep generating after an end-of-sequence token
+  --logprobs N         with --server: alternatives reported per token, 0..20 (default 1)
   --prompt-logprobs    also report the log-probability of every prompt token
   --json               print one JSON object:
                        {"prompt_logprobs": [null, lp1, ...] or null,
@@ -75,22 +83,61 @@ const char* FinishReasonName(FinishReason r) {
   return r == FinishReason::kStop ? "stop" : "length";
 }
 
+// generate --server: the same flags, sent to a coordinator.
+int RunRemote(const Args& args, const std::vector<int32_t>& ids) {
+#ifdef MOESERVE_HAVE_GRPC
+  v1::GenerateRequest request;
+  for (int32_t id : ids) request.mutable_token_ids()->add_ids(static_cast<uint32_t>(id));
+  auto max_tokens = args.Int("max-tokens", 16);
+  auto temperature = args.Double("temperature", 0.0);
+  auto top_p = args.Double("top-p", 1.0);
+  auto top_k = args.Int("top-k", 0);
+  auto min_p = args.Double("min-p", 0.0);
+  auto seed = args.Uint("seed", 0);
+  auto logprobs = args.Int("logprobs", 1);
+  for (const absl::Status& s : {max_tokens.status(), temperature.status(), top_p.status(),
+                                top_k.status(), min_p.status(), seed.status(), logprobs.status()}) {
+    if (!s.ok()) return Fail(s);
+  }
+  if (*max_tokens < 1 || *max_tokens > UINT32_MAX || *top_k < 0 || *top_k > INT32_MAX ||
+      *logprobs < 0 || *logprobs > 20) {
+    return Fail(absl::InvalidArgumentError(
+        "--max-tokens must be positive, --top-k non-negative, --logprobs in [0, 20]"));
+  }
+  request.mutable_stopping()->set_max_tokens(static_cast<uint32_t>(*max_tokens));
+  request.mutable_stopping()->set_ignore_eos(args.Has("ignore-eos"));
+  request.mutable_sampling()->set_temperature(static_cast<float>(*temperature));
+  request.mutable_sampling()->set_top_p(static_cast<float>(*top_p));
+  request.mutable_sampling()->set_top_k(static_cast<int32_t>(*top_k));
+  request.mutable_sampling()->set_min_p(static_cast<float>(*min_p));
+  request.mutable_sampling()->set_seed(*seed);
+  request.set_logprobs(static_cast<uint32_t>(*logprobs));
+  request.set_prompt_logprobs(args.Has("prompt-logprobs"));
+  return RunRemoteGenerate(*args.Get("server"), request, args.Has("json"));
+#else
+  return Fail(absl::UnimplementedError(
+      "this moeserve was built without gRPC (MOESERVE_GRPC=OFF): --server is not available"));
+#endif
+}
+
 int RunGenerate(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(argv,
-                          {"model", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k",
-                           "min-p", "seed", "kv-cache-tokens", "max-batch-tokens"},
-                          {"prompt-logprobs", "json", "ignore-eos", "help"});
+  auto args =
+      Args::Parse(argv,
+                  {"model", "server", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k",
+                   "min-p", "seed", "kv-cache-tokens", "max-batch-tokens", "logprobs"},
+                  {"prompt-logprobs", "json", "ignore-eos", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << kGenerateUsage;
     return 0;
   }
-  auto model_dir = args->Required("model");
-  if (!model_dir.ok()) return Fail(model_dir.status());
   auto ids_text = args->Required("prompt-ids");
   if (!ids_text.ok()) return Fail(ids_text.status());
   auto ids = ParseIdList(*ids_text);
   if (!ids.ok()) return Fail(ids.status());
+  if (args->Has("server")) return RunRemote(*args, *ids);
+  auto model_dir = args->Required("model");
+  if (!model_dir.ok()) return Fail(model_dir.status());
 
   GenerateRequest request;
   request.prompt_ids = *ids;

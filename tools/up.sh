@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Starts a moeserve coordinator and one CPU worker on this machine, sends one
+# example request, and serves until Ctrl-C.
+#
+#   tools/up.sh [--model DIR] [--port N] [--metrics-port N] [--build-dir DIR]
+#
+# Without --model it serves a tiny DeepSeek-V3-layout checkpoint (written once
+# into the build directory). Logs go to <build-dir>/up/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=build
+model=""
+port=50051
+metrics_port=9400
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --model) model=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    --metrics-port) metrics_port=$2; shift 2 ;;
+    --build-dir) build=$2; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "tools/up.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+cli=$build/tools/moeserve/moeserve
+for bin in "$cli" "$build/tools/coordinator/moeserve-coordinator" "$build/tools/worker/moeserve-worker"; do
+  [ -x "$bin" ] || { echo "tools/up.sh: $bin is missing; build first (tools/build.sh)" >&2; exit 1; }
+done
+if [ -z "$model" ]; then
+  model=$build/models/tiny-deepseek-v3
+  [ -f "$model/config.json" ] || "$cli" make-tiny-model --arch deepseek_v3 --dtype fp8 --out "$model"
+fi
+
+logs=$build/up
+mkdir -p "$logs"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+"$build/tools/coordinator/moeserve-coordinator" --listen "127.0.0.1:$port" \
+  --metrics-port "$metrics_port" > "$logs/coordinator.log" 2>&1 &
+pids+=($!)
+"$build/tools/worker/moeserve-worker" --coordinator "127.0.0.1:$port" --model "$model" \
+  --connect-timeout-seconds 30 > "$logs/worker.log" 2>&1 &
+pids+=($!)
+
+echo "waiting for the worker to load $model ..."
+for _ in $(seq 1 120); do
+  if "$cli" generate --server "127.0.0.1:$port" --prompt-ids 0 --max-tokens 1 --json \
+      > /dev/null 2>&1; then
+    break
+  fi
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || {
+      echo "tools/up.sh: a process exited; see $logs/" >&2
+      tail -n 5 "$logs"/*.log >&2
+      exit 1
+    }
+  done
+  sleep 0.5
+done
+
+echo
+echo "moeserve is serving on 127.0.0.1:$port (metrics: http://127.0.0.1:$metrics_port/metrics)"
+echo "example request:"
+echo "  $cli generate --server 127.0.0.1:$port --prompt-ids 0,17,42 --max-tokens 8"
+"$cli" generate --server "127.0.0.1:$port" --prompt-ids 0,17,42 --max-tokens 8
+echo
+echo "serving until Ctrl-C; logs in $logs/"
+wait
