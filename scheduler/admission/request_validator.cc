@@ -1,5 +1,6 @@
 #include "scheduler/admission/request_validator.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -89,14 +90,25 @@ absl::Status ValidateRequest(const RequestLimits& limits, GenerationRequest& r) 
                                   ") exceeds the context length ", limits.max_context_tokens));
     }
   }
+  const int64_t kv = limits.max_kv_tokens > 0 ? limits.max_kv_tokens : limits.max_context_tokens;
+  if (prompt >= kv) {
+    return Invalid(absl::StrCat("the prompt has ", prompt, " tokens; the KV cache holds ", kv,
+                                ", leaving no room to generate"));
+  }
+  if (r.stopping.max_tokens.has_value() && prompt + *r.stopping.max_tokens > kv) {
+    return Invalid(absl::StrCat("prompt (", prompt, " tokens) + max_tokens (",
+                                *r.stopping.max_tokens, ") exceeds the KV cache capacity of ", kv,
+                                " tokens"));
+  }
   if (r.logprobs < 0 || r.logprobs > limits.max_logprobs) {
     return Invalid(
         absl::StrCat("logprobs must be in [0, ", limits.max_logprobs, "], got ", r.logprobs));
   }
   if (absl::Status s = CheckSampling(r.sampling); !s.ok()) return s;
   if (absl::Status s = CheckStopping(limits, r.stopping); !s.ok()) return s;
-  if (!r.stopping.max_tokens.has_value())
-    r.stopping.max_tokens = limits.max_context_tokens - prompt;
+  if (!r.stopping.max_tokens.has_value()) {
+    r.stopping.max_tokens = std::min(limits.max_context_tokens, kv) - prompt;
+  }
   return absl::OkStatus();
 }
 

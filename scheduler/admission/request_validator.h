@@ -15,13 +15,14 @@ namespace moeserve {
 struct RequestLimits {
   int64_t vocab_size = 0;
   int64_t max_context_tokens = 0;  // prompt + max_tokens may not exceed this
+  int64_t max_kv_tokens = 0;       // ...nor the KV cache's capacity; 0: unknown
   int32_t max_logprobs = 20;
   int32_t max_stop_strings = 16;
   int32_t max_stop_string_bytes = 256;
 };
 
 // Checks `request` and fills its defaults (max_tokens: the rest of the
-// context). Leaves it untouched on error.
+// context, or of the KV cache when smaller). Leaves it untouched on error.
 absl::Status ValidateRequest(const RequestLimits& limits, GenerationRequest& request);
 
 }  // namespace moeserve

@@ -162,6 +162,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
   RequestLimits limits;
   limits.vocab_size = snap.worker->model().vocab_size();
   limits.max_context_tokens = snap.worker->model().max_context_tokens();
+  limits.max_kv_tokens = static_cast<int64_t>(snap.worker->kv().num_blocks()) *
+                         static_cast<int64_t>(snap.worker->kv().block_tokens());
   if (absl::Status s = ValidateRequest(limits, *plain); !s.ok()) {
     return FailedStream(ToGrpc(s));
   }

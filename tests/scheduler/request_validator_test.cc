@@ -26,6 +26,21 @@ GenerationRequest Good() {
   return r;
 }
 
+TEST(RequestValidatorTest, KvCapacityBoundsPromptPlusMaxTokens) {
+  RequestLimits limits = Limits();
+  limits.max_kv_tokens = 1024;
+  GenerationRequest r = Good();
+  r.stopping.max_tokens = 1022;
+  absl::Status s = ValidateRequest(limits, r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("prompt (3 tokens) + max_tokens (1022) exceeds the KV cache capacity of "
+                        "1024 tokens"));
+  r.stopping.max_tokens.reset();
+  ASSERT_TRUE(ValidateRequest(limits, r).ok());
+  EXPECT_EQ(*r.stopping.max_tokens, 1024 - 3);
+}
+
 TEST(RequestValidatorTest, PenaltiesAreRefusedUntilImplemented) {
   GenerationRequest r = Good();
   r.sampling.presence_penalty = 0.5f;
