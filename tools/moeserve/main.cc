@@ -2,6 +2,7 @@
 //
 //   moeserve generate --model DIR --prompt-ids 0,17,42 [...]
 //   moeserve make-tiny-model --arch deepseek_v3 --dtype bf16 --out DIR
+//   moeserve bench --server localhost:50051 [...]
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -13,6 +14,7 @@
 #include "runtime/engine/engine.h"
 #include "tools/moeserve/args.h"
 #ifdef MOESERVE_HAVE_GRPC
+#include "tools/moeserve/bench_command.h"
 #include "tools/moeserve/remote_generate.h"
 #endif
 #include "tools/tiny_model/tiny_model.h"
@@ -27,11 +29,12 @@ Usage: moeserve <command> [flags]
 Commands:
   generate         Generate tokens from a prompt with the in-process CPU engine.
   make-tiny-model  Write a small random checkpoint in the published layout.
+  bench            Load-test a running coordinator and report latency and throughput.
   help             Show this text, or `moeserve <command> --help` for a command.
 )";
 
 constexpr char kGenerateUsage[] = R"(Usage: moeserve generate --model DIR --prompt-ids IDS [flags]
-       moeserve generate --server ADDR --prompt-ids IDS [flags]
+       moeserve generate --server ADDR (--prompt-ids IDS | "TEXT") [flags]
 
 With --model, runs the model in this process on the CPU and prints the
 generated tokens. With --server, sends the request to a running coordinator
@@ -74,6 +77,41 @@ shards), for tests and a first try.
                   1 writes a single model.safetensors and no index)
 )";
 
+constexpr char kBenchUsage[] = R"(Usage: moeserve bench --server ADDR [flags]
+
+Sends a reproducible synthetic workload to a running coordinator and reports,
+measured on the client: time to first token (TTFT: send to the first chunk with
+tokens), time per output token (TPOT: (e2e - TTFT) / (output tokens - 1), for
+outputs of more than one token), inter-token latency (ITL: the gap between
+token arrivals; a chunk with k tokens counts its first token's gap, then k-1
+zero gaps) and end-to-end latency (send to the end of the stream), as mean,
+p50, p90 and p99 in ms (percentiles by linear interpolation between closest
+ranks); request, output token and total token throughput; and goodput, the
+requests that meet both SLOs, per second and as a share of all requests.
+Requests send token ids with ignore_eos and max_tokens set to the drawn output
+length, so outputs are exactly as drawn.
+
+  --server ADDR         coordinator address (host:port); required
+  --num-requests N      measured requests (default 200)
+  --concurrency C       requests in flight at most (default 16)
+  --request-rate R      Poisson arrivals at R requests/s; concurrency is then
+                        unbounded (1024 threads at most) unless --concurrency
+                        is also given. Without it, all requests arrive at once
+                        and C are kept in flight.
+  --prompt-tokens DIST  prompt length: N, uniform:A:B (integers in [A, B]) or
+                        normal:MEAN:STD (rounded, at least 1) (default 128)
+  --output-tokens DIST  output length, same forms (default 128)
+  --vocab-size V        prompt ids are drawn in [0, V) (default: the server's
+                        vocabulary, from GetModelInfo)
+  --seed S              seed of the whole workload: prompts, lengths, arrival
+                        times, sampling seeds (default 0)
+  --temperature T       sampling temperature, 0 for greedy (default 0)
+  --slo-ttft-ms X       goodput SLO on TTFT (default 1000)
+  --slo-tpot-ms Y       goodput SLO on TPOT (default 100)
+  --warmup N            requests sent first and left out of the report (default 0)
+  --json                print one JSON object instead of the text report
+)";
+
 int Fail(const absl::Status& status) {
   std::cerr << "moeserve: " << status.message() << "\n";
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
@@ -84,10 +122,14 @@ const char* FinishReasonName(FinishReason r) {
 }
 
 // generate --server: the same flags, sent to a coordinator.
-int RunRemote(const Args& args, const std::vector<int32_t>& ids) {
+int RunRemote(const Args& args, const std::vector<int32_t>& ids, const std::string& text) {
 #ifdef MOESERVE_HAVE_GRPC
   v1::GenerateRequest request;
-  for (int32_t id : ids) request.mutable_token_ids()->add_ids(static_cast<uint32_t>(id));
+  if (!text.empty()) {
+    request.set_text(text);
+  } else {
+    for (int32_t id : ids) request.mutable_token_ids()->add_ids(static_cast<uint32_t>(id));
+  }
   auto max_tokens = args.Int("max-tokens", 16);
   auto temperature = args.Double("temperature", 0.0);
   auto top_p = args.Double("top-p", 1.0);
@@ -131,11 +173,21 @@ int RunGenerate(const std::vector<std::string>& argv) {
     std::cout << kGenerateUsage;
     return 0;
   }
+  if (args->positional().size() > 1) {
+    return Fail(absl::InvalidArgumentError("give the prompt text as one quoted argument"));
+  }
+  if (args->Has("server") && !args->positional().empty() && !args->Has("prompt-ids")) {
+    return RunRemote(*args, {}, args->positional().front());  // text prompt
+  }
+  if (!args->positional().empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "a text prompt needs --server (the in-process engine takes --prompt-ids only)"));
+  }
   auto ids_text = args->Required("prompt-ids");
   if (!ids_text.ok()) return Fail(ids_text.status());
   auto ids = ParseIdList(*ids_text);
   if (!ids.ok()) return Fail(ids.status());
-  if (args->Has("server")) return RunRemote(*args, *ids);
+  if (args->Has("server")) return RunRemote(*args, *ids, "");
   auto model_dir = args->Required("model");
   if (!model_dir.ok()) return Fail(model_dir.status());
 
@@ -210,6 +262,25 @@ int RunGenerate(const std::vector<std::string>& argv) {
   return 0;
 }
 
+int RunBenchCommand(const std::vector<std::string>& argv) {
+  auto args = Args::Parse(
+      argv,
+      {"server", "num-requests", "concurrency", "request-rate", "prompt-tokens", "output-tokens",
+       "vocab-size", "seed", "temperature", "slo-ttft-ms", "slo-tpot-ms", "warmup"},
+      {"json", "help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->Has("help")) {
+    std::cout << kBenchUsage;
+    return 0;
+  }
+#ifdef MOESERVE_HAVE_GRPC
+  return RunBench(*args);
+#else
+  return Fail(absl::UnimplementedError(
+      "this moeserve was built without gRPC (MOESERVE_GRPC=OFF): bench is not available"));
+#endif
+}
+
 int RunMakeTinyModel(const std::vector<std::string>& argv) {
   auto args = Args::Parse(argv, {"arch", "dtype", "out", "seed", "shards"}, {"help"});
   if (!args.ok()) return Fail(args.status());
@@ -257,6 +328,7 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
   if (command == "generate") return moeserve::RunGenerate(args);
   if (command == "make-tiny-model") return moeserve::RunMakeTinyModel(args);
+  if (command == "bench") return moeserve::RunBenchCommand(args);
   std::cerr << "moeserve: unknown command \"" << command << "\"\n\n" << moeserve::kUsage;
   return 2;
 }
