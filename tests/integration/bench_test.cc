@@ -1,0 +1,159 @@
+// `moeserve bench` against real processes on loopback: a moeserve-coordinator
+// and a moeserve-worker serving the golden DeepSeek-V3 fixture.
+#include <sys/wait.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/process.h"
+#include "tools/moeserve/bench_stats.h"
+
+namespace moeserve::testing {
+namespace {
+
+const std::string kFixture = std::string(MOESERVE_FIXTURES_DIR) + "/deepseek_v3_small_bf16";
+const std::string kBin = MOESERVE_BINARY_DIR;
+
+bool Serving(const std::string& addr) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  grpc::health::v1::HealthCheckResponse resp;
+  return stub->Check(&ctx, {}, &resp).ok() &&
+         resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+bool WaitFor(const std::function<bool()>& condition, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return condition();
+}
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;  // stdout only: the JSON report
+};
+
+CliRun Bench(const std::string& args) {
+  const std::string cmd = kBin + "/tools/moeserve/moeserve bench " + args;
+  CliRun run;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return run;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) run.out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+void ExpectOrdered(const nlohmann::json& s, const std::string& name) {
+  EXPECT_LE(s.at("p50").get<double>(), s.at("p90").get<double>()) << name;
+  EXPECT_LE(s.at("p90").get<double>(), s.at("p99").get<double>()) << name;
+  EXPECT_GE(s.at("p50").get<double>(), 0) << name;
+}
+
+class BenchTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    addr_ = "127.0.0.1:" + std::to_string(FreePort());
+    coordinator_ = new Process(kBin + "/tools/coordinator/moeserve-coordinator",
+                               {"--listen", addr_, "--metrics-port", std::to_string(FreePort())},
+                               ::testing::TempDir() + "/bench_coordinator.log");
+    worker_ = new Process(kBin + "/tools/worker/moeserve-worker",
+                          {"--coordinator", addr_, "--model", kFixture, "--kv-cache-tokens", "8192",
+                           "--connect-timeout-seconds", "30"},
+                          ::testing::TempDir() + "/bench_worker.log");
+    ASSERT_TRUE(WaitFor([] { return Serving(addr_); }, 60))
+        << coordinator_->log() << worker_->log();
+  }
+  static void TearDownTestSuite() {
+    delete worker_;
+    delete coordinator_;
+  }
+
+  static inline std::string addr_;
+  static inline Process* coordinator_ = nullptr;
+  static inline Process* worker_ = nullptr;
+};
+
+TEST_F(BenchTest, FixedConcurrencyRunCompletesWithTheDrawnLengths) {
+  const CliRun run = Bench("--server " + addr_ +
+                           " --num-requests 40 --concurrency 8 --prompt-tokens uniform:4:64"
+                           " --output-tokens uniform:1:16 --seed 3 --json");
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  const auto report = nlohmann::json::parse(run.out);
+  EXPECT_EQ(report.at("completed"), 40) << run.out;
+  EXPECT_EQ(report.at("failed"), 0) << run.out;
+
+  // The lengths the server saw are the ones the seed draws (lengths do not
+  // depend on the vocabulary, so any vocab_size gives the same sum).
+  WorkloadOptions w;
+  w.num_requests = 40;
+  w.prompt_tokens = *ParseLengthDist("uniform:4:64");
+  w.output_tokens = *ParseLengthDist("uniform:1:16");
+  w.vocab_size = 1;
+  w.seed = 3;
+  int64_t drawn_output = 0, drawn_prompt = 0;
+  for (const BenchRequest& r : DrawWorkload(w)) {
+    drawn_output += r.output_tokens;
+    drawn_prompt += static_cast<int64_t>(r.prompt_ids.size());
+  }
+  EXPECT_EQ(report.at("output_tokens"), drawn_output);
+  EXPECT_EQ(report.at("config").at("drawn_output_tokens"), drawn_output);
+  EXPECT_EQ(report.at("prompt_tokens"), drawn_prompt);
+  std::cout << "drawn output tokens: " << drawn_output << ", prompt tokens: " << drawn_prompt
+            << "\n";
+
+  for (const char* name : {"ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"}) {
+    ExpectOrdered(report.at(name), name);
+  }
+  EXPECT_EQ(report.at("ttft_ms").at("count"), 40);
+  EXPECT_EQ(report.at("itl_ms").at("count"), drawn_output - 40);  // n-1 gaps per request
+  EXPECT_GT(report.at("request_throughput").get<double>(), 0);
+  EXPECT_GT(report.at("output_token_throughput").get<double>(), 0);
+  EXPECT_GT(report.at("total_token_throughput").get<double>(),
+            report.at("output_token_throughput").get<double>());
+  EXPECT_GT(report.at("duration_s").get<double>(), 0);
+  EXPECT_LE(report.at("goodput").at("share").get<double>(), 1.0);
+}
+
+TEST_F(BenchTest, PoissonRunCompletes) {
+  const CliRun run = Bench("--server " + addr_ +
+                           " --request-rate 50 --num-requests 30 --prompt-tokens 16"
+                           " --output-tokens normal:6:3 --seed 1 --warmup 2 --json");
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  const auto report = nlohmann::json::parse(run.out);
+  EXPECT_EQ(report.at("completed"), 30) << run.out;
+  EXPECT_EQ(report.at("failed"), 0) << run.out;
+  EXPECT_EQ(report.at("output_tokens"), report.at("config").at("drawn_output_tokens"));
+  EXPECT_TRUE(report.at("config").at("concurrency").is_null());
+  ExpectOrdered(report.at("e2e_ms"), "e2e_ms");
+}
+
+TEST_F(BenchTest, TextReportAndBadFlags) {
+  const CliRun text = Bench("--server " + addr_ +
+                            " --num-requests 4 --concurrency 2 --prompt-tokens 8"
+                            " --output-tokens 3 --vocab-size 100");
+  ASSERT_EQ(text.exit_code, 0) << text.out;
+  EXPECT_NE(text.out.find("Completed requests:"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("TTFT"), std::string::npos) << text.out;
+  EXPECT_EQ(Bench("--server " + addr_ + " --prompt-tokens uniform:9:3 2>/dev/null").exit_code, 2);
+  EXPECT_EQ(Bench("--num-requests 3 2>/dev/null").exit_code, 2);  // no --server
+}
+
+}  // namespace
+}  // namespace moeserve::testing
