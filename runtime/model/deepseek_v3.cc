@@ -9,8 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/model/architectures.h"
+#include "runtime/model/blocks/decoder.h"
 #include "runtime/model/blocks/mla.h"
-#include "runtime/model/blocks/moe.h"
 
 namespace moeserve {
 namespace {
@@ -24,22 +24,18 @@ class DeepseekV3 final : public Model {
         rope_(MakeRopeTable(config.rope, RopeStyle::kInterleaved)) {}
 
   absl::Status Load(Checkpoint& checkpoint, const WeightSelection& selection) {
-    const ModelConfig& c = config_;
-    absl::Status s =
-        ReadWeight(checkpoint, "model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, &embed_);
-    if (s.ok()) s = ReadWeight(checkpoint, "model.norm.weight", {c.hidden_size}, &final_norm_);
-    if (s.ok()) {
-      if (c.tie_word_embeddings) {
-        lm_head_ = embed_;  // shares the buffer
-      } else {
-        s = ReadWeight(checkpoint, "lm_head.weight", {c.vocab_size, c.hidden_size}, &lm_head_);
-      }
-    }
-    if (!s.ok()) return s;
-    layers_.resize(static_cast<size_t>(c.num_hidden_layers));
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      s = LoadLayer(checkpoint, selection, l, layers_[static_cast<size_t>(l)]);
-      if (!s.ok()) return s;
+    auto io = LoadEmbeddingAndHead(checkpoint, config_);
+    if (!io.ok()) return io.status();
+    io_ = *std::move(io);
+    layers_.resize(static_cast<size_t>(config_.num_hidden_layers));
+    for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+      Layer& layer = layers_[static_cast<size_t>(l)];
+      auto common = LoadDecoderLayerCommon(checkpoint, l, config_, selection);
+      if (!common.ok()) return common.status();
+      layer.common = *std::move(common);
+      auto attn = LoadMla(checkpoint, absl::StrCat("model.layers.", l, ".self_attn"), config_);
+      if (!attn.ok()) return attn.status();
+      layer.attn = *std::move(attn);
     }
     return absl::OkStatus();
   }
@@ -48,61 +44,26 @@ class DeepseekV3 final : public Model {
 
   absl::StatusOr<Tensor> Forward(const ForwardBatch& batch, PagedKvCache& cache) override {
     if (absl::Status s = ValidateBatch(batch, config_, cache); !s.ok()) return s;
-    const auto tokens = static_cast<int64_t>(batch.tokens.size());
     const std::vector<int32_t> positions = TokenPositions(batch);
-    Tensor h = Tensor::Empty(DType::kF32, {tokens, config_.hidden_size});
-    Tensor normed = Tensor::Empty(DType::kF32, {tokens, config_.hidden_size});
-    Tensor delta = Tensor::Empty(DType::kF32, {tokens, config_.hidden_size});
-    ops_.Embedding(embed_, batch.tokens, h.mat());
-    for (size_t l = 0; l < layers_.size(); ++l) {
-      const Layer& layer = layers_[l];
-      ops_.RmsNorm(h.mat(), layer.attn_norm, config_.rms_norm_eps, normed.mat());
-      MlaForward(ops_, layer.attn, config_, rope_, options_.mla_form, batch.seqs, positions,
-                 cache.layer(static_cast<int64_t>(l)), normed.mat(), delta.mat());
-      ops_.Add(delta.mat(), h.mat());
-      ops_.RmsNorm(h.mat(), layer.ffn_norm, config_.rms_norm_eps, normed.mat());
-      FeedForward(ops_, layer.ffn, config_, normed.mat(), delta.mat());
-      ops_.Add(delta.mat(), h.mat());
-    }
-    return ComputeLogits(ops_, h.mat(), final_norm_, lm_head_, batch.logit_rows,
-                         config_.rms_norm_eps);
+    return RunDecoderStack(ops_, config_, io_, layers_, batch,
+                           [&](size_t l, const Layer& layer, ConstMatView x, MatView out) {
+                             MlaForward(ops_, layer.attn, config_, rope_, options_.mla_form,
+                                        batch.seqs, positions, cache.layer(static_cast<int64_t>(l)),
+                                        x, out);
+                           });
   }
 
  private:
   struct Layer {
-    Tensor attn_norm;  // input_layernorm
-    Tensor ffn_norm;   // post_attention_layernorm
+    DecoderLayerCommon common;  // norms and the dense or MoE feed-forward part
     MlaWeights attn;
-    FeedForwardWeights ffn;  // dense MLP or MoE
   };
-
-  absl::Status LoadLayer(Checkpoint& checkpoint, const WeightSelection& selection, int64_t l,
-                         Layer& layer) {
-    const ModelConfig& c = config_;
-    const std::string prefix = absl::StrCat("model.layers.", l);
-    absl::Status s = ReadWeight(checkpoint, prefix + ".input_layernorm.weight", {c.hidden_size},
-                                &layer.attn_norm);
-    if (s.ok()) {
-      s = ReadWeight(checkpoint, prefix + ".post_attention_layernorm.weight", {c.hidden_size},
-                     &layer.ffn_norm);
-    }
-    if (!s.ok()) return s;
-    auto attn = LoadMla(checkpoint, prefix + ".self_attn", c);
-    if (!attn.ok()) return attn.status();
-    layer.attn = *std::move(attn);
-    auto ffn = LoadFeedForward(checkpoint, prefix + ".mlp", l, c, selection);
-    if (!ffn.ok()) return ffn.status();
-    layer.ffn = *std::move(ffn);
-    return absl::OkStatus();
-  }
 
   const ModelConfig config_;
   Ops& ops_;
   const ModelOptions options_;
   const RopeTable rope_;
-  Tensor embed_;       // [vocab, hidden]
-  Tensor final_norm_;  // [hidden]
-  Tensor lm_head_;     // [vocab, hidden]
+  EmbeddingAndHead io_;
   std::vector<Layer> layers_;
 };
 
