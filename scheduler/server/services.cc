@@ -154,9 +154,13 @@ absl::StatusOr<GenerationRequest> FromProto(const v1::GenerateRequest& p) {
 grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   auto plain = FromProto(*request);
-  if (!plain.ok()) return FailedStream(ToGrpc(plain.status()));
+  if (!plain.ok()) {
+    metrics_.Rejected("invalid_argument").Increment();
+    return FailedStream(ToGrpc(plain.status()));
+  }
   const EngineLoop::Snapshot snap = loop_.snapshot();
   if (!snap.worker.has_value() || !loop_.ready()) {
+    metrics_.Rejected("unavailable").Increment();
     return FailedStream(ToGrpc(absl::UnavailableError("no worker is ready yet; retry shortly")));
   }
   RequestLimits limits;
@@ -165,6 +169,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
   limits.max_kv_tokens = static_cast<int64_t>(snap.worker->kv().num_blocks()) *
                          static_cast<int64_t>(snap.worker->kv().block_tokens());
   if (absl::Status s = ValidateRequest(limits, *plain); !s.ok()) {
+    metrics_.Rejected("invalid_argument").Increment();
     return FailedStream(ToGrpc(s));
   }
   const std::string key = NewRequestId();

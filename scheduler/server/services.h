@@ -26,7 +26,8 @@ absl::StatusOr<GenerationRequest> FromProto(const v1::GenerateRequest& request);
 
 class InferenceService final : public v1::Inference::CallbackService {
  public:
-  explicit InferenceService(EngineLoop& loop) : loop_(loop) {}
+  InferenceService(EngineLoop& loop, CoordinatorMetrics& metrics)
+      : loop_(loop), metrics_(metrics) {}
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
@@ -41,6 +42,7 @@ class InferenceService final : public v1::Inference::CallbackService {
 
  private:
   EngineLoop& loop_;
+  CoordinatorMetrics& metrics_;  // counts requests refused before they reach the loop
 };
 
 class AdminService final : public v1::Admin::CallbackService {

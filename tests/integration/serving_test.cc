@@ -267,6 +267,7 @@ TEST_F(ServingTest, ModelInfoAndClusterStateDescribeTheDeployment) {
 
 TEST_F(ServingTest, MetricsEndpointServesTheMoeserveMetrics) {
   Generate(*Inference(), TokenRequest({1, 2, 3}, 2));
+  Generate(*Inference(), TokenRequest({}, 2));  // refused: empty prompt
   const std::string text = HttpGet(metrics_port_, "/metrics");
   for (const char* name :
        {"moeserve_requests_running", "moeserve_requests_waiting", "moeserve_kv_cache_usage_ratio",
@@ -274,7 +275,7 @@ TEST_F(ServingTest, MetricsEndpointServesTheMoeserveMetrics) {
         "moeserve_requests_finished_total", "moeserve_time_to_first_token_seconds_bucket",
         "moeserve_inter_token_latency_seconds", "moeserve_request_latency_seconds",
         "moeserve_request_queue_seconds", "moeserve_step_duration_seconds", "moeserve_step_tokens",
-        "moeserve_workers_up 1"}) {
+        "moeserve_workers_up 1", "moeserve_requests_rejected_total{reason=\"invalid_argument\"}"}) {
     EXPECT_THAT(text, HasSubstr(name));
   }
 }

@@ -104,7 +104,7 @@ int Main(const std::vector<std::string>& argv) {
       server->GetHealthCheckService()->SetServingStatus(serving && !loop.draining());
     }
   };
-  InferenceService inference(loop);
+  InferenceService inference(loop, metrics);
   AdminService admin(loop, [&] { set_serving(false); });
   CoordinatorService coordinator(
       loop, [&] { set_serving(true); }, [&] { set_serving(false); });
