@@ -4,7 +4,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/cpu_ops.h"
 
 namespace moeserve {
 
@@ -24,26 +23,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   }
   auto engine = std::unique_ptr<Engine>(new Engine());
   engine->options_ = options;
-  engine->ops_ = CreateCpuOps();
-  auto checkpoint = Checkpoint::Open(options.model_dir);
-  if (!checkpoint.ok()) return checkpoint.status();
-  engine->checkpoint_ = *std::move(checkpoint);
-  auto model = LoadModel(*engine->checkpoint_, WeightSelection{}, *engine->ops_, options.model);
-  if (!model.ok()) return model.status();
-  engine->model_ = *std::move(model);
-  const ModelConfig& c = engine->model_->config();
-  PagedKvCache::Options cache_options;
-  cache_options.num_layers = c.num_hidden_layers;
-  cache_options.block_size = options.kv_block_tokens;
-  cache_options.num_blocks =
-      CeilDiv(options.kv_cache_tokens, std::max<int64_t>(1, options.kv_block_tokens));
-  cache_options.width = c.kv_cache_width();
-  auto cache = PagedKvCache::Create(cache_options);
-  if (!cache.ok()) return cache.status();
-  engine->cache_ = *std::move(cache);
-  engine->blocks_ = std::make_unique<BlockAllocator>(cache_options.num_blocks);
-  engine->executor_ =
-      std::make_unique<StepExecutor>(*engine->model_, *engine->cache_, *engine->ops_);
+  auto runner = ModelRunner::Create(
+      {options.model_dir, options.kv_cache_tokens, options.kv_block_tokens, options.model});
+  if (!runner.ok()) return runner.status();
+  engine->runner_ = *std::move(runner);
+  engine->blocks_ = std::make_unique<BlockAllocator>(engine->runner_->cache().options().num_blocks);
   return engine;
 }
 
@@ -124,7 +108,7 @@ absl::Status Engine::Step(std::vector<Sequence>& seqs) {
   std::vector<SequenceWork> work;
   std::vector<Sequence*> scheduled;
   int64_t budget = options_.max_batch_tokens;
-  const int64_t block_size = cache_->options().block_size;
+  const int64_t block_size = runner_->cache().options().block_size;
   for (Sequence* s : order) {
     const auto known = static_cast<int64_t>(s->tokens.size());
     const int64_t n = std::min<int64_t>(known - s->cached, budget);
@@ -151,7 +135,7 @@ absl::Status Engine::Step(std::vector<Sequence>& seqs) {
     budget -= n;
   }
 
-  auto outputs = executor_->Run(work);
+  auto outputs = runner_->executor().Run(work);
   if (!outputs.ok()) return outputs.status();
   for (size_t i = 0; i < scheduled.size(); ++i) {
     Sequence& s = *scheduled[i];

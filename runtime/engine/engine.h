@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
 #include "runtime/checkpoint/checkpoint.h"
+#include "runtime/engine/model_runner.h"
 #include "runtime/engine/step_executor.h"
 #include "runtime/kv_cache/paged_kv_cache.h"
 #include "runtime/model/model.h"
@@ -57,7 +58,7 @@ class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
 
-  const ModelConfig& config() const { return model_->config(); }
+  const ModelConfig& config() const { return runner_->config(); }
 
   // Runs all requests to completion, batched together. Fails (and returns
   // every KV block) if a request is invalid or the KV cache cannot hold the
@@ -71,12 +72,8 @@ class Engine {
   absl::Status Step(std::vector<Sequence>& seqs);
 
   EngineOptions options_;
-  std::unique_ptr<Ops> ops_;
-  std::unique_ptr<Checkpoint> checkpoint_;
-  std::unique_ptr<Model> model_;
-  std::unique_ptr<PagedKvCache> cache_;
+  std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<BlockAllocator> blocks_;
-  std::unique_ptr<StepExecutor> executor_;
 };
 
 }  // namespace moeserve

@@ -5,7 +5,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
-#include "kernels/cpu/cpu_ops.h"
 #include "moeserve/worker/v1/worker.grpc.pb.h"
 #include "runtime/worker/model_info.h"
 #include "runtime/worker/step_plan_conversion.h"
@@ -108,10 +107,11 @@ absl::Status Worker::Session::Register() {
   r->set_worker_id(o.worker_id);
   r->set_requested_rank(o.requested_rank);
   r->mutable_kv()->set_num_blocks(static_cast<uint64_t>(worker_.kv_num_blocks()));
-  r->mutable_kv()->set_block_tokens(static_cast<uint32_t>(worker_.cache_->options().block_size));
+  r->mutable_kv()->set_block_tokens(
+      static_cast<uint32_t>(worker_.runner_->cache().options().block_size));
   r->set_model_type(c.model_type);
   r->set_vocab_size(static_cast<uint32_t>(c.vocab_size));
-  *r->mutable_model() = DescribeModel(c, worker_.checkpoint_->config_json(), o.model_dir);
+  *r->mutable_model() = DescribeModel(c, worker_.runner_->checkpoint().config_json(), o.model_dir);
   if (!stream_.Write(hello)) return StreamBroken("while registering");
   return absl::OkStatus();
 }
@@ -146,7 +146,7 @@ pb::StepResult Worker::Session::ServeStep(const pb::StepPlan& plan) {
   expected_.last_step = plan.step();
   auto work = StepWorkFromProto(plan);
   if (!work.ok()) return fail(work.status());
-  auto outputs = worker_.executor_->Run(*work);
+  auto outputs = worker_.runner_->executor().Run(*work);
   if (!outputs.ok()) return fail(outputs.status());
   return StepResultToProto(plan.step(), expected_.rank, *outputs, SecondsSince(start));
 }
@@ -168,11 +168,6 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(const Options& options) {
   if (options.coordinator_address.empty()) {
     return absl::InvalidArgumentError("the coordinator address is empty");
   }
-  if (options.kv_cache_tokens <= 0 || options.kv_block_tokens <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the KV cache needs a positive size and block size, got ",
-                     options.kv_cache_tokens, " tokens in blocks of ", options.kv_block_tokens));
-  }
   if (options.requested_rank < -1) {
     return absl::InvalidArgumentError(
         absl::StrCat("requested rank must be >= 0 or -1 (any), got ", options.requested_rank));
@@ -182,24 +177,10 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(const Options& options) {
   }
   auto worker = std::unique_ptr<Worker>(new Worker());
   worker->options_ = options;
-  worker->ops_ = CreateCpuOps();
-  auto checkpoint = Checkpoint::Open(options.model_dir);
-  if (!checkpoint.ok()) return checkpoint.status();
-  worker->checkpoint_ = *std::move(checkpoint);
-  auto model = LoadModel(*worker->checkpoint_, WeightSelection{}, *worker->ops_, options.model);
-  if (!model.ok()) return model.status();
-  worker->model_ = *std::move(model);
-  const ModelConfig& c = worker->model_->config();
-  PagedKvCache::Options cache_options;
-  cache_options.num_layers = c.num_hidden_layers;
-  cache_options.block_size = options.kv_block_tokens;
-  cache_options.num_blocks = CeilDiv(options.kv_cache_tokens, options.kv_block_tokens);
-  cache_options.width = c.kv_cache_width();
-  auto cache = PagedKvCache::Create(cache_options);
-  if (!cache.ok()) return cache.status();
-  worker->cache_ = *std::move(cache);
-  worker->executor_ =
-      std::make_unique<StepExecutor>(*worker->model_, *worker->cache_, *worker->ops_);
+  auto runner = ModelRunner::Create(
+      {options.model_dir, options.kv_cache_tokens, options.kv_block_tokens, options.model});
+  if (!runner.ok()) return runner.status();
+  worker->runner_ = *std::move(runner);
   return worker;
 }
 

@@ -16,11 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kernels/ops.h"
-#include "runtime/checkpoint/checkpoint.h"
-#include "runtime/engine/step_executor.h"
-#include "runtime/kv_cache/paged_kv_cache.h"
-#include "runtime/model/model.h"
+#include "runtime/engine/model_runner.h"
 
 namespace moeserve {
 
@@ -63,8 +59,8 @@ class Worker {
   // called again after it returns; that is a new registration.
   absl::Status Run();
 
-  const ModelConfig& config() const { return model_->config(); }
-  int64_t kv_num_blocks() const { return cache_->options().num_blocks; }
+  const ModelConfig& config() const { return runner_->config(); }
+  int64_t kv_num_blocks() const { return runner_->cache().options().num_blocks; }
 
  private:
   class Session;  // one connection to the coordinator; defined in worker.cc
@@ -73,11 +69,7 @@ class Worker {
   void Log(const std::string& line) const;
 
   Options options_;
-  std::unique_ptr<Ops> ops_;
-  std::unique_ptr<Checkpoint> checkpoint_;
-  std::unique_ptr<Model> model_;
-  std::unique_ptr<PagedKvCache> cache_;
-  std::unique_ptr<StepExecutor> executor_;
+  std::unique_ptr<ModelRunner> runner_;
 };
 
 }  // namespace moeserve

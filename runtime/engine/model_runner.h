@@ -1,0 +1,52 @@
+// Everything a process needs to run steps of one model on the CPU: the op
+// set, the checkpoint, the loaded model, its paged KV cache and the step
+// executor over them. The single-process Engine and the worker process each
+// own one.
+#ifndef MOESERVE_RUNTIME_ENGINE_MODEL_RUNNER_H_
+#define MOESERVE_RUNTIME_ENGINE_MODEL_RUNNER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/ops.h"
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/engine/step_executor.h"
+#include "runtime/kv_cache/paged_kv_cache.h"
+#include "runtime/model/model.h"
+
+namespace moeserve {
+
+class ModelRunner {
+ public:
+  struct Options {
+    std::string model_dir;
+    int64_t kv_cache_tokens = 16384;  // capacity, rounded up to whole blocks
+    int64_t kv_block_tokens = kDefaultKvBlockTokens;
+    ModelOptions model;
+  };
+  // Opens the checkpoint, loads the model and allocates the KV cache.
+  // InvalidArgument for a non-positive cache size; checkpoint and model
+  // errors as Checkpoint::Open and LoadModel give them.
+  static absl::StatusOr<std::unique_ptr<ModelRunner>> Create(const Options& options);
+
+  const ModelConfig& config() const { return model_->config(); }
+  const Checkpoint& checkpoint() const { return *checkpoint_; }
+  Ops& ops() { return *ops_; }
+  PagedKvCache& cache() { return *cache_; }
+  StepExecutor& executor() { return *executor_; }
+
+ private:
+  ModelRunner() = default;
+
+  std::unique_ptr<Ops> ops_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<Model> model_;  // uses ops_
+  std::unique_ptr<PagedKvCache> cache_;
+  std::unique_ptr<StepExecutor> executor_;  // over model_, cache_ and ops_
+};
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_RUNTIME_ENGINE_MODEL_RUNNER_H_
