@@ -23,41 +23,9 @@ namespace {
 const std::string kFixture = std::string(MOESERVE_FIXTURES_DIR) + "/deepseek_v3_small_bf16";
 const std::string kBin = MOESERVE_BINARY_DIR;
 
-bool Serving(const std::string& addr) {
-  auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  grpc::health::v1::HealthCheckResponse resp;
-  return stub->Check(&ctx, {}, &resp).ok() &&
-         resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
-}
-
-bool WaitFor(const std::function<bool()>& condition, double seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return condition();
-}
-
-struct CliRun {
-  int exit_code = -1;
-  std::string out;  // stdout only: the JSON report
-};
-
-CliRun Bench(const std::string& args) {
-  const std::string cmd = kBin + "/tools/moeserve/moeserve bench " + args;
-  CliRun run;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) run.out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
+// Runs `moeserve bench ARGS`; stdout only: the report.
+CommandResult Bench(const std::string& args) {
+  return RunCommand(kBin + "/tools/moeserve/moeserve bench " + args);
 }
 
 void ExpectOrdered(const nlohmann::json& s, const std::string& name) {
@@ -77,7 +45,12 @@ class BenchTest : public ::testing::Test {
                           {"--coordinator", addr_, "--model", kFixture, "--kv-cache-tokens", "8192",
                            "--connect-timeout-seconds", "30"},
                           ::testing::TempDir() + "/bench_worker.log");
-    ASSERT_TRUE(WaitFor([] { return Serving(addr_); }, 60))
+    ASSERT_TRUE(WaitFor(
+        [] {
+          return HealthOf(grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials())) ==
+                 grpc::health::v1::HealthCheckResponse::SERVING;
+        },
+        60))
         << coordinator_->log() << worker_->log();
   }
   static void TearDownTestSuite() {
@@ -91,9 +64,9 @@ class BenchTest : public ::testing::Test {
 };
 
 TEST_F(BenchTest, FixedConcurrencyRunCompletesWithTheDrawnLengths) {
-  const CliRun run = Bench("--server " + addr_ +
-                           " --num-requests 40 --concurrency 8 --prompt-tokens uniform:4:64"
-                           " --output-tokens uniform:1:16 --seed 3 --json");
+  const CommandResult run = Bench("--server " + addr_ +
+                                  " --num-requests 40 --concurrency 8 --prompt-tokens uniform:4:64"
+                                  " --output-tokens uniform:1:16 --seed 3 --json");
   ASSERT_EQ(run.exit_code, 0) << run.out;
   const auto report = nlohmann::json::parse(run.out);
   EXPECT_EQ(report.at("completed"), 40) << run.out;
@@ -132,9 +105,9 @@ TEST_F(BenchTest, FixedConcurrencyRunCompletesWithTheDrawnLengths) {
 }
 
 TEST_F(BenchTest, PoissonRunCompletes) {
-  const CliRun run = Bench("--server " + addr_ +
-                           " --request-rate 50 --num-requests 30 --prompt-tokens 16"
-                           " --output-tokens normal:6:3 --seed 1 --warmup 2 --json");
+  const CommandResult run = Bench("--server " + addr_ +
+                                  " --request-rate 50 --num-requests 30 --prompt-tokens 16"
+                                  " --output-tokens normal:6:3 --seed 1 --warmup 2 --json");
   ASSERT_EQ(run.exit_code, 0) << run.out;
   const auto report = nlohmann::json::parse(run.out);
   EXPECT_EQ(report.at("completed"), 30) << run.out;
@@ -145,9 +118,9 @@ TEST_F(BenchTest, PoissonRunCompletes) {
 }
 
 TEST_F(BenchTest, TextReportAndBadFlags) {
-  const CliRun text = Bench("--server " + addr_ +
-                            " --num-requests 4 --concurrency 2 --prompt-tokens 8"
-                            " --output-tokens 3 --vocab-size 100");
+  const CommandResult text = Bench("--server " + addr_ +
+                                   " --num-requests 4 --concurrency 2 --prompt-tokens 8"
+                                   " --output-tokens 3 --vocab-size 100");
   ASSERT_EQ(text.exit_code, 0) << text.out;
   EXPECT_NE(text.out.find("Completed requests:"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("TTFT"), std::string::npos) << text.out;

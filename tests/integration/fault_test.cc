@@ -23,15 +23,6 @@ using Status = grpc::health::v1::HealthCheckResponse;
 const std::string kFixture = std::string(MOESERVE_FIXTURES_DIR) + "/deepseek_v3_small_bf16";
 const std::string kBin = MOESERVE_BINARY_DIR;
 
-bool WaitFor(const std::function<bool()>& condition, double seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return condition();
-}
-
 class FaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -55,15 +46,7 @@ class FaultTest : public ::testing::Test {
         << coordinator_->log() << worker_->log();
   }
 
-  Status::ServingStatus Health() {
-    auto stub = grpc::health::v1::Health::NewStub(channel_);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    grpc::health::v1::HealthCheckRequest req;
-    grpc::health::v1::HealthCheckResponse resp;
-    if (!stub->Check(&ctx, req, &resp).ok()) return Status::UNKNOWN;
-    return resp.status();
-  }
+  Status::ServingStatus Health() { return HealthOf(channel_); }
 
   // Runs a greedy request; returns its status and the tokens it received.
   grpc::Status Generate(uint32_t max_tokens, int* tokens = nullptr,

@@ -26,26 +26,6 @@ using ::testing::HasSubstr;
 const std::string kFixture = std::string(MOESERVE_FIXTURES_DIR) + "/deepseek_v3_small_bf16";
 const std::string kBin = MOESERVE_BINARY_DIR;
 
-grpc::health::v1::HealthCheckResponse::ServingStatus Health(grpc::Channel& channel) {
-  auto stub = grpc::health::v1::Health::NewStub(
-      std::shared_ptr<grpc::Channel>(&channel, [](grpc::Channel*) {}));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  grpc::health::v1::HealthCheckRequest req;
-  grpc::health::v1::HealthCheckResponse resp;
-  if (!stub->Check(&ctx, req, &resp).ok()) return grpc::health::v1::HealthCheckResponse::UNKNOWN;
-  return resp.status();
-}
-
-bool WaitFor(const std::function<bool()>& condition, double seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return condition();
-}
-
 struct Stream {
   std::vector<uint32_t> tokens;
   std::vector<float> logprobs;
@@ -101,14 +81,14 @@ class ServingTest : public ::testing::Test {
         grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
     // Health must say NOT_SERVING until the worker is in.
     ASSERT_TRUE(WaitFor(
-        [] { return Health(**channel_) == grpc::health::v1::HealthCheckResponse::NOT_SERVING; },
+        [] { return HealthOf(*channel_) == grpc::health::v1::HealthCheckResponse::NOT_SERVING; },
         20))
         << coordinator_->log();
     worker_ = new Process(kBin + "/tools/worker/moeserve-worker",
                           {"--coordinator", addr, "--model", kFixture, "--kv-cache-tokens", "8192"},
                           ::testing::TempDir() + "/worker.log");
     ASSERT_TRUE(WaitFor(
-        [] { return Health(**channel_) == grpc::health::v1::HealthCheckResponse::SERVING; }, 60))
+        [] { return HealthOf(*channel_) == grpc::health::v1::HealthCheckResponse::SERVING; }, 60))
         << coordinator_->log() << worker_->log();
   }
   static void TearDownTestSuite() {
@@ -280,25 +260,14 @@ TEST_F(ServingTest, MetricsEndpointServesTheMoeserveMetrics) {
   }
 }
 
-std::string RunCommand(const std::string& cmd) {
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  std::string output;
-  if (pipe == nullptr) return output;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) output.append(buf, n);
-  pclose(pipe);
-  return output;
-}
-
 TEST_F(ServingTest, StreamedTokensEqualTheEngineCliForTheSameSeed) {
   const std::string flags =
       " --prompt-ids 0,333,972,156 --max-tokens 10 --temperature 0.9 --top-p 0.95 --seed 7 "
       "--ignore-eos --json";
   const std::string cli = kBin + "/tools/moeserve/moeserve generate";
-  const auto local = nlohmann::json::parse(RunCommand(cli + " --model " + kFixture + flags));
+  const auto local = nlohmann::json::parse(RunCommand(cli + " --model " + kFixture + flags).out);
   const auto served = nlohmann::json::parse(
-      RunCommand(cli + " --server 127.0.0.1:" + std::to_string(port_) + flags));
+      RunCommand(cli + " --server 127.0.0.1:" + std::to_string(port_) + flags).out);
   ASSERT_EQ(local.at("tokens").size(), 10u);
   ASSERT_EQ(served.at("tokens").size(), 10u);
   for (size_t i = 0; i < 10; ++i) {
@@ -316,15 +285,8 @@ TEST_F(ServingTest, MetricsPassPromtool) {
   const std::string path = ::testing::TempDir() + "/metrics.txt";
   std::ofstream(path) << text;
   // promtool comes from Debian's prometheus package (tools/setup.sh).
-  const std::string cmd = "promtool check metrics < " + path + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) output.append(buf, n);
-  const int status = pclose(pipe);
-  EXPECT_EQ(status, 0) << "promtool check metrics:\n" << output;
+  const CommandResult promtool = RunCommand("promtool check metrics < " + path + " 2>&1");
+  EXPECT_EQ(promtool.exit_code, 0) << "promtool check metrics:\n" << promtool.out;
 }
 
 }  // namespace
