@@ -69,6 +69,20 @@ CoordinatorMetrics::CoordinatorMetrics()
                          "Wall time of one engine step, plan to result.", LatencyBuckets())),
       step_tokens(Hist(*registry_, "moeserve_step_tokens",
                        "Tokens (prefill and decode) in one engine step.", TokenBuckets())),
+      workers_expected(Gauge(*registry_, "moeserve_workers_expected",
+                             "Worker ranks the coordinator is configured for (the EP size).")),
+      all_to_all_seconds(Counter(*registry_, "moeserve_all_to_all_seconds_total",
+                                 "Expert all-to-all time (dispatch and combine), summed over "
+                                 "ranks.")),
+      all_to_all_exposed_seconds(
+          Counter(*registry_, "moeserve_all_to_all_exposed_seconds_total",
+                  "Part of the all-to-all time that compute waited for (not hidden by the "
+                  "two-micro-batch overlap), summed over ranks.")),
+      overlap_ratio(Gauge(*registry_, "moeserve_overlap_ratio",
+                          "Share of all-to-all time hidden behind compute over the last 64 "
+                          "steps, 0 to 1.")),
+      expert_rebalances(Counter(*registry_, "moeserve_expert_rebalances_total",
+                                "Expert placements switched at a step boundary.")),
       finished_(&BuildCounter()
                      .Name("moeserve_requests_finished_total")
                      .Help("Requests that ended, by finish reason.")
@@ -76,7 +90,16 @@ CoordinatorMetrics::CoordinatorMetrics()
       rejected_(&BuildCounter()
                      .Name("moeserve_requests_rejected_total")
                      .Help("Requests refused at admission, by reason.")
-                     .Register(*registry_)) {}
+                     .Register(*registry_)),
+      worker_up_(&BuildGauge()
+                      .Name("moeserve_worker_up")
+                      .Help("1 while the worker rank is connected and ready, else 0.")
+                      .Register(*registry_)),
+      expert_balancedness_(&BuildGauge()
+                                .Name("moeserve_expert_balancedness")
+                                .Help("Mean over max routed tokens per rank, per MoE layer, over "
+                                      "the recent window (1 is perfect balance).")
+                                .Register(*registry_)) {}
 
 prometheus::Counter& CoordinatorMetrics::Finished(const std::string& reason) {
   return finished_->Add({{"finish_reason", reason}});
@@ -84,6 +107,14 @@ prometheus::Counter& CoordinatorMetrics::Finished(const std::string& reason) {
 
 prometheus::Counter& CoordinatorMetrics::Rejected(const std::string& reason) {
   return rejected_->Add({{"reason", reason}});
+}
+
+prometheus::Gauge& CoordinatorMetrics::WorkerUp(int rank) {
+  return worker_up_->Add({{"rank", std::to_string(rank)}});
+}
+
+prometheus::Gauge& CoordinatorMetrics::ExpertBalancedness(int layer) {
+  return expert_balancedness_->Add({{"layer", std::to_string(layer)}});
 }
 
 }  // namespace moeserve

@@ -43,6 +43,21 @@ class CoordinatorMetrics {
   prometheus::Histogram& queue_time;
   prometheus::Histogram& step_duration;
   prometheus::Histogram& step_tokens;
+  // Worker ranks the coordinator is configured for (the expert-parallel size).
+  prometheus::Gauge& workers_expected;
+  // Expert parallelism: dispatch and combine time summed over ranks, and the
+  // part of it that compute waited for (not hidden by the overlap).
+  prometheus::Counter& all_to_all_seconds;
+  prometheus::Counter& all_to_all_exposed_seconds;
+  // Share of all-to-all time hidden behind compute over the recent window, 0 to 1.
+  prometheus::Gauge& overlap_ratio;
+  prometheus::Counter& expert_rebalances;
+
+  // 1 while worker `rank` is connected and ready, else 0.
+  prometheus::Gauge& WorkerUp(int rank);
+  // Mean over max tokens per rank for MoE layer `layer` over the recent window
+  // (1 is perfect balance).
+  prometheus::Gauge& ExpertBalancedness(int layer);
 
   // Requests that ended, by finish reason: stop, length, stop_string, abort.
   prometheus::Counter& Finished(const std::string& reason);
@@ -53,6 +68,8 @@ class CoordinatorMetrics {
  private:
   prometheus::Family<prometheus::Counter>* finished_;
   prometheus::Family<prometheus::Counter>* rejected_;
+  prometheus::Family<prometheus::Gauge>* worker_up_;
+  prometheus::Family<prometheus::Gauge>* expert_balancedness_;
 };
 
 }  // namespace moeserve
