@@ -23,7 +23,10 @@ class DeepseekV3 final : public Model {
         options_(options),
         rope_(MakeRopeTable(config.rope, RopeStyle::kInterleaved)) {}
 
-  absl::Status Load(Checkpoint& checkpoint, const WeightSelection& selection) {
+  absl::Status Load(Checkpoint& checkpoint, const WeightSelection& given,
+                    const ParallelOptions& parallel) {
+    if (absl::Status s = stack_.Init(config_, ops_, parallel); !s.ok()) return s;
+    const WeightSelection selection = parallel.comm != nullptr ? stack_.Selection() : given;
     auto io = LoadEmbeddingAndHead(checkpoint, config_);
     if (!io.ok()) return io.status();
     io_ = *std::move(io);
@@ -44,14 +47,15 @@ class DeepseekV3 final : public Model {
 
   absl::StatusOr<Tensor> Forward(const ForwardBatch& batch, PagedKvCache& cache) override {
     if (absl::Status s = ValidateBatch(batch, config_, cache); !s.ok()) return s;
-    const std::vector<int32_t> positions = TokenPositions(batch);
-    return RunDecoderStack(ops_, config_, io_, layers_, batch,
-                           [&](size_t l, const Layer& layer, ConstMatView x, MatView out) {
-                             MlaForward(ops_, layer.attn, config_, rope_, options_.mla_form,
-                                        batch.seqs, positions, cache.layer(static_cast<int64_t>(l)),
-                                        x, out);
-                           });
+    return stack_.Run(io_, layers_, batch,
+                      [&](size_t l, const Layer& layer, std::span<const SeqSlice> seqs,
+                          std::span<const int32_t> positions, ConstMatView x, MatView out) {
+                        MlaForward(ops_, layer.attn, config_, rope_, options_.mla_form, seqs,
+                                   positions, cache.layer(static_cast<int64_t>(l)), x, out);
+                      });
   }
+
+  const ForwardStats& last_forward_stats() const override { return stack_.stats(); }
 
  private:
   struct Layer {
@@ -65,6 +69,7 @@ class DeepseekV3 final : public Model {
   const RopeTable rope_;
   EmbeddingAndHead io_;
   std::vector<Layer> layers_;
+  DecoderStack stack_;
 };
 
 }  // namespace
@@ -74,7 +79,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3(Checkpoint& checkpoint,
                                                       const WeightSelection& selection, Ops& ops,
                                                       const ModelOptions& options) {
   auto model = std::make_unique<DeepseekV3>(config, ops, options);
-  if (absl::Status s = model->Load(checkpoint, selection); !s.ok()) return s;
+  if (absl::Status s = model->Load(checkpoint, selection, options.parallel); !s.ok()) return s;
   return model;
 }
 

@@ -8,7 +8,12 @@
 
 namespace moeserve {
 
-bool WeightSelection::WantsExpert(int32_t expert) const {
+bool WeightSelection::WantsExpert(int64_t layer, int32_t expert) const {
+  if (layer >= 0 && static_cast<size_t>(layer) < layer_experts.size() &&
+      !layer_experts[static_cast<size_t>(layer)].empty()) {
+    const auto& e = layer_experts[static_cast<size_t>(layer)];
+    return std::find(e.begin(), e.end(), expert) != e.end();
+  }
   return experts.empty() || std::find(experts.begin(), experts.end(), expert) != experts.end();
 }
 
@@ -19,6 +24,12 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(Checkpoint& checkpoint,
   if (!config.ok()) {
     return absl::Status(config.status().code(),
                         absl::StrCat(checkpoint.dir(), "/", config.status().message()));
+  }
+  if (options.parallel.comm != nullptr &&
+      (!selection.experts.empty() || !selection.layer_experts.empty())) {
+    return absl::InvalidArgumentError(
+        "a model in an expert-parallel group loads the experts of its placement; pass no "
+        "weight selection");
   }
   for (int32_t e : selection.experts) {
     if (e < 0 || e >= config->n_routed_experts) {

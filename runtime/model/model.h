@@ -15,17 +15,43 @@
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/kv_cache/paged_kv_cache.h"
 #include "runtime/model/config.h"
+#include "runtime/parallel/communicator.h"
+#include "runtime/parallel/expert_placement.h"
+#include "runtime/parallel/overlap_schedule.h"
 
 namespace moeserve {
 
 // Which weights a rank loads; nothing else is read from the checkpoint.
 struct WeightSelection {
-  // Routed experts to load in every MoE layer; empty means all. A rank of an
-  // expert-parallel group loads its slice; the MoE block then computes only
-  // the contributions of the experts it holds.
+  // Routed experts to load in every MoE layer; empty means all. Experts not
+  // loaded contribute nothing to the MoE block's output.
   std::vector<int32_t> experts;
+  // Per layer, when set for that layer (a rank of an expert-parallel group
+  // loads the experts its placement gives it); overrides `experts`.
+  std::vector<std::vector<int32_t>> layer_experts;
 
-  bool WantsExpert(int32_t expert) const;
+  bool WantsExpert(int64_t layer, int32_t expert) const;
+};
+
+// How a model takes part in an expert-parallel group (runtime/parallel/).
+struct ParallelOptions {
+  // The group; null for a single process.
+  Communicator* comm = nullptr;
+  // Where each MoE layer's experts live; empty: contiguously over the group.
+  ExpertPlacement placement;
+  // Each step's sequences go through the layers as 1 or 2 micro-batches.
+  int micro_batches = 1;
+  // With 2 micro-batches: run the all-to-all on a communication thread while
+  // the other micro-batch computes. Both settings give the same results.
+  bool overlap = false;
+};
+
+// What the last forward pass did, for placement and metrics.
+struct ForwardStats {
+  // [layer][logical expert]: (token, expert) pairs this rank routed; empty
+  // for dense layers.
+  std::vector<std::vector<int64_t>> expert_load;
+  CommunicationTiming communication;
 };
 
 // How MLA attention is computed. Both forms give the same function; kAuto
@@ -35,6 +61,7 @@ enum class MlaForm { kAuto, kPrefill, kAbsorbed };
 
 struct ModelOptions {
   MlaForm mla_form = MlaForm::kAuto;
+  ParallelOptions parallel;
 };
 
 // One forward pass. Sequences are laid out one after another: seqs[i] covers
@@ -55,11 +82,18 @@ class Model {
   // Runs every layer, writes the new tokens' keys into `cache` and returns
   // logits [logit_rows.size(), vocab_size] (float32). Fails, without touching
   // the cache, on token ids outside the vocabulary or malformed slices.
+  // In an expert-parallel group every rank must call Forward for every step,
+  // with an empty batch if it has no sequences; a failed collective fails it
+  // with UNAVAILABLE.
   virtual absl::StatusOr<Tensor> Forward(const ForwardBatch& batch, PagedKvCache& cache) = 0;
+
+  // Of the last Forward.
+  virtual const ForwardStats& last_forward_stats() const = 0;
 };
 
 // Reads config.json of `checkpoint`, the weights in `selection`, and returns
-// the model. `ops` must outlive the model.
+// the model. `ops` must outlive the model. With options.parallel.comm set, the
+// selection must be empty: the rank's placement decides its experts.
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(Checkpoint& checkpoint,
                                                  const WeightSelection& selection, Ops& ops,
                                                  const ModelOptions& options = {});

@@ -20,7 +20,10 @@ class Qwen3Moe final : public Model {
   Qwen3Moe(const ModelConfig& config, Ops& ops)
       : config_(config), ops_(ops), rope_(MakeRopeTable(config.rope, RopeStyle::kRotateHalf)) {}
 
-  absl::Status Load(Checkpoint& checkpoint, const WeightSelection& selection) {
+  absl::Status Load(Checkpoint& checkpoint, const WeightSelection& given,
+                    const ParallelOptions& parallel) {
+    if (absl::Status s = stack_.Init(config_, ops_, parallel); !s.ok()) return s;
+    const WeightSelection selection = parallel.comm != nullptr ? stack_.Selection() : given;
     auto io = LoadEmbeddingAndHead(checkpoint, config_);
     if (!io.ok()) return io.status();
     io_ = *std::move(io);
@@ -42,13 +45,15 @@ class Qwen3Moe final : public Model {
 
   absl::StatusOr<Tensor> Forward(const ForwardBatch& batch, PagedKvCache& cache) override {
     if (absl::Status s = ValidateBatch(batch, config_, cache); !s.ok()) return s;
-    const std::vector<int32_t> positions = TokenPositions(batch);
-    return RunDecoderStack(ops_, config_, io_, layers_, batch,
-                           [&](size_t l, const Layer& layer, ConstMatView x, MatView out) {
-                             GqaForward(ops_, layer.attn, config_, rope_, batch.seqs, positions,
-                                        cache.layer(static_cast<int64_t>(l)), x, out);
-                           });
+    return stack_.Run(io_, layers_, batch,
+                      [&](size_t l, const Layer& layer, std::span<const SeqSlice> seqs,
+                          std::span<const int32_t> positions, ConstMatView x, MatView out) {
+                        GqaForward(ops_, layer.attn, config_, rope_, seqs, positions,
+                                   cache.layer(static_cast<int64_t>(l)), x, out);
+                      });
   }
+
+  const ForwardStats& last_forward_stats() const override { return stack_.stats(); }
 
  private:
   struct Layer {
@@ -61,6 +66,7 @@ class Qwen3Moe final : public Model {
   const RopeTable rope_;
   EmbeddingAndHead io_;
   std::vector<Layer> layers_;
+  DecoderStack stack_;
 };
 
 }  // namespace
@@ -70,7 +76,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadQwen3Moe(Checkpoint& checkpoint,
                                                     const WeightSelection& selection, Ops& ops,
                                                     const ModelOptions& options) {
   auto model = std::make_unique<Qwen3Moe>(config, ops);
-  if (absl::Status s = model->Load(checkpoint, selection); !s.ok()) return s;
+  if (absl::Status s = model->Load(checkpoint, selection, options.parallel); !s.ok()) return s;
   return model;
 }
 

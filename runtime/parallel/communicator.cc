@@ -1,0 +1,100 @@
+#include "runtime/parallel/communicator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace moeserve {
+namespace {
+
+absl::Status CheckSpans(const Communicator& c, size_t send_counts, size_t recv_counts) {
+  if (send_counts != static_cast<size_t>(c.size()) ||
+      recv_counts != static_cast<size_t>(c.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("all-to-all on ", c.name(), " of ", c.size(),
+                                                   " ranks got ", send_counts, " send and ",
+                                                   recv_counts, " receive counts"));
+  }
+  return absl::OkStatus();
+}
+
+class EmulatedLinkCommunicator final : public Communicator {
+ public:
+  EmulatedLinkCommunicator(std::unique_ptr<Communicator> inner, const EmulatedLink& link)
+      : inner_(std::move(inner)), link_(link) {}
+
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  std::string name() const override {
+    return absl::StrCat(inner_->name(), " with an emulated link (", link_.latency_us, " us, ",
+                        link_.bandwidth_gbps, " GB/s)");
+  }
+
+  absl::Status AllToAllCounts(std::span<const int64_t> send, std::span<int64_t> recv) override {
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status s = inner_->AllToAllCounts(send, recv);
+    SleepUntil(start, link_.latency_us);
+    return s;
+  }
+
+  absl::Status AllToAllV(std::span<const float> send, std::span<const int64_t> send_counts,
+                         std::span<float> recv, std::span<const int64_t> recv_counts) override {
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status s = inner_->AllToAllV(send, send_counts, recv, recv_counts);
+    int64_t sent = 0, received = 0;
+    for (int p = 0; p < size() && p < static_cast<int>(send_counts.size()); ++p) {
+      if (p == rank()) continue;
+      sent += send_counts[static_cast<size_t>(p)];
+      received += recv_counts[static_cast<size_t>(p)];
+    }
+    const double bytes = static_cast<double>(std::max(sent, received)) * sizeof(float);
+    const double transfer_us =
+        link_.bandwidth_gbps > 0 ? bytes / (link_.bandwidth_gbps * 1e9) * 1e6 : 0.0;
+    SleepUntil(start, link_.latency_us + transfer_us);
+    return s;
+  }
+
+ private:
+  static void SleepUntil(std::chrono::steady_clock::time_point start, double us) {
+    std::this_thread::sleep_until(start + std::chrono::nanoseconds(static_cast<int64_t>(us * 1e3)));
+  }
+
+  std::unique_ptr<Communicator> inner_;
+  const EmulatedLink link_;
+};
+
+}  // namespace
+
+absl::Status LocalCommunicator::AllToAllCounts(std::span<const int64_t> send,
+                                               std::span<int64_t> recv) {
+  if (absl::Status s = CheckSpans(*this, send.size(), recv.size()); !s.ok()) return s;
+  recv[0] = send[0];
+  return absl::OkStatus();
+}
+
+absl::Status LocalCommunicator::AllToAllV(std::span<const float> send,
+                                          std::span<const int64_t> send_counts,
+                                          std::span<float> recv,
+                                          std::span<const int64_t> recv_counts) {
+  if (absl::Status s = CheckSpans(*this, send_counts.size(), recv_counts.size()); !s.ok()) return s;
+  if (send_counts[0] != recv_counts[0] || static_cast<int64_t>(send.size()) < send_counts[0] ||
+      static_cast<int64_t>(recv.size()) < recv_counts[0]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("local all-to-all: sending ", send_counts[0], " values (buffer ", send.size(),
+                     ") but receiving ", recv_counts[0], " (buffer ", recv.size(), ")"));
+  }
+  if (send_counts[0] > 0) {
+    std::memcpy(recv.data(), send.data(), static_cast<size_t>(send_counts[0]) * sizeof(float));
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<Communicator> WithEmulatedLink(std::unique_ptr<Communicator> inner,
+                                               const EmulatedLink& link) {
+  if (!link.enabled()) return inner;
+  return std::make_unique<EmulatedLinkCommunicator>(std::move(inner), link);
+}
+
+}  // namespace moeserve

@@ -1,0 +1,71 @@
+// The communicator seam between the ranks of an expert-parallel group: the two
+// collectives the MoE dispatch and combine need. Backends: LocalCommunicator
+// (one process), GlooCommunicator (CPU processes), NCCL on GPUs; a
+// link-emulating wrapper lets benchmarks set the comm:compute ratio of
+// NVLink or InfiniBand on any machine.
+//
+// Collectives must be called by every rank of the group in the same order
+// (the overlap schedule guarantees it); a rank with no tokens still calls them
+// with zero counts. A failed collective leaves the communicator unusable:
+// every later call fails too, and the group must be formed again.
+#ifndef MOESERVE_RUNTIME_PARALLEL_COMMUNICATOR_H_
+#define MOESERVE_RUNTIME_PARALLEL_COMMUNICATOR_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace moeserve {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // For logs and errors: "local", "gloo", "nccl", plus decorations.
+  virtual std::string name() const = 0;
+
+  // Every rank r sends send[p] to rank p and receives into recv[p] what rank
+  // p sent it. Both spans hold size() values.
+  virtual absl::Status AllToAllCounts(std::span<const int64_t> send, std::span<int64_t> recv) = 0;
+
+  // Every rank sends the next send_counts[p] floats of `send` to rank p, in
+  // rank order, and receives recv_counts[p] floats from rank p into `recv`,
+  // in rank order. recv_counts[p] must equal what rank p sends here (exchange
+  // the counts with AllToAllCounts first).
+  virtual absl::Status AllToAllV(std::span<const float> send, std::span<const int64_t> send_counts,
+                                 std::span<float> recv, std::span<const int64_t> recv_counts) = 0;
+};
+
+// The group of one: both collectives are copies.
+class LocalCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string name() const override { return "local"; }
+  absl::Status AllToAllCounts(std::span<const int64_t> send, std::span<int64_t> recv) override;
+  absl::Status AllToAllV(std::span<const float> send, std::span<const int64_t> send_counts,
+                         std::span<float> recv, std::span<const int64_t> recv_counts) override;
+};
+
+// A link with a fixed latency and bandwidth, in place of the real one when
+// benchmarking: each AllToAllV takes at least
+//   latency + (the larger of the bytes this rank sends to and receives from
+//   other ranks) / bandwidth,
+// sleeping for the rest after the inner collective. AllToAllCounts adds the
+// latency only. Thread safe as the inner communicator is.
+struct EmulatedLink {
+  double latency_us = 0;      // per collective
+  double bandwidth_gbps = 0;  // gigabytes per second per rank; 0 means unlimited
+  bool enabled() const { return latency_us > 0 || bandwidth_gbps > 0; }
+};
+std::unique_ptr<Communicator> WithEmulatedLink(std::unique_ptr<Communicator> inner,
+                                               const EmulatedLink& link);
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_RUNTIME_PARALLEL_COMMUNICATOR_H_

@@ -1,0 +1,265 @@
+// A model split over an expert-parallel group computes what the single
+// process computes: ranks are threads here, each with its own model, KV cache
+// and slice of the experts, joined by a real Gloo group over loopback TCP.
+#include <cmath>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gloo/rendezvous/hash_store.h"
+#include "gtest/gtest.h"
+#include "runtime/parallel/gloo_communicator.h"
+#include "tests/runtime/model/model_test_util.h"
+
+namespace moeserve::testing {
+namespace {
+
+// The group computes each expert over a different set of rows (tokens of
+// every rank together) than the single process does, so OpenBLAS may block
+// the GEMMs differently: float32 rounding of a few ulps per operation, below
+// 1e-5 in log-probabilities across the tiny models' layers. A token routed
+// to a wrong expert or combined with a wrong weight moves them by > 1e-2.
+constexpr double kGroupTolerance = 5e-5;
+
+std::vector<int32_t> RandomTokens(size_t n, int64_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab));
+  return t;
+}
+
+// Each rank's sequences: rank r feeds sequence r in prefill chunks then
+// decodes; the last rank of a group of >= 3 has none (it still joins every
+// collective). Steps: one 20-token prefill chunk, one 13-token chunk, then
+// 4 single-token decodes.
+struct Workload {
+  std::vector<std::vector<std::vector<int32_t>>> chunks;  // [seq][step] tokens fed
+};
+
+Workload MakeWorkload(int seqs, int64_t vocab) {
+  Workload w;
+  for (int s = 0; s < seqs; ++s) {
+    const auto tokens = RandomTokens(37, vocab, 100 + static_cast<uint32_t>(s));
+    std::vector<std::vector<int32_t>> steps = {{tokens.begin(), tokens.begin() + 20},
+                                               {tokens.begin() + 20, tokens.begin() + 33}};
+    for (size_t i = 33; i < 37; ++i) steps.push_back({tokens[i]});
+    w.chunks.push_back(std::move(steps));
+  }
+  return w;
+}
+
+// Log-softmax rows per sequence and step, run by one process with every
+// sequence in one batch.
+using Rows = std::vector<std::vector<std::vector<float>>>;  // [seq][step] rows
+
+Rows RunSingleProcess(const std::string& dir, const Workload& w) {
+  LoadedModel m = LoadForTest(dir);
+  std::vector<TestSequence> seqs(w.chunks.size());
+  Rows out(w.chunks.size());
+  for (size_t step = 0; step < w.chunks[0].size(); ++step) {
+    std::vector<TestSequence*> ptrs;
+    std::vector<std::vector<int32_t>> chunks;
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      ptrs.push_back(&seqs[s]);
+      chunks.push_back(w.chunks[s][step]);
+    }
+    auto rows = FeedChunks(m, ptrs, chunks);
+    for (size_t s = 0; s < seqs.size(); ++s) out[s].push_back(rows[s]);
+  }
+  return out;
+}
+
+struct GroupRun {
+  Rows rows;                        // by sequence, as in RunSingleProcess
+  std::vector<ForwardStats> stats;  // by rank, of the last step
+};
+
+// Runs the workload on a group of `ranks` threads. Sequence s lives on rank
+// s % ranks; ranks >= seqs have none.
+GroupRun RunGroup(const std::string& dir, const Workload& w, int ranks, ParallelOptions parallel) {
+  auto store = std::make_shared<gloo::rendezvous::HashStore>();
+  GroupRun run;
+  run.rows.resize(w.chunks.size());
+  run.stats.resize(static_cast<size_t>(ranks));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < ranks; ++r) {
+    threads.emplace_back([&, r, parallel]() mutable {
+      GlooOptions go;
+      go.rank = r;
+      go.size = ranks;
+      auto comm = GlooCommunicator::Create(go, store);
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      ModelOptions options;
+      options.parallel = parallel;
+      options.parallel.comm = comm->get();
+      LoadedModel m = LoadForTest(dir, options);
+      ASSERT_NE(m.model, nullptr);
+      std::vector<size_t> mine;
+      for (size_t s = static_cast<size_t>(r); s < w.chunks.size();
+           s += static_cast<size_t>(ranks)) {
+        mine.push_back(s);
+      }
+      std::vector<TestSequence> seqs(mine.size());
+      for (size_t step = 0; step < w.chunks[0].size(); ++step) {
+        std::vector<TestSequence*> ptrs;
+        std::vector<std::vector<int32_t>> chunks;
+        for (size_t i = 0; i < mine.size(); ++i) {
+          ptrs.push_back(&seqs[i]);
+          chunks.push_back(w.chunks[mine[i]][step]);
+        }
+        auto rows = FeedChunks(m, ptrs, chunks);
+        for (size_t i = 0; i < mine.size(); ++i) run.rows[mine[i]].push_back(rows[i]);
+      }
+      run.stats[static_cast<size_t>(r)] = m.model->last_forward_stats();
+    });
+  }
+  for (auto& t : threads) t.join();
+  return run;
+}
+
+double MaxDiff(const Rows& a, const Rows& b) {
+  double m = 0;
+  EXPECT_EQ(a.size(), b.size());
+  for (size_t s = 0; s < std::min(a.size(), b.size()); ++s) {
+    EXPECT_EQ(a[s].size(), b[s].size()) << "sequence " << s;
+    for (size_t t = 0; t < std::min(a[s].size(), b[s].size()); ++t) {
+      EXPECT_EQ(a[s][t].size(), b[s][t].size());
+      for (size_t i = 0; i < std::min(a[s][t].size(), b[s][t].size()); ++i) {
+        m = std::max(m, static_cast<double>(std::fabs(a[s][t][i] - b[s][t][i])));
+      }
+    }
+  }
+  return m;
+}
+
+// A placement with `redundant` extra slots in all: the contiguous one, then
+// on each rank replicas of experts held by the next rank.
+ExpertPlacement WithReplicas(const ModelConfig& c, int ranks, int redundant) {
+  const auto experts = static_cast<int32_t>(c.n_routed_experts);
+  const int32_t base = (experts + ranks - 1) / ranks;
+  const int32_t spare = (redundant + ranks - 1) / ranks;
+  const int32_t slots = base + spare;
+  ExpertPlacement p;
+  p.layers.resize(static_cast<size_t>(c.num_hidden_layers));
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    if (!c.IsMoeLayer(l)) continue;
+    std::vector<int32_t> slot_expert;
+    for (int32_t r = 0; r < ranks; ++r) {
+      for (int32_t i = 0; i < base; ++i) slot_expert.push_back((r * base + i) % experts);
+      for (int32_t i = 0; i < spare; ++i) {
+        slot_expert.push_back((((r + 1) % ranks) * base + i + static_cast<int32_t>(l)) % experts);
+      }
+    }
+    auto lp = MakeLayerPlacement(ranks, slots, experts, slot_expert);
+    EXPECT_TRUE(lp.ok()) << lp.status();
+    if (lp.ok()) p.layers[static_cast<size_t>(l)] = *std::move(lp);
+  }
+  return p;
+}
+
+class ExpertParallelModelTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string Dir() const {
+    if (GetParam() == "fixture")
+      return std::string(MOESERVE_FIXTURES_DIR) + "/deepseek_v3_small_bf16";
+    return MakeTinyForTest(GetParam(), "bf16", 3);
+  }
+};
+
+TEST_P(ExpertParallelModelTest, GroupsOf1To4RanksComputeWhatOneProcessComputes) {
+  const std::string dir = Dir();
+  LoadedModel probe = LoadForTest(dir);
+  ASSERT_NE(probe.model, nullptr);
+  const Workload w = MakeWorkload(3, probe.model->config().vocab_size);
+  const Rows single = RunSingleProcess(dir, w);
+  for (int ranks : {1, 2, 4}) {
+    ParallelOptions p;
+    p.micro_batches = 2;
+    p.overlap = true;
+    const GroupRun group = RunGroup(dir, w, ranks, p);
+    const double diff = MaxDiff(single, group.rows);
+    EXPECT_LT(diff, kGroupTolerance) << ranks << " ranks";
+    RecordProperty("max_abs_logprob_diff_" + std::to_string(ranks) + "_ranks", std::to_string(diff));
+    std::cout << ranks << " ranks: largest log-probability difference " << diff << "\n";
+  }
+}
+
+TEST_P(ExpertParallelModelTest, RedundantReplicasShareTheLoadAndChangeNothing) {
+  const std::string dir = Dir();
+  LoadedModel probe = LoadForTest(dir);
+  ASSERT_NE(probe.model, nullptr);
+  const ModelConfig& c = probe.model->config();
+  const Workload w = MakeWorkload(3, c.vocab_size);
+  const Rows single = RunSingleProcess(dir, w);
+  ParallelOptions p;
+  p.micro_batches = 2;
+  p.overlap = true;
+  p.placement = WithReplicas(c, 2, 4);
+  const GroupRun group = RunGroup(dir, w, 2, p);
+  EXPECT_LT(MaxDiff(single, group.rows), kGroupTolerance);
+  // Expert loads count logical experts: every rank's pairs, top_k per token.
+  for (size_t r = 0; r < group.stats.size(); ++r) {
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      const auto& load = group.stats[r].expert_load[static_cast<size_t>(l)];
+      if (!c.IsMoeLayer(l)) {
+        EXPECT_TRUE(load.empty());
+        continue;
+      }
+      ASSERT_EQ(load.size(), static_cast<size_t>(c.n_routed_experts));
+      int64_t pairs = 0;
+      for (int64_t v : load) pairs += v;
+      // The last step decodes one token per sequence on this rank.
+      const int64_t seqs_here = r == 0 ? 2 : 1;
+      EXPECT_EQ(pairs, seqs_here * c.num_experts_per_tok) << "rank " << r << " layer " << l;
+    }
+  }
+}
+
+TEST_P(ExpertParallelModelTest, OverlapOnAndOffGiveBitIdenticalResults) {
+  const std::string dir = Dir();
+  LoadedModel probe = LoadForTest(dir);
+  ASSERT_NE(probe.model, nullptr);
+  const Workload w = MakeWorkload(4, probe.model->config().vocab_size);
+  ParallelOptions on;
+  on.micro_batches = 2;
+  on.overlap = true;
+  ParallelOptions off = on;
+  off.overlap = false;
+  const GroupRun a = RunGroup(dir, w, 2, on);
+  const GroupRun b = RunGroup(dir, w, 2, off);
+  EXPECT_EQ(MaxDiff(a.rows, b.rows), 0.0);
+  // Both ranks report all-to-all time; without overlap all of it is exposed.
+  for (const ForwardStats& s : b.stats) {
+    EXPECT_GT(s.communication.all_to_all_seconds, 0.0);
+    EXPECT_DOUBLE_EQ(s.communication.exposed_seconds, s.communication.all_to_all_seconds);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, ExpertParallelModelTest,
+                         ::testing::Values("fixture", "deepseek_v3", "qwen3_moe"),
+                         [](const auto& info) { return info.param; });
+
+TEST(ExpertParallelModelOptionsTest, RejectsAPlacementForAnotherGroupOrModel) {
+  const std::string dir = MakeTinyForTest("deepseek_v3", "bf16", 3);
+  LoadedModel probe = LoadForTest(dir);
+  ASSERT_NE(probe.model, nullptr);
+  ModelOptions options;
+  options.parallel.placement = WithReplicas(probe.model->config(), 2, 2);  // for 2 ranks
+  auto checkpoint = Checkpoint::Open(dir);
+  ASSERT_TRUE(checkpoint.ok());
+  auto model = LoadModel(**checkpoint, WeightSelection{}, *probe.ops, options);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("is for 2 ranks"), std::string::npos) << model.status();
+  options = {};
+  options.parallel.micro_batches = 1;
+  options.parallel.overlap = true;
+  model = LoadModel(**checkpoint, WeightSelection{}, *probe.ops, options);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("2 micro-batches"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace moeserve::testing
