@@ -16,7 +16,7 @@ fi
 driver_lib='^lib(cuda|nvidia-[a-z-]+|nvcuvid|nvoptix)\.so'
 ldd_out=$(ldd "$@")
 status=0
-declare -A packages=()
+declare -A candidates=()  # a path dpkg may have recorded -> library name
 while read -r name arrow path _; do
   case "$name" in *:) continue ;; esac  # "binary:" headers when ldd gets several files
   if [ "$arrow" != "=>" ]; then continue; fi  # the vDSO and the dynamic loader itself
@@ -26,25 +26,33 @@ while read -r name arrow path _; do
     status=1
     continue
   fi
-  # ldd may name a path through a symlinked directory (/lib -> usr/lib) that
-  # dpkg does not record: ask for the file the path resolves to, then the path.
-  owner=""
-  for candidate in "$(readlink -f "$path")" "$path"; do
-    if owner=$(dpkg-query --search "$candidate" 2>/dev/null | grep -v '^diversion by' | head -n 1) &&
-       [ -n "$owner" ]; then
-      break
-    fi
-    owner=""
+  # dpkg records the path a package shipped: ldd's, the file it resolves to,
+  # or either one across the merged /lib -> /usr/lib.
+  for p in "$path" "$(readlink -f "$path")"; do
+    candidates["$p"]=$name
+    case "$p" in
+      /usr/lib/*) candidates["${p#/usr}"]=$name ;;
+      /lib/*) candidates["/usr$p"]=$name ;;
+    esac
   done
-  if [ -z "$owner" ]; then
-    if [[ "$name" =~ $driver_lib ]]; then continue; fi
-    echo "runtime-packages: no Debian package owns $path ($name)" >&2
-    status=1
-    continue
-  fi
-  owner=${owner%%: *}  # "pkg:arch: /path" or "pkg1, pkg2: /path"
-  owner=${owner%%,*}
-  packages["${owner%%:*}"]=1
 done <<< "$ldd_out"
+if [ "$status" -ne 0 ]; then exit "$status"; fi
+
+# One dpkg query for all paths: lines "pkg[:arch][, pkg2...]: /path".
+declare -A packages=() owned=()  # owned: library names with a package
+while IFS= read -r line; do
+  case "$line" in "diversion by"*) continue ;; esac
+  owners=${line%%: /*}
+  file=/${line#*: /}
+  owner=${owners%%,*}
+  packages["${owner%%:*}"]=1
+  owned["${candidates[$file]:-}"]=1
+done < <(dpkg-query --search "${!candidates[@]}" 2>/dev/null || true)
+for name in $(printf '%s\n' "${candidates[@]}" | sort -u); do
+  if [ -z "${owned[$name]:-}" ] && ! [[ "$name" =~ $driver_lib ]]; then
+    echo "runtime-packages: no Debian package owns $name" >&2
+    status=1
+  fi
+done
 if [ "$status" -ne 0 ]; then exit "$status"; fi
 printf '%s\n' "${!packages[@]}" | sort

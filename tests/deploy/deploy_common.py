@@ -5,6 +5,7 @@ The tests run under ctest, which sets MOESERVE_SOURCE_DIR, MOESERVE_BINARY_DIR
 and MOESERVE_CACHE_DIR (the cache tools/setup.sh fills with the npm packages,
 helm and kubectl).
 """
+import ctypes
 import json
 import os
 import signal
@@ -57,6 +58,13 @@ def free_port():
         return s.getsockname()[1]
 
 
+def _die_with_parent():
+    """In the child before exec: SIGTERM when the test process dies, even by
+    SIGKILL (a ctest timeout), so that no server outlives its test."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Processes:
     """Child processes, each in its own process group, stopped together:
     SIGTERM to each group, then SIGKILL to what is left. Use as a context
@@ -70,7 +78,7 @@ class Processes:
         log = os.path.join(self.log_dir, f"{name}.log")
         with open(log, "wb") as out:
             p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True, env=env)
+                                 start_new_session=True, env=env, preexec_fn=_die_with_parent)
         self.children.append((name, p, log))
         return p
 
