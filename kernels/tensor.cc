@@ -62,7 +62,18 @@ Tensor Tensor::FromF32(std::vector<int64_t> shape, const std::vector<float>& val
   return t;
 }
 
+Tensor Tensor::FromStorage(DType dtype, std::vector<int64_t> shape,
+                           std::shared_ptr<std::byte[]> storage, Device device) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  t.shape_ = std::move(shape);
+  t.storage_ = std::move(storage);
+  return t;
+}
+
 Tensor Tensor::Clone() const {
+  assert(device_ == Device::kCpu);
   Tensor t = Empty(dtype_, shape_);
   if (storage_ != nullptr) std::memcpy(t.raw(), raw(), nbytes());
   return t;

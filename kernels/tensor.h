@@ -18,6 +18,10 @@ namespace moeserve {
 
 enum class DType : uint8_t { kF32, kBF16, kF8E4M3, kI32 };
 
+// Where a Tensor's bytes live. The CPU op set reads kCpu tensors only; the
+// CUDA op set (kernels/cuda/) reads kCuda tensors only.
+enum class Device : uint8_t { kCpu, kCuda };
+
 size_t DTypeSize(DType dtype);
 std::string_view DTypeName(DType dtype);
 
@@ -60,8 +64,9 @@ struct ConstMatView {
   }
 };
 
-// Owning dense tensor in host memory. Copying shares the buffer (like a
-// shared_ptr); use Clone() for a deep copy.
+// Owning dense tensor, in host memory unless made by FromStorage() with
+// another device. Copying shares the buffer (like a shared_ptr); use Clone()
+// for a deep copy (host tensors only).
 class Tensor {
  public:
   Tensor() = default;
@@ -72,10 +77,17 @@ class Tensor {
   static Tensor Zeros(DType dtype, std::vector<int64_t> shape);
   // Float32 tensor holding a copy of `values`; `shape` must match its size.
   static Tensor FromF32(std::vector<int64_t> shape, const std::vector<float>& values);
+  // A tensor over storage allocated elsewhere, e.g. device memory whose
+  // deleter frees it (kernels/cuda/device_tensor.h). `storage` must hold at
+  // least nbytes() bytes; the tensor keeps it alive. The pointers f32(),
+  // raw() and mat() return point into that memory, wherever it is.
+  static Tensor FromStorage(DType dtype, std::vector<int64_t> shape,
+                            std::shared_ptr<std::byte[]> storage, Device device);
 
-  Tensor Clone() const;
+  Tensor Clone() const;  // requires device() == kCpu
 
   DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
   const std::vector<int64_t>& shape() const { return shape_; }
   int64_t dim(int i) const { return shape_[static_cast<size_t>(i)]; }
   int rank() const { return static_cast<int>(shape_.size()); }
@@ -96,6 +108,7 @@ class Tensor {
 
  private:
   DType dtype_ = DType::kF32;
+  Device device_ = Device::kCpu;
   std::vector<int64_t> shape_;
   std::shared_ptr<std::byte[]> storage_;
 };

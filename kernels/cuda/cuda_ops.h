@@ -1,0 +1,188 @@
+// The CUDA op set: every op of kernels/ops.h on an NVIDIA GPU (built and
+// tuned for Hopper, sm_90), each tested against its CPU twin
+// (tests/kernels/cuda/).
+//
+// Memory. Every address an op takes is device memory of this op set's
+// device: the data of every MatView / ConstMatView, every Tensor (make them
+// with kernels/cuda/device_tensor.h), PagedCacheView::data,
+// RoutingParams::correction_bias, and the spans of numbers (token ids,
+// positions, row lists and row weights, routing expert ids and weights,
+// sampling's draw_index, token_ids and logprobs). Host memory: the
+// descriptors and their arrays (the `seqs` span and every SeqSlice's block
+// table, the SamplingParams span, RopeTable, RoutingParams itself, shapes).
+// Host descriptors are uploaded per call; an upload whose bytes equal the
+// previous one of the same kind (the same batch in the next layer) is skipped.
+//
+// Execution. Ops queue work on one CUDA stream and return without waiting,
+// except PermuteByExpert (it reads group sizes back to size the GEMMs).
+// Results are complete after Synchronize(). The stream is a blocking stream,
+// so the synchronous copies of device_tensor.h also wait for queued ops.
+//
+// Weights. Linear and GatedFfn take F32, BF16 or F8E4M3 weights (gemm.h);
+// Embedding tables and RmsNorm weights F32 or BF16; MLA's wkv_b F32 or BF16
+// (dequantize an FP8 kv_b_proj at load); the routing bias F32.
+//
+// Numerics versus the CPU twin (the tests' tolerances cite these):
+//  - F32 weights: the same float32 function; products and reductions sum
+//    in another order (cuBLASLt, tree reductions, online softmax).
+//  - BF16 weights: activations are rounded to bf16 before each product.
+//  - FP8 weights: activations are quantized per token and 128 channels.
+//  - RmsNorm, Rope, routing, ScatterAddRows, the MoE combine and sampling
+//    round exactly where the CPU twin rounds (no fused multiply-add), so
+//    they match it to the last bit except where CUDA's exp/cos/sin differ
+//    from glibc's in the last bit, or a double sum is added in another
+//    order. Sampling therefore draws the CPU twin's token for the same
+//    (seed, draw_index), unless a uniform draw lands within ~1e-16 of a
+//    boundary of the cumulative distribution; greedy is exact.
+//
+// An op's contract violated by the caller aborts, naming it; a contract
+// only a kernel can check (a token id outside the vocabulary) aborts at the
+// next Synchronize(). Not thread safe: one thread at a time.
+#ifndef MOESERVE_KERNELS_CUDA_CUDA_OPS_H_
+#define MOESERVE_KERNELS_CUDA_CUDA_OPS_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/ops.h"
+
+namespace moeserve::cuda {
+
+class CudaOps final : public Ops {
+ public:
+  struct Options {
+    int device = 0;
+    size_t gemm_workspace_bytes = size_t{32} << 20;  // cuBLASLt's, as NVIDIA advises for Hopper
+  };
+  // Unavailable when there is no usable device.
+  static absl::StatusOr<std::unique_ptr<CudaOps>> Create(const Options& options);
+  ~CudaOps() override;
+  CudaOps(const CudaOps&) = delete;
+  CudaOps& operator=(const CudaOps&) = delete;
+
+  cudaStream_t stream() const { return stream_; }
+  int device() const { return device_; }
+  int multiprocessors() const { return sm_count_; }
+  const GemmRunner::Stats& gemm_stats() const { return gemm_->stats(); }
+
+  // Waits for all queued work. A CUDA error of that work comes back as a
+  // status; a contract violation a kernel flagged aborts.
+  absl::Status Synchronize();
+
+  // ---- Ops ----
+  void Embedding(const Tensor& table, std::span<const int32_t> ids, MatView out) override;
+  void RmsNorm(ConstMatView x, const Tensor& weight, float eps, MatView out) override;
+  void Linear(ConstMatView x, const Tensor& w, MatView y) override;
+  void Add(ConstMatView x, MatView y) override;
+  void Rope(MatView x, int64_t heads_per_token, std::span<const int32_t> positions,
+            const RopeTable& table) override;
+  void CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
+                  const PagedCacheView& cache) override;
+  void MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
+                           std::span<const SeqSlice> seqs, const MlaShape& shape,
+                           MatView out) override;
+  void MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
+                            std::span<const SeqSlice> seqs, const MlaShape& shape,
+                            MatView out) override;
+  void GqaAttention(ConstMatView q, const PagedCacheView& cache, std::span<const SeqSlice> seqs,
+                    const GqaShape& shape, MatView out) override;
+  void RouteTopK(ConstMatView logits, const RoutingParams& params, std::span<int32_t> expert_ids,
+                 std::span<float> weights) override;
+  void GatedFfn(ConstMatView x, const Tensor& gate, const Tensor& up, const Tensor& down,
+                MatView out) override;
+  void GatherRows(ConstMatView x, std::span<const int32_t> rows, MatView out) override;
+  void ScatterAddRows(ConstMatView x, std::span<const int32_t> rows, std::span<const float> weights,
+                      MatView y) override;
+  void LogSoftmax(ConstMatView x, MatView out) override;
+  void Sample(ConstMatView logits, std::span<const SamplingParams> params,
+              std::span<const uint64_t> draw_index, std::span<int32_t> token_ids,
+              std::span<float> logprobs) override;
+
+  // ---- The grouped MoE path (beyond Ops) ----
+  // Replaces the per-expert GatherRows / GatedFfn / ScatterAddRows loop of a
+  // MoE block with one permutation, one grouped FFN and one combine over the
+  // experts [first_expert, first_expert + num_experts) this rank holds:
+  //   perm = PermuteByExpert(ids, top_k, first, count);      // waits once
+  //   GatherPermuted(x, perm, x_perm);                       // [padded_rows, hidden]
+  //   GroupedGatedFfn(x_perm, perm, experts, y_perm);
+  //   CombineExperts(y_perm, perm, ids, gains, out);         // out += ...
+  struct ExpertPermutation {
+    int64_t tokens = 0;
+    int64_t top_k = 0;
+    int64_t first_expert = 0;
+    // Local expert e owns permuted rows [offsets[e], offsets[e + 1]): its
+    // counts[e] tokens, then padding up to a multiple of 4 rows. Host copies.
+    std::vector<int64_t> offsets;
+    std::vector<int64_t> counts;
+    // Device arrays, valid until the next PermuteByExpert:
+    const int32_t* rows = nullptr;            // [padded_rows()] source token, -1 for padding
+    const int32_t* slot_rows = nullptr;       // [tokens * top_k] permuted row, -1 if not local
+    const int32_t* device_offsets = nullptr;  // offsets as int32
+
+    int64_t num_experts() const { return static_cast<int64_t>(counts.size()); }
+    int64_t padded_rows() const { return offsets.empty() ? 0 : offsets.back(); }
+  };
+  // expert_ids: [tokens * top_k] on the device (RouteTopK's output).
+  ExpertPermutation PermuteByExpert(std::span<const int32_t> expert_ids, int64_t top_k,
+                                    int64_t first_expert, int64_t num_experts);
+  void GatherPermuted(ConstMatView x, const ExpertPermutation& perm, MatView x_perm);
+  struct ExpertWeights {
+    const Tensor* gate = nullptr;  // null: the expert is not loaded (its rows are left as they are)
+    const Tensor* up = nullptr;
+    const Tensor* down = nullptr;
+  };
+  // y_perm = GatedFfn of each group with its expert's weights (all experts
+  // the same dtype): one activation conversion for all groups, then one
+  // cuBLASLt product per expert and projection.
+  void GroupedGatedFfn(ConstMatView x_perm, const ExpertPermutation& perm,
+                       std::span<const ExpertWeights> experts, MatView y_perm);
+  // out[t] += sum over the token's local slots, in ascending expert id, of
+  // gains[t * top_k + j] * y_perm[slot row]. gains on the device.
+  void CombineExperts(ConstMatView y_perm, const ExpertPermutation& perm,
+                      std::span<const int32_t> expert_ids, std::span<const float> gains,
+                      MatView out);
+
+ private:
+  struct StreamDeleter {
+    void operator()(CUstream_st* stream) const;  // synchronizes, then destroys
+  };
+  struct DeviceFree {
+    void operator()(uint32_t* p) const;
+  };
+  CudaOps(int device, int sm_count, std::unique_ptr<CUstream_st, StreamDeleter> stream,
+          std::unique_ptr<uint32_t, DeviceFree> error_word, std::unique_ptr<GemmRunner> gemm);
+
+  // Device copy of `host`, through the given cache (skipped when unchanged).
+  const void* Upload(const std::vector<std::byte>& host, CachedUpload& cache);
+  const float* RopeFrequencies(const RopeTable& table);
+  void MlaPrefillOne(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
+                     const SeqSlice& seq, const MlaShape& shape, MatView out);
+
+  int device_;
+  int sm_count_;
+  // Declared first among the CUDA resources, so destroyed last: the buffers
+  // below free their memory in its order.
+  std::unique_ptr<CUstream_st, StreamDeleter> stream_owner_;
+  cudaStream_t stream_;                               // stream_owner_'s; everything is queued here
+  std::unique_ptr<uint32_t, DeviceFree> error_word_;  // kernels flag contract violations here
+  std::unique_ptr<GemmRunner> gemm_;
+  HostUploader uploader_;
+  DeviceBuffer scratch_;      // one op's temporaries
+  DeviceBuffer sample_meta_;  // Sample's per-row parameters and sort segments
+  DeviceBuffer moe_;          // PermuteByExpert's arrays
+  CachedUpload rope_freqs_;   // RopeTable::inv_freq
+  CachedUpload write_meta_;   // CacheWrite's destination rows
+  CachedUpload absorbed_meta_, prefill_meta_, gqa_meta_;  // attention batches
+};
+
+}  // namespace moeserve::cuda
+
+#endif  // MOESERVE_KERNELS_CUDA_CUDA_OPS_H_
