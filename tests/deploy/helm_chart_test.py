@@ -287,6 +287,15 @@ class HelmChartTest(unittest.TestCase):
         self.assertIn(pm["spec"]["podMetricsEndpoints"][0]["port"], ports)
         self.assertEqual(find(docs, "ServiceMonitor"), [])
 
+    def test_ipc_lock_for_rdma_as_root(self):
+        r = helm("template", RELEASE, CHART, "--show-only", "templates/worker-statefulset.yaml",
+                 "--set", "rdma.enabled=true", "--set", "rdma.ipcLock=true",
+                 "--set", "workers.podSecurityContext.runAsUser=0",
+                 "--set", "workers.podSecurityContext.runAsNonRoot=false")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"capabilities:\n\s+add:\n\s+- IPC_LOCK\n\s+drop:\n\s+- ALL")
+        self.assertNotIn("NCCL_IB_DISABLE", r.stdout)
+
     def test_values_that_break_the_schema_or_the_chart_checks_fail(self):
         """Each file in invalid-values/ says the message it must fail with
         (`# expect: ...`). Schema violations fail `helm lint --strict` and

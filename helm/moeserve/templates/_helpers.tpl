@@ -183,7 +183,7 @@ expertParallel.size that disagrees with the pods and GPUs asked for.
     - name: tmp
       mountPath: /tmp
     {{- if .Values.model.mountInCoordinator }}
-    {{- include "moeserve.modelVolumeMount" . | nindent 4 }}
+    {{- with include "moeserve.modelVolumeMount" . }}{{ . | trim | nindent 4 }}{{ end }}
     {{- end }}
 {{- end }}
 
@@ -300,7 +300,7 @@ that holds the pod index as "podIndexLabel".
     - name: dshm
       mountPath: /dev/shm
     {{- end }}
-    {{- include "moeserve.modelVolumeMount" $ | nindent 4 }}
+    {{- with include "moeserve.modelVolumeMount" $ }}{{ . | trim | nindent 4 }}{{ end }}
 {{- end }}
 
 {{/* Volumes of a pod that runs workers. */}}
