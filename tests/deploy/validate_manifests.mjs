@@ -183,8 +183,10 @@ async function main() {
   for (const e of entries) kinds[e.key] = (kinds[e.key] ?? 0) + 1;
   console.log(`checked ${entries.length} documents from ${args.files.length} file(s): ` +
     Object.entries(kinds).map(([k, n]) => `${n} ${k}`).join(", "));
-  console.log(`LeaderWorkerSet: its pod templates against core/v1 PodTemplateSpec, its own fields ` +
-    `structurally (leaderworkerset.ts); no published schema is used for the CRD itself`);
+  if (kinds[LWS]) {
+    console.log(`LeaderWorkerSet: its pod templates checked as core/v1 PodTemplateSpec, its own ` +
+      `fields structurally (leaderworkerset.ts): LWS publishes no schema package`);
+  }
   for (const p of problems) console.error(p);
   return problems.length === 0 ? 0 : 1;
 }
