@@ -59,13 +59,14 @@ expertParallel.size that disagrees with the pods and GPUs asked for.
 {{- $ranks }}
 {{- end }}
 
-{{/* Checks that hold across values; included once by every workload template. */}}
+{{/* Checks across values; coordinator-deployment.yaml, rendered in every mode, includes them. */}}
 {{- define "moeserve.validate" -}}
 {{- $m := .Values.model }}
 {{- if and $m.persistentVolumeClaim.claimName $m.hostPath }}
 {{- fail "model: set either persistentVolumeClaim.claimName or hostPath, not both" }}
 {{- end }}
-{{- if and (or $m.persistentVolumeClaim.claimName $m.hostPath) (not (hasPrefix (printf "%s/" (trimSuffix "/" $m.mountPath)) $m.path)) }}
+{{- $underMount := or (eq (trimSuffix "/" $m.path) (trimSuffix "/" $m.mountPath)) (hasPrefix (printf "%s/" (trimSuffix "/" $m.mountPath)) $m.path) }}
+{{- if and (or $m.persistentVolumeClaim.claimName $m.hostPath) (not $underMount) }}
 {{- fail (printf "model.path %s is not under model.mountPath %s, where the model volume is mounted" $m.path $m.mountPath) }}
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled }}
