@@ -135,7 +135,7 @@ class CudaOps final : public Ops {
                                     int64_t first_expert, int64_t num_experts);
   void GatherPermuted(ConstMatView x, const ExpertPermutation& perm, MatView x_perm);
   struct ExpertWeights {
-    const Tensor* gate = nullptr;  // null: the expert is not loaded (its rows are left as they are)
+    const Tensor* gate = nullptr;  // null: the expert is not loaded (its output rows are zero)
     const Tensor* up = nullptr;
     const Tensor* down = nullptr;
   };

@@ -119,7 +119,13 @@ void CudaOps::GroupedGatedFfn(ConstMatView x_perm, const ExpertPermutation& perm
       break;
     }
   }
-  if (model == nullptr || rows == 0) return;
+  if (rows == 0) return;
+  if (model == nullptr) {  // no local expert loaded: nothing to add
+    MOESERVE_CUDA_CHECK(cudaMemset2DAsync(
+        y_perm.data, static_cast<size_t>(y_perm.stride) * sizeof(float), 0,
+        static_cast<size_t>(hidden) * sizeof(float), static_cast<size_t>(rows), stream_));
+    return;
+  }
   const DType dtype = model->dtype();
   const int64_t inter = model->dim(0);
   for (const ExpertWeights& w : experts) {
@@ -148,6 +154,16 @@ void CudaOps::GroupedGatedFfn(ConstMatView x_perm, const ExpertPermutation& perm
       fn(experts[e], perm.offsets[e], perm.offsets[e + 1] - perm.offsets[e]);
     }
   };
+  // Groups of experts that are not loaded contribute nothing (as on the
+  // CPU, which skips them): zero their rows of the output.
+  for (size_t e = 0; e < experts.size(); ++e) {
+    if (experts[e].gate != nullptr || perm.offsets[e + 1] == perm.offsets[e]) continue;
+    const MatView skipped = y_perm.Rows(perm.offsets[e], perm.offsets[e + 1] - perm.offsets[e]);
+    MOESERVE_CUDA_CHECK(cudaMemset2DAsync(
+        skipped.data, static_cast<size_t>(skipped.stride) * sizeof(float), 0,
+        static_cast<size_t>(skipped.cols) * sizeof(float), static_cast<size_t>(skipped.rows),
+        stream_));
+  }
   const GemmInput in = prepare(x_perm);
   for_each_group([&](const ExpertWeights& w, int64_t begin, int64_t count) {
     const GemmInput part = in.Rows(begin, count);
