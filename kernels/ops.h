@@ -11,6 +11,11 @@
 //    linear layers), already converted to the backend's compute dtype (F32 on
 //    the CPU backend).
 //  - Output views must not alias inputs unless the op says "in place allowed".
+//  - Memory: an implementation reads and writes its own device's memory. The
+//    CPU op set takes host memory; the CUDA op set (kernels/cuda/cuda_ops.h)
+//    device memory for every tensor, view and span of numbers, while the
+//    descriptor arguments (seqs and their block tables, SamplingParams,
+//    RopeTable, RoutingParams itself) stay on the host.
 //  - Shapes are the caller's contract; implementations assert them.
 //
 // Thread safety: an Ops object may be used by one thread at a time.

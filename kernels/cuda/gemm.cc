@@ -115,32 +115,13 @@ GemmRunner::~GemmRunner() {
 
 GemmRunner::Plan& GemmRunner::PlanFor(const MatmulArgs& a) {
   const uint32_t align_a = AlignmentOf(a.a), align_b = AlignmentOf(a.b), align_d = AlignmentOf(a.d);
-  const Key key = {a.trans_a,
-                   a.trans_b,
-                   a.m,
-                   a.n,
-                   a.k,
-                   a.a_type,
-                   a.lda,
-                   a.stride_a,
-                   a.b_type,
-                   a.ldb,
-                   a.stride_b,
-                   a.ldd,
-                   a.stride_d,
-                   a.batch,
-                   a.a_scale_mode,
-                   a.b_scale_mode,
-                   a.a_scale != nullptr,
-                   a.b_scale != nullptr,
-                   align_a,
-                   align_b,
-                   align_d,
-                   0,
-                   0,
-                   0,
-                   0,
-                   0};
+  // clang-format off
+  const Key key = {a.trans_a, a.trans_b, a.m, a.n, a.k,
+                   a.a_type, a.lda, a.stride_a, a.b_type, a.ldb, a.stride_b,
+                   a.ldd, a.stride_d, a.batch,
+                   a.a_scale_mode, a.b_scale_mode, a.a_scale != nullptr, a.b_scale != nullptr,
+                   align_a, align_b, align_d};
+  // clang-format on
   auto [it, inserted] = plans_.try_emplace(key);
   Plan& plan = it->second;
   if (!inserted) return plan;
@@ -198,9 +179,20 @@ bool GemmRunner::TryMatmul(const MatmulArgs& args) {
   if (!plan.found) return false;
   SetScalePointers(plan.desc, args);
   const float alpha = 1.0f, beta = 0.0f;
-  MOESERVE_CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &alpha, args.a, plan.a, args.b, plan.b,
-                                       &beta, args.d, plan.d, args.d, plan.d, &plan.algo,
-                                       workspace_, workspace_bytes_, stream_));
+  const cublasStatus_t status =
+      cublasLtMatmul(handle_, plan.desc, &alpha, args.a, plan.a, args.b, plan.b, &beta, args.d,
+                     plan.d, args.d, plan.d, &plan.algo, workspace_, workspace_bytes_, stream_);
+  // A configuration the heuristic offered but the launch refuses (possible
+  // with the block-scaled modes) counts as "no algorithm": the caller falls
+  // back.
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE) {
+    std::fprintf(stderr, "moeserve cuda ops: cublasLtMatmul refused m=%lld n=%lld k=%lld (%s)\n",
+                 static_cast<long long>(args.m), static_cast<long long>(args.n),
+                 static_cast<long long>(args.k), cublasLtGetStatusName(status));
+    plan.found = false;
+    return false;
+  }
+  MOESERVE_CUBLAS_CHECK(status);
   ++stats_.matmuls;
   return true;
 }

@@ -119,7 +119,7 @@ class GemmRunner {
     cublasLtMatmulAlgo_t algo{};
     bool found = false;  // cuBLASLt has an algorithm
   };
-  using Key = std::array<int64_t, 26>;
+  using Key = std::array<int64_t, 21>;
 
   GemmRunner(cudaStream_t stream, cublasLtHandle_t handle, void* workspace, size_t bytes);
   Plan& PlanFor(const MatmulArgs& args);
