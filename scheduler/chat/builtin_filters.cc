@@ -47,10 +47,14 @@ absl::StatusOr<Value> Attr(const Value& v, CallArgs& args, Renderer&) {
 absl::StatusOr<Value> StrFilter(const Value& v, CallArgs& args, Renderer&, std::string_view name) {
   if (absl::StatusOr<Args> a = Bind(name, args, {}); !a.ok()) return a.status();
   const std::string s = SoftStr(v);
-  if (name == "upper") return Value::String(PyUpper(s));
-  if (name == "lower") return Value::String(PyLower(s));
-  if (name == "capitalize") return Value::String(PyCapitalize(s));
-  if (name == "string") return Value::String(s);
+  // Markup methods return Markup: keep the mark where Jinja keeps it.
+  auto same_kind = [&v](std::string text) {
+    return v.is_markup() ? Value::Markup(std::move(text)) : Value::String(std::move(text));
+  };
+  if (name == "upper") return same_kind(PyUpper(s));
+  if (name == "lower") return same_kind(PyLower(s));
+  if (name == "capitalize") return same_kind(PyCapitalize(s));
+  if (name == "string") return same_kind(s);
   // title: Jinja's own rule, words start after -, whitespace and ({[<.
   std::string out;
   bool word_start = true;
@@ -327,7 +331,25 @@ absl::StatusOr<Value> Trim(const Value& v, CallArgs& args, Renderer&) {
     if (!c.ok()) return c.status();
     chars = *std::move(c);
   }
-  return Value::String(PyStrip(SoftStr(v), chars, true, true));
+  std::string text = PyStrip(SoftStr(v), chars, true, true);
+  return v.is_markup() ? Value::Markup(std::move(text)) : Value::String(std::move(text));
+}
+
+// |safe marks a string safe (markupsafe.Markup); |escape HTML-escapes what is
+// not marked yet, |forceescape even what is.
+absl::StatusOr<Value> Safe(const Value& v, CallArgs& args, Renderer&) {
+  if (absl::StatusOr<Args> a = Bind("safe", args, {}); !a.ok()) return a.status();
+  return v.is_markup() ? v : Value::Markup(SoftStr(v));
+}
+
+absl::StatusOr<Value> Escape(const Value& v, CallArgs& args, Renderer&) {
+  if (absl::StatusOr<Args> a = Bind("escape", args, {}); !a.ok()) return a.status();
+  return v.is_markup() ? v : Value::Markup(HtmlEscape(SoftStr(v)));
+}
+
+absl::StatusOr<Value> ForceEscape(const Value& v, CallArgs& args, Renderer&) {
+  if (absl::StatusOr<Args> a = Bind("forceescape", args, {}); !a.ok()) return a.status();
+  return Value::Markup(HtmlEscape(SoftStr(v)));
 }
 
 struct FilterEntry {
@@ -342,6 +364,10 @@ constexpr FilterEntry kFilters[] = {
     {"center", Center},
     {"count", Length},
     {"d", Default},
+    {"e", Escape},
+    {"escape", Escape},
+    {"forceescape", ForceEscape},
+    {"safe", Safe},
     {"default", Default},
     {"dictsort", DictSort},
     {"first", First},

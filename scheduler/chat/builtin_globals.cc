@@ -59,7 +59,7 @@ absl::StatusOr<std::vector<std::pair<std::string, Value>>> DictItems(const Calla
     items.emplace_back(key, value);
   };
   if (args.positional.size() > 1) {
-    return absl::InvalidArgumentError(Cat(fn.name, "() takes at most 1 positional argument"));
+    return absl::InvalidArgumentError(Cat(fn.name, ": takes at most 1 positional argument"));
   }
   if (!args.positional.empty()) {
     const Value& m = args.positional[0];
@@ -70,12 +70,12 @@ absl::StatusOr<std::vector<std::pair<std::string, Value>>> DictItems(const Calla
         if (!pair.is_array() || pair.array().items.size() != 2 ||
             !pair.array().items[0].is_string()) {
           return absl::InvalidArgumentError(
-              Cat(fn.name, "(): expected a mapping or (str, value) pairs"));
+              Cat(fn.name, ": expected a mapping or (str, value) pairs"));
         }
         put(pair.array().items[0].str(), pair.array().items[1]);
       }
     } else if (!m.is_undefined()) {
-      return absl::InvalidArgumentError(Cat(fn.name, "(): expected a mapping, got ", m.TypeName()));
+      return absl::InvalidArgumentError(Cat(fn.name, ": expected a mapping, got ", m.TypeName()));
     }
   }
   for (const auto& [k, v] : args.keywords) put(k, v);
@@ -156,6 +156,11 @@ std::vector<std::pair<std::string, Value>> BuiltinGlobals() {
   add("cycler", NotSupported);
   add("joiner", NotSupported);
   return globals;
+}
+
+Value LoopChanged() {
+  static const Value* const kChanged = new Value(Function("loop.changed", NotSupported));
+  return *kChanged;
 }
 
 Value LoopCycle(int64_t index0) { return Function("loop.cycle", LoopCycleFn, Value::Int(index0)); }

@@ -23,7 +23,7 @@ absl::StatusOr<Args> Bind(const Callable& fn, const CallArgs& args,
   for (size_t i = 0; i < required; ++i) {
     if (!(*bound)[i]) {
       return absl::InvalidArgumentError(
-          Cat(fn.name, "() missing required argument '", *(params.begin() + i), "'"));
+          Cat(fn.name, ": missing required argument '", *(params.begin() + i), "'"));
     }
   }
   return bound;
@@ -453,6 +453,11 @@ std::optional<Value> FindMethod(const Value& self, std::string_view name) {
   if (self.is_string()) {
     m = FindIn(kStrMethods, name);
     type = "str";
+    if (m != nullptr && self.is_markup()) {
+      static constexpr Method kMarkupMethod = {"", NotSupported};
+      m = &kMarkupMethod;  // markupsafe escapes the arguments: not reproduced
+      type = "Markup";
+    }
   } else if (self.is_object()) {
     if (Contains(kDictMutators, name)) return Unsafe(self, name);
     m = FindIn(kDictMethods, name);

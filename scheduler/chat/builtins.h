@@ -40,8 +40,10 @@ std::optional<Value> FindMethod(const Value& self, std::string_view name);
 // Jinja's globals (lipsum, cycler, joiner) as functions that refuse to run.
 std::vector<std::pair<std::string, Value>> BuiltinGlobals();
 
-// loop.cycle of a for loop at iteration index0.
+// loop.cycle of a for loop at iteration index0; loop.changed, which is not
+// supported (it needs state across iterations).
 Value LoopCycle(int64_t index0);
+Value LoopChanged();
 
 // The error raise_exception(message) produces: InvalidArgument with the
 // template's message, marked so that IsTemplateRaisedError recognizes it.

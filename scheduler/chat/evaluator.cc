@@ -169,6 +169,7 @@ Value Renderer::MakeLoop(const std::vector<Value>& items, size_t index) {
       {"previtem", i > 0 ? items[index - 1] : Value::Undefined("there is no previous item")},
       {"nextitem", i + 1 < n ? items[index + 1] : Value::Undefined("there is no next item")},
       {"cycle", LoopCycle(i)},
+      {"changed", LoopChanged()},
   });
   // The loop object nests no deeper than the items it holds, which exist.
   return loop.ok() ? *std::move(loop) : Value();

@@ -57,7 +57,7 @@ absl::StatusOr<Value> Repeat(const Value& seq, int64_t times, int64_t max_bytes)
     std::string out;
     out.reserve(static_cast<size_t>(size * times));
     for (int64_t i = 0; i < times; ++i) out += seq.str();
-    return Value::String(std::move(out));
+    return seq.is_markup() ? Value::Markup(std::move(out)) : Value::String(std::move(out));
   }
   const auto& items = seq.array().items;
   const int64_t n = static_cast<int64_t>(items.size());
@@ -155,6 +155,11 @@ absl::StatusOr<Value> BinaryOp(std::string_view op, const Value& a, const Value&
       }
       if (static_cast<int64_t>(a.str().size() + b.str().size()) > max_bytes) {
         return TooLong(max_bytes);
+      }
+      if (a.is_markup() || b.is_markup()) {
+        // Markup + str escapes the plain side (markupsafe's __add__/__radd__).
+        return Value::Markup((a.is_markup() ? a.str() : HtmlEscape(a.str())) +
+                             (b.is_markup() ? b.str() : HtmlEscape(b.str())));
       }
       return Value::String(a.str() + b.str());
     }

@@ -54,6 +54,9 @@ std::string PyLower(std::string_view s);
 std::string PyCapitalize(std::string_view s);
 std::string PyTitle(std::string_view s);
 
+// markupsafe.escape's text: & < > " ' as HTML entities.
+std::string HtmlEscape(std::string_view s);
+
 // repr(float) (also str(float)): shortest round trip, e.g. 1.0, 0.1, 1e+16.
 std::string PyFloatRepr(double v);
 // repr(str): quoted with ' (or " when the text holds ' but no "), escapes.

@@ -42,7 +42,9 @@ void AppendRepr(const Value& v, std::unordered_set<const void*>& open, std::stri
       out += PyFloatRepr(v.float_value());
       return;
     case Value::Kind::kString:
+      if (v.is_markup()) out += "Markup(";
       out += PyStringRepr(v.str());
+      if (v.is_markup()) out += ")";
       return;
     case Value::Kind::kArray: {
       const ArrayData& a = v.array();
@@ -201,7 +203,13 @@ Value Value::Float(double d) {
 
 Value Value::String(std::string s) {
   Value v;
-  v.v_ = std::make_shared<const std::string>(std::move(s));
+  v.v_ = std::make_shared<const StringData>(StringData{std::move(s), false});
+  return v;
+}
+
+Value Value::Markup(std::string s) {
+  Value v;
+  v.v_ = std::make_shared<const StringData>(StringData{std::move(s), true});
   return v;
 }
 

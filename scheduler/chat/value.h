@@ -75,6 +75,7 @@ class Value {
   static Value Int(int64_t i);
   static Value Float(double d);
   static Value String(std::string s);
+  static Value Markup(std::string s);
   // Fails when the items nest deeper than kMaxValueDepth.
   static absl::StatusOr<Value> Array(std::vector<Value> items, bool is_tuple = false);
   // A dict view (keys(), values(), items()); `view` is a string literal.
@@ -107,7 +108,10 @@ class Value {
   int64_t int_value() const { return is_bool() ? bool_value() : std::get<int64_t>(v_); }
   double float_value() const { return std::get<double>(v_); }
   double number_as_double() const;
-  const std::string& str() const { return *std::get<StringPtr>(v_); }
+  const std::string& str() const { return std::get<StringPtr>(v_)->text; }
+  // A string marked safe (|safe, |escape): markupsafe's Markup. It prints as
+  // is, but `+` HTML-escapes a plain string joined to it.
+  bool is_markup() const { return is_string() && std::get<StringPtr>(v_)->markup; }
   const ArrayData& array() const { return *std::get<ArrayPtr>(v_); }
   const ObjectData& object() const { return *std::get<ObjectPtr>(v_); }
   NamespaceData& ns() const { return *std::get<NamespacePtr>(v_); }
@@ -127,7 +131,11 @@ class Value {
   struct UndefinedData {
     std::shared_ptr<const std::string> hint;
   };
-  using StringPtr = std::shared_ptr<const std::string>;
+  struct StringData {
+    std::string text;
+    bool markup = false;
+  };
+  using StringPtr = std::shared_ptr<const StringData>;
   using ArrayPtr = std::shared_ptr<const ArrayData>;
   using ObjectPtr = std::shared_ptr<const ObjectData>;
   using NamespacePtr = std::shared_ptr<NamespaceData>;

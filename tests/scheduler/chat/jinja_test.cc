@@ -105,8 +105,8 @@ TEST(JinjaTest, UnsupportedConstructsAreNamedNotGuessed) {
   EXPECT_EQ(ErrorOf(RenderJinja("{% for x in y recursive %}{% endfor %}")),
             "line 1: recursive for loops are not supported");
   // Unknown filters and tests fail when the template is compiled, wherever they are.
-  EXPECT_EQ(ErrorOf(RenderJinja("{% if false %}\n{{ x | safe }}{% endif %}")),
-            "line 2: no filter named 'safe'");
+  EXPECT_EQ(ErrorOf(RenderJinja("{% if false %}\n{{ x | urlencode }}{% endif %}")),
+            "line 2: no filter named 'urlencode'");
   EXPECT_EQ(ErrorOf(RenderJinja("{{ x is frobbed }}")), "line 1: no test named 'frobbed'");
   EXPECT_EQ(ErrorOf(RenderJinja("\n\n{{ 'a'.zfill(3) }}")),
             "line 3: str.zfill() is not supported by the chat template engine");
