@@ -159,10 +159,10 @@ void CudaOps::GroupedGatedFfn(ConstMatView x_perm, const ExpertPermutation& perm
   for (size_t e = 0; e < experts.size(); ++e) {
     if (experts[e].gate != nullptr || perm.offsets[e + 1] == perm.offsets[e]) continue;
     const MatView skipped = y_perm.Rows(perm.offsets[e], perm.offsets[e + 1] - perm.offsets[e]);
-    MOESERVE_CUDA_CHECK(cudaMemset2DAsync(
-        skipped.data, static_cast<size_t>(skipped.stride) * sizeof(float), 0,
-        static_cast<size_t>(skipped.cols) * sizeof(float), static_cast<size_t>(skipped.rows),
-        stream_));
+    MOESERVE_CUDA_CHECK(cudaMemset2DAsync(skipped.data,
+                                          static_cast<size_t>(skipped.stride) * sizeof(float), 0,
+                                          static_cast<size_t>(skipped.cols) * sizeof(float),
+                                          static_cast<size_t>(skipped.rows), stream_));
   }
   const GemmInput in = prepare(x_perm);
   for_each_group([&](const ExpertWeights& w, int64_t begin, int64_t count) {
