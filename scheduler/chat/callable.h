@@ -4,6 +4,7 @@
 #define MOESERVE_SCHEDULER_CHAT_CALLABLE_H_
 
 #include <initializer_list>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,6 +17,7 @@
 namespace moeserve::jinja {
 
 class Renderer;
+struct Scope;
 struct Stmt;
 
 // Evaluated call arguments: f(a, b, key=c).
@@ -35,6 +37,12 @@ struct Callable {
   BuiltinFn builtin = nullptr;
   Value self;  // the receiver of a bound method ("abc" in "abc".split()), else undefined
   const Stmt* macro = nullptr;  // a {% macro %}; the parsed template outlives every render
+  // Jinja's closure of a macro defined inside a loop, macro or with block:
+  // the enclosing scope while it lasts (the macro sees later assignments
+  // there), else a copy of its variables taken at the definition.
+  const Scope* closure_scope = nullptr;
+  std::shared_ptr<const bool> closure_alive;
+  std::vector<std::pair<std::string, Value>> closure_snapshot;
 };
 
 // Binds call arguments to parameters as Python does: positional in order,

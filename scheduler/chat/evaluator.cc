@@ -1,5 +1,6 @@
 #include "scheduler/chat/evaluator.h"
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 
@@ -115,6 +116,20 @@ Renderer::Flow Renderer::Exec(const Stmt& stmt, Scope& scope) {
       auto macro = std::make_shared<Callable>();
       macro->name = stmt.name;
       macro->macro = &stmt;
+      if (&scope != root_) {
+        if (!scope.alive) scope.alive = std::make_shared<bool>(true);
+        macro->closure_scope = &scope;
+        macro->closure_alive = scope.alive;
+        for (const Scope* s = &scope; s != root_; s = s->parent) {
+          for (const auto& [name, value] : s->vars) {
+            auto& snapshot = macro->closure_snapshot;
+            if (std::none_of(snapshot.begin(), snapshot.end(),
+                             [&name = name](const auto& v) { return v.first == name; })) {
+              snapshot.emplace_back(name, value);
+            }
+          }
+        }
+      }
       scope.Set(stmt.name, Value::Function(std::move(macro)));
       break;
     }
@@ -285,7 +300,15 @@ absl::StatusOr<bool> Renderer::ApplyTest(std::string_view name, const Value& inp
 
 absl::StatusOr<Value> Renderer::CallMacro(const Callable& macro, CallArgs args) {
   const Stmt& m = *macro.macro;
-  Scope scope{root_, {}};
+  Scope snapshot{root_, {}};
+  const Scope* parent = root_;
+  if (macro.closure_scope != nullptr && *macro.closure_alive) {
+    parent = macro.closure_scope;
+  } else if (macro.closure_scope != nullptr) {
+    snapshot.vars = macro.closure_snapshot;  // the macro outlived its scope
+    parent = &snapshot;
+  }
+  Scope scope{parent, {}};
   const size_t n = m.params.size();
   std::vector<std::optional<Value>> bound(n);
   std::vector<Value> extra_positional;

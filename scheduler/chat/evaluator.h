@@ -5,6 +5,7 @@
 #define MOESERVE_SCHEDULER_CHAT_EVALUATOR_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -23,11 +24,23 @@ struct RenderLimits {
 };
 
 // One scope of variables. A for-loop iteration, a macro call and a with block
-// each open one whose parent is the enclosing scope (a macro's is the
-// template's top scope); `set` writes to the innermost, reads walk outwards.
+// each open one whose parent is the enclosing scope (a macro call's is its
+// closure, then the template's top scope); `set` writes to the innermost,
+// reads walk outwards.
 struct Scope {
-  Scope* parent = nullptr;
+  explicit Scope(const Scope* parent_scope = nullptr,
+                 std::vector<std::pair<std::string, Value>> variables = {})
+      : parent(parent_scope), vars(std::move(variables)) {}
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+  ~Scope() {
+    if (alive) *alive = false;
+  }
+
+  const Scope* parent;
   std::vector<std::pair<std::string, Value>> vars;
+  // Set once a macro closes over this scope; false when the scope ends.
+  std::shared_ptr<bool> alive;
 
   const Value* Lookup(std::string_view name) const;
   void Set(std::string_view name, Value value);
