@@ -32,6 +32,7 @@ class ModelRunner {
   static absl::StatusOr<std::unique_ptr<ModelRunner>> Create(const Options& options);
 
   const ModelConfig& config() const { return model_->config(); }
+  Model& model() { return *model_; }
   const Checkpoint& checkpoint() const { return *checkpoint_; }
   Ops& ops() { return *ops_; }
   PagedKvCache& cache() { return *cache_; }

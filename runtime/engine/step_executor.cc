@@ -33,6 +33,7 @@ std::vector<TokenLogprob> TopLogprobs(const float* logprobs, int64_t vocab, int3
 }  // namespace
 
 absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const SequenceWork> work) {
+  reached_forward_ = false;
   ForwardBatch batch;
   std::vector<LogitRow> rows;
   for (size_t i = 0; i < work.size(); ++i) {
@@ -71,6 +72,7 @@ absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const Se
     batch.logit_rows.push_back(r.row);
   }
 
+  reached_forward_ = true;
   auto logits = model_.Forward(batch, cache_);
   if (!logits.ok()) return logits.status();
   std::vector<SequenceOutput> outputs(work.size());

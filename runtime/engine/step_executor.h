@@ -58,10 +58,16 @@ class StepExecutor {
   // the vocabulary, block tables too short, context beyond the model's).
   absl::StatusOr<std::vector<SequenceOutput>> Run(std::span<const SequenceWork> work);
 
+  // Whether the last Run got as far as the forward pass. In an expert-parallel
+  // group a rank whose step failed before it must still join the step's
+  // collectives, with Run({}).
+  bool last_run_reached_forward() const { return reached_forward_; }
+
  private:
   Model& model_;
   PagedKvCache& cache_;
   Ops& ops_;
+  bool reached_forward_ = false;
 };
 
 }  // namespace moeserve

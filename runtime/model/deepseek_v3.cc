@@ -46,13 +46,18 @@ class DeepseekV3 final : public Model {
   const ModelConfig& config() const override { return config_; }
 
   absl::StatusOr<Tensor> Forward(const ForwardBatch& batch, PagedKvCache& cache) override {
-    if (absl::Status s = ValidateBatch(batch, config_, cache); !s.ok()) return s;
-    return stack_.Run(io_, layers_, batch,
-                      [&](size_t l, const Layer& layer, std::span<const SeqSlice> seqs,
-                          std::span<const int32_t> positions, ConstMatView x, MatView out) {
-                        MlaForward(ops_, layer.attn, config_, rope_, options_.mla_form, seqs,
-                                   positions, cache.layer(static_cast<int64_t>(l)), x, out);
-                      });
+    // An invalid batch still goes through the layers, empty: the other
+    // ranks of an expert-parallel group wait for this one in every MoE layer.
+    const absl::Status valid = ValidateBatch(batch, config_, cache);
+    const ForwardBatch nothing;
+    auto logits = stack_.Run(io_, layers_, valid.ok() ? batch : nothing,
+                             [&](size_t l, const Layer& layer, std::span<const SeqSlice> seqs,
+                                 std::span<const int32_t> positions, ConstMatView x, MatView out) {
+                               MlaForward(ops_, layer.attn, config_, rope_, options_.mla_form, seqs,
+                                          positions, cache.layer(static_cast<int64_t>(l)), x, out);
+                             });
+    if (!valid.ok()) return valid;
+    return logits;
   }
 
   const ForwardStats& last_forward_stats() const override { return stack_.stats(); }

@@ -91,6 +91,35 @@ absl::Status LocalCommunicator::AllToAllV(std::span<const float> send,
   return absl::OkStatus();
 }
 
+absl::Status ReplaceableCommunicator::Replace(std::unique_ptr<Communicator> next) {
+  if (next == nullptr || next->rank() != rank_ || next->size() != size_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a communicator for rank ", rank_, " of ", size_, " cannot be replaced by one for ",
+        next == nullptr ? std::string("nothing")
+                        : absl::StrCat("rank ", next->rank(), " of ", next->size())));
+  }
+  inner_ = std::move(next);
+  return absl::OkStatus();
+}
+
+std::string ReplaceableCommunicator::name() const {
+  return inner_ == nullptr ? "unconnected" : inner_->name();
+}
+
+absl::Status ReplaceableCommunicator::AllToAllCounts(std::span<const int64_t> send,
+                                                     std::span<int64_t> recv) {
+  if (inner_ == nullptr) return absl::UnavailableError("the group is not formed");
+  return inner_->AllToAllCounts(send, recv);
+}
+
+absl::Status ReplaceableCommunicator::AllToAllV(std::span<const float> send,
+                                                std::span<const int64_t> send_counts,
+                                                std::span<float> recv,
+                                                std::span<const int64_t> recv_counts) {
+  if (inner_ == nullptr) return absl::UnavailableError("the group is not formed");
+  return inner_->AllToAllV(send, send_counts, recv, recv_counts);
+}
+
 std::unique_ptr<Communicator> WithEmulatedLink(std::unique_ptr<Communicator> inner,
                                                const EmulatedLink& link) {
   if (!link.enabled()) return inner;

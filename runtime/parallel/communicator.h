@@ -52,6 +52,28 @@ class LocalCommunicator final : public Communicator {
                          std::span<float> recv, std::span<const int64_t> recv_counts) override;
 };
 
+// Forwards to a communicator that can be replaced between steps, so a model
+// loaded once keeps serving when its group is formed again (after a lost
+// rank) with the same rank and size. Replace and the collectives must not
+// run at the same time.
+class ReplaceableCommunicator final : public Communicator {
+ public:
+  ReplaceableCommunicator(int rank, int size) : rank_(rank), size_(size) {}
+  // `next` must have this rank and size.
+  absl::Status Replace(std::unique_ptr<Communicator> next);
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override;
+  absl::Status AllToAllCounts(std::span<const int64_t> send, std::span<int64_t> recv) override;
+  absl::Status AllToAllV(std::span<const float> send, std::span<const int64_t> send_counts,
+                         std::span<float> recv, std::span<const int64_t> recv_counts) override;
+
+ private:
+  const int rank_;
+  const int size_;
+  std::unique_ptr<Communicator> inner_;  // null until the first Replace
+};
+
 // A link with a fixed latency and bandwidth, in place of the real one when
 // benchmarking: each AllToAllV takes at least
 //   latency + (the larger of the bytes this rank sends to and receives from

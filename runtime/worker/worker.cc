@@ -6,6 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "moeserve/worker/v1/worker.grpc.pb.h"
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/parallel/gloo_communicator.h"
+#include "runtime/worker/coordinator_store.h"
 #include "runtime/worker/model_info.h"
 #include "runtime/worker/step_plan_conversion.h"
 
@@ -30,7 +33,8 @@ class Worker::Session {
  public:
   using Stream = grpc::ClientReaderWriter<pb::WorkerMessage, pb::CoordinatorMessage>;
 
-  Session(Worker& worker, Stream& stream) : worker_(worker), stream_(stream) {}
+  Session(Worker& worker, Stream& stream, std::shared_ptr<grpc::Channel> channel)
+      : worker_(worker), stream_(stream), channel_(std::move(channel)) {}
 
   // Registers, waits for Welcome and serves plans until the session ends.
   absl::Status Serve();
@@ -47,6 +51,7 @@ class Worker::Session {
 
   Worker& worker_;
   Stream& stream_;
+  std::shared_ptr<grpc::Channel> channel_;  // for the rendezvous store
   bool finished_ = false;
   StepPlanExpectation expected_;  // rank, world size and last step answered
 };
@@ -107,48 +112,85 @@ absl::Status Worker::Session::Register() {
   r->set_worker_id(o.worker_id);
   r->set_requested_rank(o.requested_rank);
   r->mutable_kv()->set_num_blocks(static_cast<uint64_t>(worker_.kv_num_blocks()));
-  r->mutable_kv()->set_block_tokens(
-      static_cast<uint32_t>(worker_.runner_->cache().options().block_size));
+  r->mutable_kv()->set_block_tokens(static_cast<uint32_t>(o.kv_block_tokens));
   r->set_model_type(c.model_type);
   r->set_vocab_size(static_cast<uint32_t>(c.vocab_size));
-  *r->mutable_model() = DescribeModel(c, worker_.runner_->checkpoint().config_json(), o.model_dir);
+  *r->mutable_model() = DescribeModel(c, worker_.config_json_, o.model_dir);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    if (c.IsMoeLayer(l)) r->add_moe_layers(static_cast<uint32_t>(l));
+  }
   if (!stream_.Write(hello)) return StreamBroken("while registering");
   return absl::OkStatus();
 }
 
 absl::Status Worker::Session::Welcomed(const pb::Welcome& welcome) {
-  if (welcome.world_size() == 0 || welcome.rank() >= welcome.world_size()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the coordinator at ", worker_.options_.coordinator_address, " assigned rank ",
-                     welcome.rank(), " of world size ", welcome.world_size()));
+  auto setup = GroupSetupFromWelcome(welcome, worker_.config());
+  const int32_t deployed = worker_.options_.expected_world_size;
+  if (setup.ok() && deployed > 0 && setup->world_size != static_cast<uint32_t>(deployed)) {
+    setup = absl::FailedPreconditionError(
+        absl::StrCat("Welcome: a group of ", setup->world_size,
+                     " ranks, but this worker was started with --ep-size ", deployed));
   }
-  expected_.rank = welcome.rank();
-  expected_.world_size = welcome.world_size();
+  if (!setup.ok()) {
+    const absl::Status error = absl::FailedPreconditionError(
+        absl::StrCat("the coordinator at ", worker_.options_.coordinator_address,
+                     " sent an invalid ", setup.status().message()));
+    pb::WorkerMessage refusal;
+    refusal.mutable_ready()->set_error(std::string(error.message()));
+    stream_.Write(refusal);  // the coordinator learns why; the session ends either way
+    return error;
+  }
+  expected_.rank = setup->rank;
+  expected_.world_size = setup->world_size;
   expected_.last_step.reset();
-  std::string line =
-      absl::StrCat("registered as rank ", welcome.rank(), " of ", welcome.world_size(), " with ",
-                   worker_.options_.coordinator_address);
+  std::string line = absl::StrCat("registered as rank ", setup->rank, " of ", setup->world_size,
+                                  " with ", worker_.options_.coordinator_address);
   const int32_t asked = worker_.options_.requested_rank;
-  if (asked >= 0 && static_cast<uint32_t>(asked) != welcome.rank()) {
+  if (asked >= 0 && static_cast<uint32_t>(asked) != setup->rank) {
     absl::StrAppend(&line, " (asked for rank ", asked, ")");
   }
   worker_.Log(line);
+  const absl::Status joined = worker_.JoinGroup(*setup, channel_);
+  pb::WorkerMessage ready;
+  pb::Ready* r = ready.mutable_ready();
+  if (!joined.ok()) r->set_error(std::string(joined.message()));
+  if (!stream_.Write(ready)) return StreamBroken("while reporting ready");
+  if (!joined.ok()) return joined;
+  worker_.Log(absl::StrCat(
+      "rank ", setup->rank, " ready: ", worker_.group_->name(),
+      setup->world_size > 1 ? absl::StrCat(", overlap ", setup->overlap ? "on" : "off") : ""));
   return absl::OkStatus();
 }
 
 pb::StepResult Worker::Session::ServeStep(const pb::StepPlan& plan) {
   const auto start = std::chrono::steady_clock::now();
+  StepExecutor& executor = worker_.runner_->executor();
   auto fail = [&](const absl::Status& error) {
     worker_.Log(absl::StrCat("step ", plan.step(), " failed: ", error.ToString()));
+    // The other ranks are in this step's collectives: join them with nothing.
+    if (!executor.last_run_reached_forward()) (void)executor.Run({});
     return FailedStepResult(plan.step(), expected_.rank, error, SecondsSince(start));
   };
   if (absl::Status s = CheckStepPlanHeader(plan, expected_); !s.ok()) return fail(s);
   expected_.last_step = plan.step();
   auto work = StepWorkFromProto(plan);
   if (!work.ok()) return fail(work.status());
-  auto outputs = worker_.runner_->executor().Run(*work);
+  auto outputs = executor.Run(*work);
   if (!outputs.ok()) return fail(outputs.status());
-  return StepResultToProto(plan.step(), expected_.rank, *outputs, SecondsSince(start));
+  pb::StepResult result =
+      StepResultToProto(plan.step(), expected_.rank, *outputs, SecondsSince(start));
+  const ForwardStats& stats = worker_.runner_->model().last_forward_stats();
+  for (size_t l = 0; l < stats.expert_load.size(); ++l) {
+    if (stats.expert_load[l].empty()) continue;
+    pb::ExpertLoad* load = result.add_expert_loads();
+    load->set_layer(static_cast<uint32_t>(l));
+    for (int64_t n : stats.expert_load[l]) load->add_tokens_per_expert(static_cast<uint32_t>(n));
+  }
+  if (expected_.world_size > 1) {  // one rank's "all-to-all" is a local copy
+    result.set_all_to_all_seconds(stats.communication.all_to_all_seconds);
+    result.set_all_to_all_exposed_seconds(stats.communication.exposed_seconds);
+  }
+  return result;
 }
 
 absl::Status Worker::Session::StreamBroken(const char* when) {
@@ -175,18 +217,73 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(const Options& options) {
   if (options.connect_timeout <= std::chrono::milliseconds::zero()) {
     return absl::InvalidArgumentError("the connect timeout must be positive");
   }
+  if (options.kv_cache_tokens <= 0 || options.kv_block_tokens <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the KV cache needs a positive size and block size, got ",
+                     options.kv_cache_tokens, " tokens in blocks of ", options.kv_block_tokens));
+  }
   auto worker = std::unique_ptr<Worker>(new Worker());
   worker->options_ = options;
-  auto runner = ModelRunner::Create(
-      {options.model_dir, options.kv_cache_tokens, options.kv_block_tokens, options.model});
-  if (!runner.ok()) return runner.status();
-  worker->runner_ = *std::move(runner);
+  // Every header is checked now, so a bad checkpoint fails at start-up and
+  // not when the group forms.
+  auto checkpoint = Checkpoint::Open(options.model_dir);
+  if (!checkpoint.ok()) return checkpoint.status();
+  auto config = ParseModelConfig((*checkpoint)->config_json());
+  if (!config.ok()) {
+    return absl::Status(config.status().code(),
+                        absl::StrCat(options.model_dir, "/", config.status().message()));
+  }
+  worker->config_ = *std::move(config);
+  worker->config_json_ = (*checkpoint)->config_json();
   return worker;
+}
+
+absl::Status Worker::JoinGroup(const GroupSetup& setup,
+                               const std::shared_ptr<grpc::Channel>& channel) {
+  std::unique_ptr<Communicator> comm;
+  if (setup.communicator == "gloo") {
+    GlooOptions o;
+    o.rank = static_cast<int>(setup.rank);
+    o.size = static_cast<int>(setup.world_size);
+    o.host = options_.communicator_host;
+    o.prefix = setup.prefix;
+    o.timeout = setup.timeout;
+    auto gloo =
+        GlooCommunicator::Create(o, std::make_shared<CoordinatorStore>(channel, setup.timeout));
+    if (!gloo.ok()) return gloo.status();
+    comm = *std::move(gloo);
+  } else {
+    comm = std::make_unique<LocalCommunicator>();
+  }
+  comm = WithEmulatedLink(std::move(comm), setup.link);
+  if (runner_ != nullptr && loaded_for_.has_value() && loaded_for_->SameModelAs(setup)) {
+    return group_->Replace(std::move(comm));
+  }
+  runner_.reset();  // before the communicator it uses
+  loaded_for_.reset();
+  group_ = std::make_unique<ReplaceableCommunicator>(static_cast<int>(setup.rank),
+                                                     static_cast<int>(setup.world_size));
+  if (absl::Status s = group_->Replace(std::move(comm)); !s.ok()) return s;
+  ModelRunner::Options o{options_.model_dir, options_.kv_cache_tokens, options_.kv_block_tokens,
+                         options_.model};
+  o.model.parallel.comm = setup.world_size > 1 ? group_.get() : nullptr;
+  o.model.parallel.placement = setup.placement;
+  o.model.parallel.micro_batches = setup.micro_batches;
+  o.model.parallel.overlap = setup.overlap;
+  const auto start = std::chrono::steady_clock::now();
+  auto runner = ModelRunner::Create(o);
+  if (!runner.ok()) return runner.status();
+  runner_ = *std::move(runner);
+  loaded_for_ = setup;
+  Log(absl::StrCat("loaded the weights of rank ", setup.rank, " of ", setup.world_size, " in ",
+                   SecondsSince(start), " s"));
+  return absl::OkStatus();
 }
 
 Worker::~Worker() = default;
 
 absl::Status Worker::Run() {
+  registered_in_last_run_ = false;
   const std::string& address = options_.coordinator_address;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
@@ -204,7 +301,8 @@ absl::Status Worker::Run() {
   std::unique_ptr<pb::Coordinator::Stub> stub = pb::Coordinator::NewStub(channel);
   grpc::ClientContext context;
   std::unique_ptr<Session::Stream> stream = stub->Connect(&context);
-  Session session(*this, *stream);
+  registered_in_last_run_ = true;
+  Session session(*this, *stream, channel);
   absl::Status status = session.Serve();
   if (!session.finished()) {
     // Shutdown or a protocol error: close our side, then end the call

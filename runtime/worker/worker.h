@@ -1,7 +1,11 @@
 // The worker process's core: one model on the CPU op set, its paged KV cache,
-// and the session with the coordinator (proto/moeserve/worker/v1/worker.proto)
-// that turns each StepPlan into one StepExecutor::Run and answers it with a
-// StepResult.
+// its place in an expert-parallel group, and the session with the coordinator
+// (proto/moeserve/worker/v1/worker.proto) that turns each StepPlan into one
+// StepExecutor::Run and answers it with a StepResult.
+//
+// The weights are loaded once the coordinator's Welcome says which experts
+// this rank holds; a group formed again with the same placement (after a
+// lost rank) keeps them and only forms a new communicator.
 //
 // The coordinator owns all request state and KV block allocation; the worker
 // owns tensors and executes exactly what each plan says.
@@ -12,11 +16,19 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 #include "runtime/engine/model_runner.h"
+#include "runtime/parallel/communicator.h"
+#include "runtime/worker/group_setup.h"
+
+namespace grpc {
+class Channel;
+}
 
 namespace moeserve {
 
@@ -30,17 +42,23 @@ class Worker {
     int64_t kv_block_tokens = kDefaultKvBlockTokens;
     std::string worker_id;        // stable identity reported at registration (pod name, host:pid)
     int32_t requested_rank = -1;  // the rank to ask for (e.g. a pod ordinal), or -1 for any
+    // The group size this worker was deployed for; a Welcome for another
+    // size is refused. 0 accepts any.
+    int32_t expected_world_size = 0;
     // How long Run waits for the coordinator to accept the connection.
     std::chrono::milliseconds connect_timeout{5000};
+    // Address the other ranks reach this one at for expert-parallel traffic
+    // (its pod IP on Kubernetes).
+    std::string communicator_host = "127.0.0.1";
     ModelOptions model;
     // Receives one-line events an operator wants to see (connected, rank
     // assigned, a step that failed, shutdown), on the Run thread. May be empty.
     std::function<void(const std::string&)> log;
   };
 
-  // Loads the checkpoint and the model with the CPU op set and allocates the
-  // KV cache. InvalidArgument for bad options; the checkpoint's errors as
-  // they come.
+  // Opens and checks the checkpoint and its config; the weights are loaded
+  // after Welcome. InvalidArgument for bad options; the checkpoint's errors
+  // as they come.
   static absl::StatusOr<std::unique_ptr<Worker>> Create(const Options& options);
 
   Worker(const Worker&) = delete;
@@ -53,14 +71,20 @@ class Worker {
   //   Unavailable  the coordinator cannot be reached within connect_timeout,
   //                or the stream broke or was closed without Shutdown;
   //   FailedPrecondition  the coordinator broke the protocol (a plan before
-  //                Welcome, a second Welcome, an invalid Welcome).
+  //                Welcome, a second Welcome, an invalid Welcome);
+  //   the model's or the group's error when the weights cannot be loaded or
+  //                the group cannot be formed (the coordinator is told in Ready).
   // A malformed plan or a failing step does not end the session: its
   // StepResult carries the error and the next plan is served. Run may be
   // called again after it returns; that is a new registration.
   absl::Status Run();
 
-  const ModelConfig& config() const { return runner_->config(); }
-  int64_t kv_num_blocks() const { return runner_->cache().options().num_blocks; }
+  const ModelConfig& config() const { return config_; }
+  int64_t kv_num_blocks() const {
+    return CeilDiv(options_.kv_cache_tokens, options_.kv_block_tokens);
+  }
+  // Whether the last Run got as far as registering (the coordinator was reached).
+  bool registered_in_last_run() const { return registered_in_last_run_; }
 
  private:
   class Session;  // one connection to the coordinator; defined in worker.cc
@@ -68,8 +92,17 @@ class Worker {
   Worker() = default;
   void Log(const std::string& line) const;
 
+  // Loads the model for `setup` unless the loaded one serves it, and forms
+  // the group's communicator.
+  absl::Status JoinGroup(const GroupSetup& setup, const std::shared_ptr<grpc::Channel>& channel);
+
   Options options_;
-  std::unique_ptr<ModelRunner> runner_;
+  ModelConfig config_;
+  nlohmann::json config_json_;
+  bool registered_in_last_run_ = false;
+  std::optional<GroupSetup> loaded_for_;            // the group the model was loaded for
+  std::unique_ptr<ReplaceableCommunicator> group_;  // the model's communicator
+  std::unique_ptr<ModelRunner> runner_;             // uses group_
 };
 
 }  // namespace moeserve

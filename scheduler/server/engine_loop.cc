@@ -9,6 +9,8 @@ namespace moeserve {
 
 struct EngineLoop::Active {
   GenerationRequest request;
+  uint32_t rank = 0;           // where the sequence lives
+  int64_t pending_blocks = 0;  // KV blocks its prompt needs, until first scheduled
   std::string key;
   std::shared_ptr<ResponseSink> sink;
   uint64_t seed = 0;
@@ -52,8 +54,23 @@ const char* MetricReason(v1::FinishReason reason) {
 
 }  // namespace
 
+// One rank of the serving group.
+struct EngineLoop::Rank {
+  std::shared_ptr<WorkerLink> link;
+  std::unique_ptr<scheduler::ContinuousBatcher> batcher;
+  scheduler::StepPlan plan;    // this step's, kept to reuse its buffers
+  int64_t pending_blocks = 0;  // of admitted sequences not yet scheduled
+  int64_t last_preemptions = 0;
+};
+
 EngineLoop::EngineLoop(const Options& options, CoordinatorMetrics& metrics)
-    : options_(options), metrics_(metrics), thread_([this] { Run(); }) {}
+    : options_(options),
+      metrics_(metrics),
+      members_(static_cast<size_t>(std::max(1, options.ep_size))),
+      thread_([this] { Run(); }) {
+  metrics_.workers_expected.Set(static_cast<double>(members_.size()));
+  for (size_t r = 0; r < members_.size(); ++r) metrics_.WorkerUp(static_cast<int>(r)).Set(0);
+}
 
 EngineLoop::~EngineLoop() {
   {
@@ -74,7 +91,7 @@ absl::Status EngineLoop::Submit(const std::string& key, GenerationRequest reques
     }
     if (!ready_.load()) {
       metrics_.Rejected("unavailable").Increment();
-      return absl::UnavailableError("no worker is ready yet; retry shortly");
+      return absl::UnavailableError("the workers are not ready yet; retry shortly");
     }
     const int64_t bound = options_.batcher.max_running_seqs + options_.batcher.max_waiting;
     if (admitted_ >= bound) {
@@ -98,15 +115,44 @@ void EngineLoop::Cancel(const std::string& key) {
   cv_.notify_all();
 }
 
-absl::Status EngineLoop::Attach(std::shared_ptr<WorkerLink> link) {
+absl::StatusOr<std::shared_ptr<WorkerLink>> EngineLoop::Attach(worker::v1::Register reg) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (ready_.load() || pending_worker_ != nullptr) {
-    return absl::AlreadyExistsError(
-        "a worker is already serving; this coordinator runs one worker (world size 1)");
+  const auto size = static_cast<int32_t>(members_.size());
+  for (const auto& m : members_) {
+    if (m == nullptr) continue;
+    const worker::v1::Register& other = m->registration();
+    if (other.model_type() != reg.model_type() || other.vocab_size() != reg.vocab_size() ||
+        other.model().num_routed_experts() != reg.model().num_routed_experts() ||
+        other.model().max_context_tokens() != reg.model().max_context_tokens()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "worker ", reg.worker_id(), " serves ", reg.model_type(), " with vocabulary ",
+          reg.vocab_size(), " and ", reg.model().num_routed_experts(), " experts; rank ", m->rank(),
+          " (", other.worker_id(), ") serves ", other.model_type(), " with vocabulary ",
+          other.vocab_size(), " and ", other.model().num_routed_experts(),
+          " experts: every rank must serve the same model"));
+    }
   }
-  pending_worker_ = std::move(link);
+  int32_t rank = -1;
+  const int32_t asked = reg.requested_rank();
+  if (asked >= size) {
+    return absl::InvalidArgumentError(absl::StrCat("worker ", reg.worker_id(), " asked for rank ",
+                                                   asked, " but the group has ", size,
+                                                   " ranks (--ep-size)"));
+  }
+  if (asked >= 0 && members_[static_cast<size_t>(asked)] == nullptr) rank = asked;
+  for (int32_t r = 0; r < size && rank < 0; ++r) {
+    if (members_[static_cast<size_t>(r)] == nullptr) rank = r;
+  }
+  if (rank < 0) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "all ", size, " ranks are taken", size == 1 ? " (this coordinator runs one worker)" : "",
+        "; worker ", reg.worker_id(), " is not needed"));
+  }
+  auto link = std::make_shared<WorkerLink>(std::move(reg), static_cast<uint32_t>(rank));
+  members_[static_cast<size_t>(rank)] = link;
+  members_changed_ = true;
   cv_.notify_all();
-  return absl::OkStatus();
+  return link;
 }
 
 void EngineLoop::Drain() {
@@ -119,55 +165,181 @@ EngineLoop::Snapshot EngineLoop::snapshot() const {
   return snapshot_;
 }
 
+bool EngineLoop::Busy() const {
+  if (state_ != GroupState::kServing) return false;
+  for (const auto& r : ranks_) {
+    if (!r->batcher->idle()) return true;
+  }
+  return false;
+}
+
 void EngineLoop::Run() {
   for (;;) {
     std::deque<Command> commands;
-    std::shared_ptr<WorkerLink> new_worker;
+    bool members_changed = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      const bool busy = batcher_ != nullptr && !batcher_->idle();
-      cv_.wait_for(lock, std::chrono::milliseconds(busy ? 0 : 100),
-                   [&] { return stop_ || !commands_.empty() || pending_worker_ != nullptr; });
+      const bool busy = Busy() || state_ == GroupState::kForming;
+      cv_.wait_for(lock,
+                   std::chrono::milliseconds(busy ? (state_ == GroupState::kForming ? 5 : 0) : 100),
+                   [&] { return stop_ || !commands_.empty() || members_changed_; });
       if (stop_) break;
       commands.swap(commands_);
-      new_worker.swap(pending_worker_);
+      members_changed = members_changed_;
+      members_changed_ = false;
     }
-    if (new_worker != nullptr) {
-      if (absl::Status s = StartWorker(new_worker); !s.ok())
-        new_worker->Break(std::string(s.message()));
+    // A broken member (its worker gone) loses the group, whatever its state.
+    std::string lost;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& m : members_) {
+        if (m != nullptr && m->broken()) {
+          lost = absl::StrCat("rank ", m->rank(), " (", m->registration().worker_id(),
+                              ") was lost: ", m->broken_reason());
+          break;
+        }
+      }
     }
+    if (!lost.empty()) LoseGroup(lost);
+    if (state_ == GroupState::kWaiting) FormGroup();
+    if (state_ == GroupState::kForming) CheckForming();
     for (Command& c : commands) Apply(std::move(c));
-    if (worker_ != nullptr && worker_->broken()) {
-      FailAll(absl::UnavailableError("the worker was lost"));
-    }
-    if (worker_ != nullptr && batcher_ != nullptr && !batcher_->idle()) {
-      batcher_->Schedule(&plan_);  // reuses the plan's buffers step after step
-      if (!plan_.empty()) RunStep(plan_);
-    }
+    if (state_ == GroupState::kServing && Busy()) RunStep();
+    (void)members_changed;
     PublishSnapshot();
   }
-  FailAll(absl::UnavailableError("the coordinator is shutting down"));
+  FailRequests(absl::UnavailableError("the coordinator is shutting down"));
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& m : members_) {
+    if (m != nullptr) m->Break("the coordinator is shutting down");
+  }
 }
 
-absl::Status EngineLoop::StartWorker(std::shared_ptr<WorkerLink> link) {
-  const worker::v1::Register& r = link->registration();
-  scheduler::ContinuousBatcher::Options o = options_.batcher;
-  o.num_blocks = static_cast<int64_t>(r.kv().num_blocks());
-  o.block_size = r.kv().block_tokens();
-  // Submit bounds admitted requests by max_running_seqs + max_waiting; the
-  // batcher sees arrivals before it can run them, so it gets the same bound.
-  o.max_waiting = options_.batcher.max_waiting + options_.batcher.max_running_seqs;
-  auto batcher = scheduler::ContinuousBatcher::Create(o);
-  if (!batcher.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "worker ", r.worker_id(), " reported an unusable KV cache: ", batcher.status().message()));
+void EngineLoop::FormGroup() {
+  std::vector<std::shared_ptr<WorkerLink>> members;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& m : members_) {
+      if (m == nullptr || m->broken()) return;
+    }
+    members = members_;
   }
-  batcher_ = *std::move(batcher);
-  worker_ = std::move(link);
-  eos_ids_.assign(r.model().eos_token_ids().begin(), r.model().eos_token_ids().end());
-  ready_.store(true);
-  metrics_.workers_up.Set(1);
-  return absl::OkStatus();
+  const worker::v1::Register& first = members[0]->registration();
+  const auto size = static_cast<int32_t>(members.size());
+  const auto experts = static_cast<int32_t>(first.model().num_routed_experts());
+  if (options_.placement.has_value()) {
+    placement_ = *options_.placement;
+    absl::Status s = placement_.ranks != size || placement_.experts != experts
+                         ? absl::FailedPreconditionError(absl::StrCat(
+                               "the expert placement is for ", placement_.ranks, " ranks and ",
+                               placement_.experts, " experts; the group has ", size,
+                               " ranks and the model ", experts, " experts"))
+                         : absl::OkStatus();
+    if (!s.ok()) {
+      LoseGroup(std::string(s.message()));
+      return;
+    }
+  } else {
+    std::vector<int32_t> moe_layers(first.moe_layers().begin(), first.moe_layers().end());
+    placement_ = scheduler::DefaultPlacement(moe_layers, std::max(experts, 1), size,
+                                             options_.redundant_experts);
+  }
+  ++generation_;
+  for (const auto& m : members) {
+    worker::v1::Welcome w;
+    w.set_rank(m->rank());
+    w.set_world_size(static_cast<uint32_t>(size));
+    w.set_communicator(size > 1 ? "gloo" : "local");
+    w.set_communicator_id(absl::StrCat("moeserve/group-", generation_));
+    w.set_communicator_timeout_seconds(absl::ToDoubleSeconds(options_.communicator_timeout));
+    w.set_micro_batches(size > 1 ? 2 : 1);
+    w.set_overlap(size > 1 && options_.overlap);
+    w.mutable_emulated_link()->set_latency_us(options_.emulated_link_latency_us);
+    w.mutable_emulated_link()->set_bandwidth_gbps(options_.emulated_link_gbps);
+    if (experts > 0) {
+      w.mutable_placement()->set_slots_per_rank(static_cast<uint32_t>(placement_.slots_per_rank));
+      for (const auto& [layer, slots] : placement_.layers) {
+        worker::v1::LayerPlacement* lp = w.mutable_placement()->add_layers();
+        lp->set_layer(static_cast<uint32_t>(layer));
+        lp->mutable_slot_expert()->Add(slots.begin(), slots.end());
+      }
+    }
+    m->SendWelcome(std::move(w));
+  }
+  ranks_.clear();
+  for (const auto& m : members) {
+    auto r = std::make_unique<Rank>();
+    r->link = m;
+    ranks_.push_back(std::move(r));
+  }
+  forming_deadline_ = absl::Now() + options_.group_timeout;
+  state_ = GroupState::kForming;
+}
+
+void EngineLoop::CheckForming() {
+  for (const auto& r : ranks_) {
+    std::optional<std::string> ready = r->link->ready();
+    if (ready.has_value() && !ready->empty()) {
+      LoseGroup(absl::StrCat("rank ", r->link->rank(), " could not join the group: ", *ready));
+      return;
+    }
+  }
+  for (const auto& r : ranks_) {
+    if (!r->link->ready().has_value()) {
+      if (absl::Now() > forming_deadline_) {
+        LoseGroup(absl::StrCat("rank ", r->link->rank(), " was not ready within ",
+                               absl::FormatDuration(options_.group_timeout)));
+      }
+      return;
+    }
+  }
+  for (auto& r : ranks_) {
+    const worker::v1::Register& reg = r->link->registration();
+    scheduler::ContinuousBatcher::Options o = options_.batcher;
+    o.num_blocks = static_cast<int64_t>(reg.kv().num_blocks());
+    o.block_size = reg.kv().block_tokens();
+    // Submit bounds admitted requests by max_running_seqs + max_waiting; the
+    // batcher sees arrivals before it can run them, so it gets the same bound.
+    o.max_waiting = options_.batcher.max_waiting + options_.batcher.max_running_seqs;
+    auto batcher = scheduler::ContinuousBatcher::Create(o);
+    if (!batcher.ok()) {
+      LoseGroup(absl::StrCat("worker ", reg.worker_id(),
+                             " reported an unusable KV cache: ", batcher.status().message()));
+      return;
+    }
+    r->batcher = *std::move(batcher);
+  }
+  const worker::v1::Register& first = ranks_[0]->link->registration();
+  eos_ids_.assign(first.model().eos_token_ids().begin(), first.model().eos_token_ids().end());
+  load_window_ = std::make_unique<scheduler::ExpertLoadWindow>(
+      static_cast<int32_t>(first.model().num_routed_experts()), options_.expert_load_window_steps);
+  balancedness_.clear();
+  overlap_window_.clear();
+  state_ = GroupState::kServing;
+  for (const auto& r : ranks_) metrics_.WorkerUp(static_cast<int>(r->link->rank())).Set(1);
+  metrics_.workers_up.Set(static_cast<double>(ranks_.size()));
+  SetReady(true);
+}
+
+void EngineLoop::SetReady(bool ready) {
+  const bool was = ready_.exchange(ready);
+  if (was != ready && options_.on_ready_changed) options_.on_ready_changed(ready);
+}
+
+void EngineLoop::LoseGroup(const std::string& reason) {
+  FailRequests(absl::UnavailableError(absl::StrCat("the worker group was lost: ", reason)));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& m : members_) {
+      if (m != nullptr) m->Break(absl::StrCat("the worker group is being formed again: ", reason));
+      m = nullptr;
+    }
+  }
+  ranks_.clear();
+  state_ = GroupState::kWaiting;
+  for (size_t r = 0; r < members_.size(); ++r) metrics_.WorkerUp(static_cast<int>(r)).Set(0);
+  metrics_.workers_up.Set(0);
+  SetReady(false);
 }
 
 void EngineLoop::Apply(Command c) {
@@ -175,23 +347,34 @@ void EngineLoop::Apply(Command c) {
     auto it = ids_.find(c.key);
     if (it == ids_.end()) return;
     const uint64_t id = it->second;
-    auto finished = batcher_->Abort(id);
+    auto a = active_.find(id);
+    if (state_ != GroupState::kServing || a == active_.end()) return;
+    auto finished = ranks_[a->second->rank]->batcher->Abort(id);
     if (finished.ok()) Finish(id, *finished, false);
     return;
   }
-  if (worker_ == nullptr || batcher_ == nullptr) {
+  if (state_ != GroupState::kServing) {
     std::lock_guard<std::mutex> lock(mu_);
     --admitted_;
-    c.sink->Close(absl::UnavailableError("the worker was lost before the request started"));
+    c.sink->Close(absl::UnavailableError("the worker group was lost before the request started"));
     return;
   }
+  // The rank with the most KV headroom, counting what admitted sequences not
+  // yet scheduled will take, then the fewest sequences.
+  std::vector<scheduler::RankLoad> loads;
+  for (const auto& r : ranks_) {
+    const auto st = r->batcher->stats();
+    loads.push_back({st.num_free_blocks, r->pending_blocks, st.num_running, st.num_waiting});
+  }
+  const auto rank = static_cast<uint32_t>(scheduler::PickRank(loads));
+  Rank& target = *ranks_[rank];
   const uint64_t id = next_sequence_id_++;
   scheduler::Request r;
   r.id = id;
   r.prompt_ids = c.request.prompt_ids;
   r.max_tokens = c.request.stopping.max_tokens.value_or(1);
   r.priority = c.request.priority;
-  if (absl::Status s = batcher_->Add(r); !s.ok()) {
+  if (absl::Status s = target.batcher->Add(r); !s.ok()) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       --admitted_;
@@ -204,6 +387,10 @@ void EngineLoop::Apply(Command c) {
     return;
   }
   auto a = std::make_unique<Active>();
+  a->rank = rank;
+  const int64_t block = std::max<int64_t>(1, target.batcher->options().block_size);
+  a->pending_blocks = (static_cast<int64_t>(c.request.prompt_ids.size()) + block - 1) / block;
+  target.pending_blocks += a->pending_blocks;
   a->seed = c.request.sampling.seed.value_or(std::random_device{}());
   a->arrival = c.arrival;
   a->sink = std::move(c.sink);
@@ -215,16 +402,18 @@ void EngineLoop::Apply(Command c) {
   active_[id] = std::move(a);
 }
 
-worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan) {
+worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, uint32_t rank) {
   worker::v1::StepPlan wp;
-  wp.set_step(plan.step);
-  wp.set_rank(0);
-  wp.set_world_size(1);
+  wp.set_step(steps_run_ + 1);
+  wp.set_rank(rank);
+  wp.set_world_size(static_cast<uint32_t>(ranks_.size()));
   const absl::Time now = absl::Now();
   for (const scheduler::ScheduledSequence& s : plan.seqs) {
     Active& a = *active_.at(s.id);
     if (!a.first_scheduled.has_value()) {
       a.first_scheduled = now;
+      ranks_[a.rank]->pending_blocks -= a.pending_blocks;
+      a.pending_blocks = 0;
       metrics_.queue_time.Observe(Seconds(now - a.arrival));
     }
     worker::v1::SequenceWork* w = wp.add_sequences();
@@ -258,40 +447,112 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan) {
   return wp;
 }
 
-void EngineLoop::RunStep(const scheduler::StepPlan& plan) {
+void EngineLoop::RunStep() {
   const absl::Time start = absl::Now();
-  auto result = worker_->RunStep(ToWorkerPlan(plan), options_.step_timeout);
-  if (!result.ok()) {
-    FailAll(
-        absl::UnavailableError(absl::StrCat("the worker was lost: ", result.status().message())));
-    return;
+  bool any = false;
+  for (auto& r : ranks_) {
+    r->batcher->Schedule(&r->plan);  // reuses the plan's buffers step after step
+    any = any || !r->plan.empty();
   }
-  if (!result->error().empty()) {
-    // The worker could not run this step; its requests fail, the rest go on.
-    for (const scheduler::ScheduledSequence& s : plan.seqs) {
+  if (!any) return;
+  // Every rank gets its plan, empty or not: all of them join every
+  // collective of the step.
+  for (auto& r : ranks_) {
+    if (absl::Status s = r->link->SendPlan(ToWorkerPlan(r->plan, r->link->rank())); !s.ok()) {
+      LoseGroup(absl::StrCat("rank ", r->link->rank(), ": ", s.message()));
+      return;
+    }
+  }
+  const absl::Time deadline = absl::Now() + options_.step_timeout;
+  std::vector<worker::v1::StepResult> results;
+  for (auto& r : ranks_) {
+    auto result = r->link->AwaitResult(deadline);
+    if (!result.ok()) {
+      LoseGroup(absl::StrCat("rank ", r->link->rank(), ": ", result.status().message()));
+      return;
+    }
+    results.push_back(*std::move(result));
+  }
+  ++steps_run_;
+  for (size_t i = 0; i < ranks_.size(); ++i) {
+    if (results[i].error().empty()) continue;
+    if (ranks_.size() > 1) {
+      // A failed rank may have left its collectives half done: the group's
+      // state cannot be trusted any more.
+      LoseGroup(absl::StrCat("rank ", i, " failed step ", steps_run_, ": ", results[i].error()));
+      return;
+    }
+    // One worker: its step's requests fail, the rest go on.
+    Rank& rank = *ranks_[i];
+    for (const scheduler::ScheduledSequence& s : rank.plan.seqs) {
       auto it = active_.find(s.id);
       if (it == active_.end()) continue;
       it->second->sink->Close(
-          absl::InternalError(absl::StrCat("the worker failed the step: ", result->error())));
-      (void)batcher_->Abort(s.id);
+          absl::InternalError(absl::StrCat("the worker failed the step: ", results[i].error())));
+      (void)rank.batcher->Abort(s.id);
       ids_.erase(it->second->key);
       active_.erase(it);
       std::lock_guard<std::mutex> lock(mu_);
       --admitted_;
     }
     scheduler::StepResult empty;
-    empty.step = plan.step;
-    (void)batcher_->OnStepResult(empty);
+    empty.step = rank.plan.step;
+    (void)rank.batcher->OnStepResult(empty);
     return;
   }
-  ++steps_run_;
+  int64_t tokens = 0;
+  for (const auto& r : ranks_) tokens += r->plan.num_tokens();
   metrics_.step_duration.Observe(Seconds(absl::Now() - start));
-  metrics_.step_tokens.Observe(static_cast<double>(plan.num_tokens()));
-  HandleOutputs(plan, *result);
+  metrics_.step_tokens.Observe(static_cast<double>(tokens));
+  RecordParallelStats(results);
+  for (size_t i = 0; i < ranks_.size() && state_ == GroupState::kServing; ++i) {
+    HandleOutputs(*ranks_[i], results[i]);
+  }
 }
 
-void EngineLoop::HandleOutputs(const scheduler::StepPlan& plan,
-                               const worker::v1::StepResult& result) {
+void EngineLoop::RecordParallelStats(const std::vector<worker::v1::StepResult>& results) {
+  double a2a = 0, exposed = 0;
+  std::map<int32_t, std::vector<int64_t>> loads;
+  for (const worker::v1::StepResult& r : results) {
+    a2a += r.all_to_all_seconds();
+    exposed += r.all_to_all_exposed_seconds();
+    for (const worker::v1::ExpertLoad& l : r.expert_loads()) {
+      auto& sum = loads[static_cast<int32_t>(l.layer())];
+      sum.resize(static_cast<size_t>(l.tokens_per_expert_size()), 0);
+      for (int e = 0; e < l.tokens_per_expert_size() && static_cast<size_t>(e) < sum.size(); ++e) {
+        sum[static_cast<size_t>(e)] += l.tokens_per_expert(e);
+      }
+    }
+  }
+  metrics_.all_to_all_seconds.Increment(a2a);
+  metrics_.all_to_all_exposed_seconds.Increment(std::min(exposed, a2a));
+  overlap_window_.emplace_back(a2a, std::min(exposed, a2a));
+  while (overlap_window_.size() > 64) overlap_window_.pop_front();
+  double total = 0, shown = 0;
+  for (const auto& [t, e] : overlap_window_) {
+    total += t;
+    shown += e;
+  }
+  if (total > 0) metrics_.overlap_ratio.Set(1.0 - shown / total);
+  if (load_window_ != nullptr && !loads.empty()) {
+    load_window_->Add(loads);
+    // Balancedness moves slowly; recomputing it every 16 steps is plenty.
+    if (steps_run_ % 16 == 1) {
+      const scheduler::LoadTrace totals = load_window_->Totals();
+      for (const auto& [layer, load] : totals.layers) {
+        auto it = placement_.layers.find(layer);
+        if (it == placement_.layers.end()) continue;
+        const double b =
+            scheduler::Balancedness(load, it->second, placement_.ranks, placement_.slots_per_rank);
+        balancedness_[layer] = b;
+        metrics_.ExpertBalancedness(layer).Set(b);
+      }
+    }
+  }
+}
+
+void EngineLoop::HandleOutputs(Rank& rank, const worker::v1::StepResult& result) {
+  const scheduler::StepPlan& plan = rank.plan;
   absl::flat_hash_map<uint64_t, const scheduler::ScheduledSequence*> scheduled;
   for (const auto& s : plan.seqs) scheduled[s.id] = &s;
   scheduler::StepResult sr;
@@ -353,10 +614,10 @@ void EngineLoop::HandleOutputs(const scheduler::StepPlan& plan,
     }
     a.sink->Send(std::move(response));
   }
-  auto finished = batcher_->OnStepResult(sr);
+  auto finished = rank.batcher->OnStepResult(sr);
   if (!finished.ok()) {
-    FailAll(absl::InternalError(
-        absl::StrCat("scheduler rejected the worker's result: ", finished.status().message())));
+    LoseGroup(absl::StrCat("the scheduler rejected rank ", rank.link->rank(),
+                           "'s result: ", finished.status().message()));
     return;
   }
   for (const scheduler::FinishedSequence& f : *finished) {
@@ -391,13 +652,15 @@ void EngineLoop::Finish(uint64_t id, const scheduler::FinishedSequence& f, bool 
     a.sink->Send(std::move(response));
     a.sink->Close(absl::OkStatus());
   }
+  if (a.pending_blocks > 0 && a.rank < ranks_.size())
+    ranks_[a.rank]->pending_blocks -= a.pending_blocks;
   ids_.erase(a.key);
   active_.erase(it);
   std::lock_guard<std::mutex> lock(mu_);
   --admitted_;
 }
 
-void EngineLoop::FailAll(const absl::Status& status) {
+void EngineLoop::FailRequests(const absl::Status& status) {
   for (auto& [id, a] : active_) {
     a->sink->Close(status);
     metrics_.Finished("abort").Increment();
@@ -408,32 +671,63 @@ void EngineLoop::FailAll(const absl::Status& status) {
   }
   active_.clear();
   ids_.clear();
-  if (worker_ != nullptr) worker_->Break(std::string(status.message()));
-  worker_.reset();
-  batcher_.reset();
-  ready_.store(false);
-  metrics_.workers_up.Set(0);
+  for (auto& r : ranks_) r->pending_blocks = 0;
 }
 
 void EngineLoop::PublishSnapshot() {
   Snapshot s;
-  if (batcher_ != nullptr) {
-    const auto st = batcher_->stats();
-    s.running = st.num_running;
-    s.waiting = st.num_waiting;
-    s.kv_usage_ratio = st.kv_usage_ratio;
-    s.kv_blocks_total = batcher_->options().num_blocks;
-    s.kv_blocks_used = s.kv_blocks_total - st.num_free_blocks;
-    metrics_.preemptions.Increment(
-        static_cast<double>(std::max<int64_t>(0, st.num_preemptions - last_preemptions_)));
-    last_preemptions_ = st.num_preemptions;
+  s.world_size = static_cast<int32_t>(members_.size());
+  if (state_ == GroupState::kServing) {
+    for (auto& r : ranks_) {
+      const auto st = r->batcher->stats();
+      RankSnapshot rs;
+      rs.rank = r->link->rank();
+      rs.worker_id = r->link->registration().worker_id();
+      rs.ready = true;
+      rs.kv_blocks_total = r->batcher->options().num_blocks;
+      rs.kv_blocks_used = rs.kv_blocks_total - st.num_free_blocks;
+      rs.kv_block_tokens = r->link->registration().kv().block_tokens();
+      rs.running = st.num_running;
+      s.running += st.num_running;
+      s.waiting += st.num_waiting;
+      s.kv_blocks_total += rs.kv_blocks_total;
+      s.kv_blocks_used += rs.kv_blocks_used;
+      metrics_.preemptions.Increment(
+          static_cast<double>(std::max<int64_t>(0, st.num_preemptions - r->last_preemptions)));
+      r->last_preemptions = st.num_preemptions;
+      s.ranks.push_back(rs);
+    }
+    s.kv_usage_ratio = s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used) /
+                                                   static_cast<double>(s.kv_blocks_total)
+                                             : 0.0;
+    s.placement = placement_;
+    s.balancedness = balancedness_;
   }
-  if (worker_ != nullptr) s.worker = worker_->registration();
   s.in_flight_requests = static_cast<int64_t>(active_.size());
   metrics_.requests_running.Set(static_cast<double>(s.running));
   metrics_.requests_waiting.Set(static_cast<double>(s.waiting));
   metrics_.kv_cache_usage_ratio.Set(s.kv_usage_ratio);
   std::lock_guard<std::mutex> lock(mu_);
+  if (state_ != GroupState::kServing) {
+    for (const auto& m : members_) {
+      if (m == nullptr) continue;
+      RankSnapshot rs;
+      rs.rank = m->rank();
+      rs.worker_id = m->registration().worker_id();
+      rs.kv_block_tokens = m->registration().kv().block_tokens();
+      rs.kv_blocks_total = static_cast<int64_t>(m->registration().kv().num_blocks());
+      s.ranks.push_back(rs);
+    }
+  }
+  // Admission checks against rank 0's model and the smallest KV cache.
+  for (const auto& m : members_) {
+    if (m == nullptr) continue;
+    if (!s.worker.has_value()) {
+      s.worker = m->registration();
+    } else if (m->registration().kv().num_blocks() < s.worker->kv().num_blocks()) {
+      *s.worker->mutable_kv() = m->registration().kv();
+    }
+  }
   s.step = steps_run_;
   snapshot_ = s;
 }

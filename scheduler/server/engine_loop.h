@@ -1,8 +1,13 @@
 // The coordinator's engine loop: one thread that owns all scheduling state
-// (the continuous batcher and the requests in flight), turns each batcher
-// plan into a StepPlan for the worker, and turns each StepResult into
-// streamed tokens. gRPC handlers only submit and cancel; they never touch the
-// batcher.
+// (the expert-parallel group of worker ranks, one continuous batcher per rank,
+// the requests in flight and the expert loads), forms the group when every
+// rank has registered, sends every rank its StepPlan for each step in
+// lockstep, and turns the StepResults into streamed tokens. gRPC handlers
+// only submit, cancel and attach workers; they never touch the batchers.
+//
+// Losing any rank loses the group: every step needs every rank. Requests in
+// flight then end with UNAVAILABLE, the other ranks are told to register
+// again, and serving resumes when the group is whole.
 #ifndef MOESERVE_SCHEDULER_SERVER_ENGINE_LOOP_H_
 #define MOESERVE_SCHEDULER_SERVER_ENGINE_LOOP_H_
 
@@ -11,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,6 +30,8 @@
 #include "moeserve/v1/inference.pb.h"
 #include "scheduler/admission/generation_request.h"
 #include "scheduler/batching/continuous_batcher.h"
+#include "scheduler/placement/expert_load_window.h"
+#include "scheduler/placement/expert_placement.h"
 #include "scheduler/server/metrics.h"
 #include "scheduler/server/worker_link.h"
 
@@ -42,8 +50,26 @@ class ResponseSink {
 class EngineLoop {
  public:
   struct Options {
-    scheduler::ContinuousBatcher::Options batcher;  // num_blocks comes from the worker
+    scheduler::ContinuousBatcher::Options batcher;  // num_blocks comes from each worker
     absl::Duration step_timeout = absl::Seconds(60);
+    // Worker ranks of the expert-parallel group; steps start once all are ready.
+    int32_t ep_size = 1;
+    // Redundant expert replicas in all (spare slots), when `placement` is unset.
+    int32_t redundant_experts = 0;
+    // Where every MoE layer's experts live; unset: DefaultPlacement.
+    std::optional<scheduler::Placement> placement;
+    // Two micro-batches per step, the all-to-all overlapping compute.
+    bool overlap = true;
+    double emulated_link_latency_us = 0;
+    double emulated_link_gbps = 0;
+    absl::Duration communicator_timeout = absl::Seconds(30);
+    // How long ranks may take from Welcome to Ready (loading weights, forming
+    // the communicator) before the group is formed again.
+    absl::Duration group_timeout = absl::Seconds(600);
+    // Steps of expert loads kept for balancedness and placements.
+    int64_t expert_load_window_steps = 1000;
+    // Runs on the engine thread when the service becomes ready or stops being so.
+    std::function<void(bool)> on_ready_changed;
   };
 
   EngineLoop(const Options& options, CoordinatorMetrics& metrics);
@@ -51,21 +77,32 @@ class EngineLoop {
 
   // Thread safe. Admits a validated request under `key` (unique per call,
   // chosen by the caller); its responses go to `sink`. RESOURCE_EXHAUSTED
-  // when the waiting queue is full, UNAVAILABLE when no worker is ready or
-  // the service is draining. On error nothing is sent.
+  // when the waiting queue is full, UNAVAILABLE when the group is not ready
+  // or the service is draining. On error nothing is sent.
   absl::Status Submit(const std::string& key, GenerationRequest request,
                       std::shared_ptr<ResponseSink> sink);
   // Thread safe. Ends the request with CANCELLED and frees its KV blocks
   // within one step. Unknown keys are ignored.
   void Cancel(const std::string& key);
 
-  // Thread safe. A worker registered; it becomes the serving worker when
-  // there is none. Fails if one is already serving.
-  absl::Status Attach(std::shared_ptr<WorkerLink> link);
+  // Thread safe. A worker registered: assigns it its requested rank if that
+  // is free, else the lowest free one, and returns the link its handler
+  // serves. ALREADY_EXISTS when every rank is taken, FAILED_PRECONDITION
+  // when it serves another model than the ranks already registered.
+  absl::StatusOr<std::shared_ptr<WorkerLink>> Attach(worker::v1::Register registration);
   bool ready() const { return ready_.load(); }
   void Drain();
   bool draining() const { return draining_.load(); }
 
+  struct RankSnapshot {
+    uint32_t rank = 0;
+    std::string worker_id;  // empty while the rank is not registered
+    bool ready = false;
+    int64_t kv_blocks_total = 0;
+    int64_t kv_blocks_used = 0;
+    uint32_t kv_block_tokens = 0;
+    int64_t running = 0;
+  };
   struct Snapshot {
     int64_t running = 0;
     int64_t waiting = 0;
@@ -74,12 +111,19 @@ class EngineLoop {
     int64_t kv_blocks_used = 0;
     uint64_t step = 0;
     int64_t in_flight_requests = 0;
+    int32_t world_size = 1;
+    // A registration of the group (rank 0 first), with the smallest KV cache
+    // of any rank: what admission checks against. Unset until a rank registers.
     std::optional<worker::v1::Register> worker;
+    std::vector<RankSnapshot> ranks;
+    scheduler::Placement placement;          // once the group has formed
+    std::map<int32_t, double> balancedness;  // by MoE layer, over the load window
   };
   Snapshot snapshot() const;
 
  private:
   struct Active;
+  struct Rank;
   struct Command {
     enum Kind { kSubmit, kCancel } kind;
     GenerationRequest request;
@@ -87,15 +131,21 @@ class EngineLoop {
     std::string key;
     absl::Time arrival;
   };
+  enum class GroupState { kWaiting, kForming, kServing };
 
   void Run();
   void Apply(Command command);
-  absl::Status StartWorker(std::shared_ptr<WorkerLink> link);
-  void RunStep(const scheduler::StepPlan& plan);
-  worker::v1::StepPlan ToWorkerPlan(const scheduler::StepPlan& plan);
-  void HandleOutputs(const scheduler::StepPlan& plan, const worker::v1::StepResult& result);
+  void FormGroup();
+  void CheckForming();
+  void LoseGroup(const std::string& reason);
+  void RunStep();
+  worker::v1::StepPlan ToWorkerPlan(const scheduler::StepPlan& plan, uint32_t rank);
+  void HandleOutputs(Rank& rank, const worker::v1::StepResult& result);
+  void RecordParallelStats(const std::vector<worker::v1::StepResult>& results);
   void Finish(uint64_t id, const scheduler::FinishedSequence& finished, bool stop_token);
-  void FailAll(const absl::Status& status);
+  void FailRequests(const absl::Status& status);
+  void SetReady(bool ready);
+  bool Busy() const;
   void PublishSnapshot();
 
   const Options options_;
@@ -104,7 +154,8 @@ class EngineLoop {
   mutable std::mutex mu_;  // guards the fields up to `snapshot_`
   std::condition_variable cv_;
   std::deque<Command> commands_;
-  std::shared_ptr<WorkerLink> pending_worker_;
+  std::vector<std::shared_ptr<WorkerLink>> members_;  // by rank; null while missing
+  bool members_changed_ = false;
   bool stop_ = false;
   int64_t admitted_ = 0;  // submitted and not finished, for the queue bound
   Snapshot snapshot_;
@@ -113,16 +164,19 @@ class EngineLoop {
   std::atomic<bool> draining_{false};
 
   // Engine thread only.
-  std::shared_ptr<WorkerLink> worker_;
-  std::unique_ptr<scheduler::ContinuousBatcher> batcher_;
+  GroupState state_ = GroupState::kWaiting;
+  uint64_t generation_ = 0;
+  absl::Time forming_deadline_;
+  std::vector<std::unique_ptr<Rank>> ranks_;  // the serving group, by rank
+  scheduler::Placement placement_;
+  std::unique_ptr<scheduler::ExpertLoadWindow> load_window_;
+  std::map<int32_t, double> balancedness_;
+  std::deque<std::pair<double, double>> overlap_window_;           // (all-to-all, exposed) per step
   absl::flat_hash_map<uint64_t, std::unique_ptr<Active>> active_;  // by sequence id
   absl::flat_hash_map<std::string, uint64_t> ids_;                 // key -> sequence id
   uint64_t next_sequence_id_ = 1;
   std::vector<int32_t> eos_ids_;
-  int64_t last_preemptions_ = 0;
   uint64_t steps_run_ = 0;
-  scheduler::StepPlan plan_;  // the current step's plan, kept to reuse its buffers  // batcher's
-                              // cumulative count at the last snapshot
 
   std::thread thread_;  // last: starts after every field is initialised
 };

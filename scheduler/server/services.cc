@@ -207,7 +207,7 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     return reactor;
   }
   *response = snap.worker->model();
-  response->set_world_size(1);
+  response->set_world_size(static_cast<uint32_t>(snap.world_size));
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -216,25 +216,36 @@ grpc::ServerUnaryReactor* AdminService::GetClusterState(grpc::CallbackServerCont
                                                         const v1::GetClusterStateRequest* request,
                                                         v1::ClusterState* response) {
   const EngineLoop::Snapshot snap = loop_.snapshot();
-  response->set_world_size(1);
+  response->set_world_size(static_cast<uint32_t>(snap.world_size));
   response->set_running_requests(static_cast<uint32_t>(snap.running));
   response->set_waiting_requests(static_cast<uint32_t>(snap.waiting));
   response->set_kv_usage_ratio(snap.kv_usage_ratio);
   response->set_draining(loop_.draining());
   response->set_step(snap.step);
-  if (snap.worker.has_value()) {
+  for (const EngineLoop::RankSnapshot& r : snap.ranks) {
     v1::WorkerState* w = response->add_workers();
-    w->set_rank(0);
-    w->set_address(snap.worker->worker_id());
-    w->set_status(loop_.ready() ? v1::WORKER_STATUS_READY : v1::WORKER_STATUS_LOST);
-    w->set_kv_blocks_total(static_cast<uint64_t>(snap.kv_blocks_total));
-    w->set_kv_blocks_used(static_cast<uint64_t>(snap.kv_blocks_used));
-    w->set_kv_block_tokens(snap.worker->kv().block_tokens());
-    w->set_running_sequences(static_cast<uint32_t>(snap.running));
+    w->set_rank(r.rank);
+    w->set_address(r.worker_id);
+    w->set_status(r.ready ? v1::WORKER_STATUS_READY : v1::WORKER_STATUS_STARTING);
+    w->set_kv_blocks_total(static_cast<uint64_t>(r.kv_blocks_total));
+    w->set_kv_blocks_used(static_cast<uint64_t>(r.kv_blocks_used));
+    w->set_kv_block_tokens(r.kv_block_tokens);
+    w->set_running_sequences(static_cast<uint32_t>(r.running));
     w->set_last_step(snap.step);
-    response->mutable_placement()->set_logical_experts(snap.worker->model().num_routed_experts());
-    response->mutable_placement()->set_physical_slots_per_rank(
-        snap.worker->model().num_routed_experts());
+  }
+  if (snap.worker.has_value()) {
+    v1::PlacementSummary* p = response->mutable_placement();
+    p->set_logical_experts(snap.worker->model().num_routed_experts());
+    p->set_physical_slots_per_rank(snap.placement.slots_per_rank > 0
+                                       ? static_cast<uint32_t>(snap.placement.slots_per_rank)
+                                       : snap.worker->model().num_routed_experts());
+    p->set_redundant_replicas(static_cast<uint32_t>(std::max(0, snap.placement.redundant())));
+    for (const auto& [layer, slots] : snap.placement.layers) {
+      v1::LayerPlacement* l = p->add_layers();
+      l->set_layer(static_cast<uint32_t>(layer));
+      auto b = snap.balancedness.find(layer);
+      l->set_balancedness(b == snap.balancedness.end() ? 1.0 : b->second);
+    }
   }
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
@@ -266,35 +277,110 @@ grpc::Status CoordinatorService::Connect(
                         absl::StrCat("worker ", reg.worker_id(),
                                      " registered without a KV cache or model description"));
   }
-  auto link = std::make_shared<WorkerLink>(reg);
-  if (absl::Status s = loop_.Attach(link); !s.ok()) return ToGrpc(s);
-  worker::v1::CoordinatorMessage welcome;
-  welcome.mutable_welcome()->set_rank(0);
-  welcome.mutable_welcome()->set_world_size(1);
-  if (!stream->Write(welcome)) {
-    link->Break(absl::StrCat("worker ", reg.worker_id(), " disconnected before its first step"));
-    return grpc::Status::CANCELLED;
+  auto attached = loop_.Attach(reg);
+  if (!attached.ok()) return ToGrpc(attached.status());
+  std::shared_ptr<WorkerLink> link = *std::move(attached);
+  // Breaking the link (the group re-forming, a step timeout) ends a Read
+  // blocked on this worker.
+  link->SetOnBreak([context] { context->TryCancel(); });
+  const std::string who = absl::StrCat("worker ", reg.worker_id(), " (rank ", link->rank(), ")");
+
+  // Welcome once every rank has registered, then Ready.
+  std::optional<worker::v1::Welcome> welcome;
+  while (!welcome.has_value()) {
+    if (context->IsCancelled() || link->broken()) {
+      link->Break(absl::StrCat(who, " disconnected before its group formed"));
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, link->broken_reason());
+    }
+    welcome = link->TakeWelcome(absl::Milliseconds(200));
   }
-  on_ready_();
+  worker::v1::CoordinatorMessage out;
+  *out.mutable_welcome() = *std::move(welcome);
+  worker::v1::WorkerMessage in;
+  if (!stream->Write(out) || !stream->Read(&in) || !in.has_ready()) {
+    link->Break(absl::StrCat(who, " disconnected or broke the protocol before Ready"));
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, link->broken_reason());
+  }
+  link->DeliverReady(in.ready().error());
+  if (!in.ready().error().empty()) {
+    // The engine loop forms the group again; this worker registers anew.
+    link->Break(absl::StrCat(who, " could not join the group: ", in.ready().error()));
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, link->broken_reason());
+  }
+
   while (!context->IsCancelled() && !link->broken()) {
     std::optional<worker::v1::StepPlan> plan = link->TakePlan(absl::Milliseconds(200));
     if (!plan.has_value()) continue;
-    worker::v1::CoordinatorMessage out;
+    out.Clear();
     *out.mutable_step_plan() = *std::move(plan);
-    worker::v1::WorkerMessage in;
+    in.Clear();
     if (!stream->Write(out) || !stream->Read(&in)) {
-      link->Break(absl::StrCat("worker ", reg.worker_id(), " disconnected"));
+      link->Break(absl::StrCat(who, " disconnected"));
       break;
     }
     if (!in.has_step_result() || in.step_result().step() != out.step_plan().step()) {
-      link->Break(absl::StrCat("worker ", reg.worker_id(), " answered step ",
-                               out.step_plan().step(), " with something else"));
+      link->Break(
+          absl::StrCat(who, " answered step ", out.step_plan().step(), " with something else"));
       break;
     }
     link->Deliver(std::move(*in.mutable_step_result()));
   }
-  link->Break(absl::StrCat("worker ", reg.worker_id(), " disconnected"));
-  on_lost_();
+  link->Break(absl::StrCat(who, " disconnected"));
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, link->broken_reason());
+}
+
+namespace {
+
+// The group generation of a rendezvous key "moeserve/group-<n>/...", or 0.
+uint64_t KeyGeneration(const std::string& key) {
+  const std::string kPrefix = "moeserve/group-";
+  if (key.compare(0, kPrefix.size(), kPrefix) != 0) return 0;
+  uint64_t n = 0;
+  for (size_t i = kPrefix.size(); i < key.size() && key[i] >= '0' && key[i] <= '9'; ++i) {
+    n = n * 10 + static_cast<uint64_t>(key[i] - '0');
+  }
+  return n;
+}
+
+}  // namespace
+
+grpc::Status CoordinatorService::StoreSet(grpc::ServerContext* context,
+                                          const worker::v1::StoreSetRequest* request,
+                                          worker::v1::StoreSetResponse* response) {
+  const uint64_t generation = KeyGeneration(request->key());
+  if (generation == 0 || request->value().size() > (1 << 20)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("rendezvous key \"", request->key().substr(0, 100),
+                                     "\" is not a group key or its value exceeds 1 MiB"));
+  }
+  std::lock_guard<std::mutex> lock(store_mu_);
+  if (generation < store_generation_) {
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("group ", generation, " was superseded by group ", store_generation_));
+  }
+  if (generation > store_generation_) {
+    store_.clear();  // a newer group: the older ones' addresses are stale
+    store_generation_ = generation;
+  }
+  store_[request->key()] = request->value();
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::StoreGet(grpc::ServerContext* context,
+                                          const worker::v1::StoreGetRequest* request,
+                                          worker::v1::StoreGetResponse* response) {
+  std::lock_guard<std::mutex> lock(store_mu_);
+  for (const std::string& key : request->keys()) {
+    auto it = store_.find(key);
+    if (it == store_.end()) {
+      response->Clear();
+      response->set_found(false);
+      return grpc::Status::OK;
+    }
+    response->add_values(it->second);
+  }
+  response->set_found(true);
   return grpc::Status::OK;
 }
 

@@ -5,7 +5,9 @@
 #define MOESERVE_SCHEDULER_SERVER_SERVICES_H_
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 
 #include "grpcpp/grpcpp.h"
 #include "moeserve/v1/admin.grpc.pb.h"
@@ -63,24 +65,27 @@ class AdminService final : public v1::Admin::CallbackService {
   std::function<void()> on_drain_;
 };
 
-// Workers connect here. Synchronous API: one handler thread per connected
-// worker carries its plans and results.
+// Workers connect here, and the ranks of a Gloo group meet in its rendezvous
+// store. Synchronous API: one handler thread per connected worker carries its
+// Welcome, plans and results. Health follows the engine loop's readiness.
 class CoordinatorService final : public worker::v1::Coordinator::Service {
  public:
-  // `on_ready` runs when a worker is attached (turns health SERVING),
-  // `on_lost` when it goes away.
-  CoordinatorService(EngineLoop& loop, std::function<void()> on_ready,
-                     std::function<void()> on_lost)
-      : loop_(loop), on_ready_(std::move(on_ready)), on_lost_(std::move(on_lost)) {}
+  explicit CoordinatorService(EngineLoop& loop) : loop_(loop) {}
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<worker::v1::CoordinatorMessage,
                                                 worker::v1::WorkerMessage>* stream) override;
+  grpc::Status StoreSet(grpc::ServerContext* context, const worker::v1::StoreSetRequest* request,
+                        worker::v1::StoreSetResponse* response) override;
+  grpc::Status StoreGet(grpc::ServerContext* context, const worker::v1::StoreGetRequest* request,
+                        worker::v1::StoreGetResponse* response) override;
 
  private:
   EngineLoop& loop_;
-  std::function<void()> on_ready_;
-  std::function<void()> on_lost_;
+  std::mutex store_mu_;
+  // Keys of the newest group generation only ("moeserve/group-<n>/...").
+  uint64_t store_generation_ = 0;
+  std::map<std::string, std::string> store_;
 };
 
 }  // namespace moeserve

@@ -4,24 +4,71 @@
 
 namespace moeserve {
 
-absl::StatusOr<worker::v1::StepResult> WorkerLink::RunStep(const worker::v1::StepPlan& plan,
-                                                           absl::Duration timeout) {
+void WorkerLink::SetOnBreak(std::function<void()> on_break) {
+  bool call = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    on_break_ = std::move(on_break);
+    call = !broken_reason_.empty();
+  }
+  if (call && on_break_) on_break_();
+}
+
+void WorkerLink::SendWelcome(worker::v1::Welcome welcome) {
+  std::lock_guard<std::mutex> lock(mu_);
+  welcome_ = std::move(welcome);
+  ready_.reset();
+  cv_.notify_all();
+}
+
+std::optional<worker::v1::Welcome> WorkerLink::TakeWelcome(absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+               [&] { return welcome_.has_value() || !broken_reason_.empty(); });
+  if (!broken_reason_.empty() || !welcome_.has_value()) return std::nullopt;
+  std::optional<worker::v1::Welcome> w = std::move(welcome_);
+  welcome_.reset();
+  return w;
+}
+
+void WorkerLink::DeliverReady(std::string error) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ready_ = std::move(error);
+  cv_.notify_all();
+}
+
+std::optional<std::string> WorkerLink::ready() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ready_;
+}
+
+absl::Status WorkerLink::SendPlan(worker::v1::StepPlan plan) {
+  std::lock_guard<std::mutex> lock(mu_);
   if (!broken_reason_.empty()) return absl::UnavailableError(broken_reason_);
-  plan_ = plan;
+  awaited_step_ = plan.step();
+  plan_ = std::move(plan);
   result_.reset();
   cv_.notify_all();
-  const bool done = cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                                 [&] { return result_.has_value() || !broken_reason_.empty(); });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<worker::v1::StepResult> WorkerLink::AwaitResult(absl::Time deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const bool done = cv_.wait_until(lock, absl::ToChronoTime(deadline),
+                                   [&] { return result_.has_value() || !broken_reason_.empty(); });
   if (!broken_reason_.empty()) return absl::UnavailableError(broken_reason_);
   if (!done) {
-    broken_reason_ = absl::StrCat("worker ", registration_.worker_id(), " did not answer step ",
-                                  plan.step(), " within ", absl::FormatDuration(timeout));
+    broken_reason_ = absl::StrCat("worker ", registration_.worker_id(), " (rank ", rank_,
+                                  ") did not answer step ", awaited_step_.value_or(0), " in time");
     cv_.notify_all();
-    return absl::UnavailableError(broken_reason_);
+    auto on_break = on_break_;
+    lock.unlock();
+    if (on_break) on_break();
+    return absl::UnavailableError(absl::StrCat(broken_reason_));
   }
   worker::v1::StepResult result = std::move(*result_);
   result_.reset();
+  awaited_step_.reset();
   return result;
 }
 
@@ -42,14 +89,25 @@ void WorkerLink::Deliver(worker::v1::StepResult result) {
 }
 
 void WorkerLink::Break(const std::string& reason) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (broken_reason_.empty()) broken_reason_ = reason;
-  cv_.notify_all();
+  std::function<void()> on_break;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!broken_reason_.empty()) return;
+    broken_reason_ = reason;
+    on_break = on_break_;
+    cv_.notify_all();
+  }
+  if (on_break) on_break();
 }
 
 bool WorkerLink::broken() const {
   std::lock_guard<std::mutex> lock(mu_);
   return !broken_reason_.empty();
+}
+
+std::string WorkerLink::broken_reason() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return broken_reason_;
 }
 
 }  // namespace moeserve

@@ -1,8 +1,12 @@
 // moeserve-coordinator: the gRPC front door. Admits requests, batches them
 // continuously and drives the worker that registers with it.
+#include <atomic>
 #include <csignal>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -11,6 +15,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/exposer.h"
+#include "scheduler/placement/expert_placement.h"
 #include "scheduler/server/engine_loop.h"
 #include "scheduler/server/metrics.h"
 #include "scheduler/server/services.h"
@@ -23,7 +28,7 @@ constexpr char kUsage[] = R"(Usage: moeserve-coordinator [flags]
 
 Serves the moeserve gRPC API (moeserve.v1.Inference, moeserve.v1.Admin,
 grpc.health.v1 health, server reflection) and the worker protocol on one
-port. Health is NOT_SERVING until a worker has registered and while draining.
+port. Health is NOT_SERVING until every worker rank is ready and while draining.
 
   --listen ADDR             address to serve gRPC on (default 0.0.0.0:50051)
   --metrics-port N          Prometheus /metrics port, 0 to disable (default 9400)
@@ -33,6 +38,29 @@ port. Health is NOT_SERVING until a worker has registered and while draining.
                             RESOURCE_EXHAUSTED (default 1024)
   --step-timeout-seconds S  a worker that takes longer for one step is lost (default 60)
   --no-prefix-caching       do not reuse KV blocks of common prompt prefixes
+
+Expert parallelism:
+  --ep-size N               worker ranks of the group; each holds a slice of the
+                            experts and its own sequences; steps start once all N
+                            are ready (default 1)
+  --redundant-experts N     extra expert replicas in all, spread over the ranks,
+                            when no --placement is given (default 0)
+  --placement FILE          expert placement JSON (see `moeserve placement`):
+                            {"ranks", "slots_per_rank", "experts", "layers"}
+  --no-overlap              run each micro-batch's all-to-all inline instead of
+                            overlapping it with the other micro-batch's compute
+  --communicator-timeout-seconds S  forming the group and each collective fail
+                            after this long, so a lost rank cannot hang the
+                            others (default 30)
+  --group-timeout-seconds S how long ranks may take from Welcome to ready
+                            (loading weights) before the group is formed again
+                            (default 600)
+  --expert-load-window-steps N  steps of expert loads behind the balancedness
+                            metric and Admin's placement summary (default 1000)
+  --emulated-link-latency-us US, --emulated-link-gbps GB
+                            benchmarks only: make every all-to-all take at least
+                            this latency plus bytes / bandwidth, to set the
+                            comm:compute ratio of NVLink or InfiniBand on CPUs
 )";
 
 int Fail(const absl::Status& s) {
@@ -41,10 +69,13 @@ int Fail(const absl::Status& s) {
 }
 
 int Main(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(argv,
-                          {"listen", "metrics-port", "max-batch-tokens", "max-running-seqs",
-                           "max-waiting", "step-timeout-seconds"},
-                          {"no-prefix-caching", "help"});
+  auto args =
+      Args::Parse(argv,
+                  {"listen", "metrics-port", "max-batch-tokens", "max-running-seqs", "max-waiting",
+                   "step-timeout-seconds", "ep-size", "redundant-experts", "placement",
+                   "communicator-timeout-seconds", "group-timeout-seconds",
+                   "expert-load-window-steps", "emulated-link-latency-us", "emulated-link-gbps"},
+                  {"no-prefix-caching", "no-overlap", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << kUsage;
@@ -67,6 +98,50 @@ int Main(const std::vector<std::string>& argv) {
     return Fail(absl::InvalidArgumentError(
         "--max-batch-tokens, --max-running-seqs and --step-timeout-seconds must be positive, "
         "--max-waiting non-negative"));
+  }
+
+  auto ep_size = args->Int("ep-size", 1);
+  auto redundant = args->Int("redundant-experts", 0);
+  auto comm_timeout = args->Double("communicator-timeout-seconds", 30);
+  auto group_timeout = args->Double("group-timeout-seconds", 600);
+  auto window = args->Int("expert-load-window-steps", 1000);
+  auto latency = args->Double("emulated-link-latency-us", 0);
+  auto gbps = args->Double("emulated-link-gbps", 0);
+  for (const absl::Status& s :
+       {ep_size.status(), redundant.status(), comm_timeout.status(), group_timeout.status(),
+        window.status(), latency.status(), gbps.status()}) {
+    if (!s.ok()) return Fail(s);
+  }
+  if (*ep_size < 1 || *ep_size > 4096) {
+    return Fail(
+        absl::InvalidArgumentError(absl::StrCat("--ep-size must be in [1, 4096], got ", *ep_size)));
+  }
+  if (*redundant < 0 || *redundant > 65536) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--redundant-experts must be in [0, 65536], got ", *redundant)));
+  }
+  if (!(*comm_timeout > 0) || !(*group_timeout > 0) || *window < 1 || !(*latency >= 0) ||
+      !(*gbps >= 0)) {
+    return Fail(absl::InvalidArgumentError(
+        "--communicator-timeout-seconds, --group-timeout-seconds and "
+        "--expert-load-window-steps must be positive, the emulated link non-negative"));
+  }
+  std::optional<scheduler::Placement> placement;
+  if (auto path = args->Get("placement"); path.has_value()) {
+    std::ifstream in(*path);
+    if (!in)
+      return Fail(absl::InvalidArgumentError(absl::StrCat("cannot read --placement ", *path)));
+    std::stringstream text;
+    text << in.rdbuf();
+    auto parsed = scheduler::ParsePlacementJson(text.str());
+    if (!parsed.ok()) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(*path, ": ", parsed.status().message())));
+    }
+    if (parsed->ranks != *ep_size) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          *path, " places experts on ", parsed->ranks, " ranks but --ep-size is ", *ep_size)));
+    }
+    placement = *std::move(parsed);
   }
 
   // Block the stop signals in every thread; the main thread waits for them.
@@ -94,20 +169,35 @@ int Main(const std::vector<std::string>& argv) {
   options.batcher.max_waiting = *waiting;
   options.batcher.enable_prefix_caching = !args->Has("no-prefix-caching");
   options.step_timeout = absl::Seconds(*timeout);
-  EngineLoop loop(options, metrics);
+  options.ep_size = static_cast<int32_t>(*ep_size);
+  options.redundant_experts = static_cast<int32_t>(*redundant);
+  options.placement = placement;
+  options.overlap = !args->Has("no-overlap");
+  options.communicator_timeout = absl::Seconds(*comm_timeout);
+  options.group_timeout = absl::Seconds(*group_timeout);
+  options.expert_load_window_steps = *window;
+  options.emulated_link_latency_us = *latency;
+  options.emulated_link_gbps = *gbps;
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  std::unique_ptr<grpc::Server> server;
-  auto set_serving = [&server, &loop](bool serving) {
+  std::atomic<grpc::Server*> serving_server{nullptr};
+  std::atomic<bool> draining{false};
+  auto set_serving = [&serving_server, &draining](bool serving) {
+    grpc::Server* server = serving_server.load();
     if (server != nullptr && server->GetHealthCheckService() != nullptr) {
-      server->GetHealthCheckService()->SetServingStatus(serving && !loop.draining());
+      server->GetHealthCheckService()->SetServingStatus(serving && !draining.load());
     }
   };
+  options.on_ready_changed = set_serving;
+  EngineLoop loop(options, metrics);
+  std::unique_ptr<grpc::Server> server;
   InferenceService inference(loop, metrics);
-  AdminService admin(loop, [&] { set_serving(false); });
-  CoordinatorService coordinator(
-      loop, [&] { set_serving(true); }, [&] { set_serving(false); });
+  AdminService admin(loop, [&] {
+    draining = true;
+    set_serving(false);
+  });
+  CoordinatorService coordinator(loop);
   grpc::ServerBuilder builder;
   int bound_port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &bound_port);
@@ -119,15 +209,18 @@ int Main(const std::vector<std::string>& argv) {
   if (server == nullptr || bound_port == 0) {
     return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", listen)));
   }
-  set_serving(false);
+  serving_server = server.get();
+  set_serving(loop.ready());
   std::cerr << "moeserve-coordinator: serving on " << listen << " (port " << bound_port << ")"
             << (*metrics_port > 0 ? absl::StrCat(", metrics on :", *metrics_port) : "")
-            << "; waiting for a worker\n";
+            << "; waiting for " << *ep_size << (*ep_size == 1 ? " worker" : " worker ranks")
+            << "\n";
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
   std::cerr << "moeserve-coordinator: stopping on signal " << signal << "\n";
   set_serving(false);
+  serving_server = nullptr;
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return 0;
 }

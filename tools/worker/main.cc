@@ -7,6 +7,7 @@
 #include <chrono>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -19,9 +20,12 @@ namespace {
 
 constexpr char kUsage[] = R"(Usage: moeserve-worker --coordinator ADDR --model DIR [flags]
 
-Runs one worker of a moeserve deployment: loads the model (CPU), connects to
-the coordinator, registers with its KV cache capacity, then executes the steps
-the coordinator plans until it is told to shut down.
+Runs one worker of a moeserve deployment: checks the model (CPU), connects to
+the coordinator and registers with its KV cache capacity; once the coordinator
+has assigned its rank and expert placement, loads its weights, joins the
+expert-parallel group and executes the steps the coordinator plans until it is
+told to shut down. When the group breaks (another rank was lost) or the
+coordinator restarts, it registers again, keeping its weights.
 
   --coordinator ADDR         host:port of the coordinator's worker endpoint (required)
   --model DIR                Hugging Face checkpoint directory: config.json and
@@ -31,15 +35,24 @@ the coordinator plans until it is told to shut down.
                              blocks of 64 (default 16384)
   --worker-id ID             identity reported to the coordinator, e.g. the pod name
                              (default HOSTNAME:PID)
-  --rank N                   the rank to ask the coordinator for, e.g. the pod
-                             ordinal; -1 lets the coordinator choose (default -1)
+  --rank N                   the rank to ask the coordinator for, e.g. pod ordinal
+                             x GPUs per pod + local GPU; -1 lets the coordinator
+                             choose (default -1)
+  --ep-size N                the coordinator's --ep-size; a group of another size
+                             is refused (default: accept the coordinator's)
+  --communicator-host HOST   address the other ranks reach this worker at for
+                             expert-parallel traffic, e.g. the pod IP
+                             (default 127.0.0.1)
+  --reconnect-seconds S      after losing the coordinator, keep trying to register
+                             again for this long before exiting (default 60; 0
+                             exits at once)
   --connect-timeout-seconds S  how long to wait for the coordinator to accept the
                              connection before giving up (default 5)
   --help                     show this text
 
 Exit status: 0 after the coordinator's Shutdown, 1 when the model cannot be
-loaded, the coordinator cannot be reached or the connection is lost, 2 for bad
-flags. Progress and errors go to stderr.
+loaded, the coordinator cannot be reached at start, or the connection stays
+lost for --reconnect-seconds, 2 for bad flags. Progress and errors go to stderr.
 )";
 
 constexpr char kPrefix[] = "moeserve-worker: ";
@@ -89,6 +102,20 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
   }
   o.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(*timeout * 1000.0 + 0.5));
   if (o.connect_timeout.count() == 0) o.connect_timeout = std::chrono::milliseconds(1);
+  auto ep_size = args.Int("ep-size", 0);
+  if (!ep_size.ok()) return ep_size.status();
+  if (*ep_size < 0 || *ep_size > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ep-size must be in [1, 4096], got ", *ep_size));
+  }
+  if (*ep_size > 0 && o.requested_rank >= *ep_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rank ", o.requested_rank, " is outside a group of --ep-size ", *ep_size));
+  }
+  o.expected_world_size = static_cast<int32_t>(*ep_size);
+  o.communicator_host = args.Get("communicator-host").value_or("127.0.0.1");
+  if (o.communicator_host.empty())
+    return absl::InvalidArgumentError("--communicator-host is empty");
   if (!args.positional().empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("unexpected argument \"", args.positional()[0], "\" (see --help)"));
@@ -97,10 +124,10 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
 }
 
 int Main(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(
-      argv,
-      {"coordinator", "model", "kv-cache-tokens", "worker-id", "rank", "connect-timeout-seconds"},
-      {"help"});
+  auto args = Args::Parse(argv,
+                          {"coordinator", "model", "kv-cache-tokens", "worker-id", "rank",
+                           "connect-timeout-seconds", "communicator-host", "reconnect-seconds"},
+                          {"help"});
   if (!args.ok()) return BadFlags(args.status());
   if (args->Has("help")) {
     std::cout << kUsage;
@@ -108,6 +135,12 @@ int Main(const std::vector<std::string>& argv) {
   }
   auto options = ParseFlags(*args);
   if (!options.ok()) return BadFlags(options.status());
+  auto reconnect = args->Double("reconnect-seconds", 60.0);
+  if (!reconnect.ok()) return BadFlags(reconnect.status());
+  if (!(*reconnect >= 0.0 && *reconnect <= 86400.0)) {
+    return BadFlags(absl::InvalidArgumentError(
+        absl::StrCat("--reconnect-seconds must be in [0, 86400], got ", *reconnect)));
+  }
   options->log = [](const std::string& line) { std::cerr << kPrefix << line << std::endl; };
 
   auto worker = Worker::Create(*options);
@@ -117,16 +150,32 @@ int Main(const std::vector<std::string>& argv) {
     return 1;
   }
   const ModelConfig& c = (*worker)->config();
-  std::cerr << kPrefix << "loaded " << c.model_type << " from " << options->model_dir
+  std::cerr << kPrefix << "checked " << c.model_type << " in " << options->model_dir
             << " (vocabulary " << c.vocab_size << "), KV cache " << (*worker)->kv_num_blocks()
             << " blocks of " << options->kv_block_tokens << " tokens; worker id "
             << options->worker_id << std::endl;
-  const absl::Status status = (*worker)->Run();
-  if (!status.ok()) {
+  // A broken session (the group re-forming after a lost rank, a coordinator
+  // restart) is followed by a new registration; the weights stay loaded.
+  auto lost_since = std::chrono::steady_clock::now();
+  bool ever_registered = false;
+  for (;;) {
+    const absl::Status status = (*worker)->Run();
+    if (status.ok()) return 0;
     std::cerr << kPrefix << status.message() << "\n";
-    return 1;
+    // Never reached: a wrong address, not a transient loss.
+    if (status.code() != absl::StatusCode::kUnavailable) return 1;
+    if ((*worker)->registered_in_last_run()) {
+      ever_registered = true;
+      lost_since = std::chrono::steady_clock::now();
+    }
+    if (!ever_registered) return 1;
+    const double lost =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - lost_since).count();
+    if (lost >= *reconnect) return 1;
+    std::cerr << kPrefix << "registering again (giving up after " << *reconnect
+              << " s without the coordinator)" << std::endl;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  return 0;
 }
 
 }  // namespace

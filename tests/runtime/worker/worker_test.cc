@@ -183,11 +183,19 @@ bool Send(ServerStream* stream, const pb::CoordinatorMessage& message) {
   return stream->Write(message);
 }
 
+// Sends Welcome and waits for the worker's Ready (it loads its weights then).
 bool SendWelcome(ServerStream* stream, uint32_t rank, uint32_t world_size) {
   pb::CoordinatorMessage m;
   m.mutable_welcome()->set_rank(rank);
   m.mutable_welcome()->set_world_size(world_size);
-  return Send(stream, m);
+  if (!Send(stream, m)) return false;
+  pb::WorkerMessage ready;
+  if (!stream->Read(&ready) || !ready.has_ready()) {
+    ADD_FAILURE() << "no Ready after Welcome: " << ready.DebugString();
+    return false;
+  }
+  EXPECT_EQ(ready.ready().error(), "");
+  return ready.ready().error().empty();
 }
 
 bool SendShutdown(ServerStream* stream, const std::string& reason) {
@@ -315,7 +323,7 @@ TEST(WorkerTest, GreedyTokensThroughStepPlansMatchTheReference) {
   EXPECT_EQ(reg->model().model_name(), "deepseek_v3_small_bf16");
   EXPECT_EQ(reg->model().vocab_size(), vocab);
   EXPECT_GT(reg->model().max_context_tokens(), 0u);
-  ASSERT_TRUE(SendWelcome(stream, 0, 1));
+  ASSERT_TRUE(SendWelcome(stream, 0, 1)) << worker.log();
 
   // Blocks of 4 tokens, out of order: prompt (6) + generated tokens fit 4.
   const std::vector<uint32_t> blocks = {6, 1, 4, 2};
@@ -404,24 +412,24 @@ TEST(WorkerTest, MalformedPlansAreAnsweredWithErrorsAndServingGoesOn) {
   ServerStream* stream = coordinator.AwaitWorker(std::chrono::seconds(30));
   ASSERT_NE(stream, nullptr);
   ASSERT_TRUE(ReadRegister(stream).has_value());
-  ASSERT_TRUE(SendWelcome(stream, 1, 2));
+  ASSERT_TRUE(SendWelcome(stream, 0, 1));
 
   struct Expect {
     pb::StepPlan plan;
     const char* error;  // empty: the step succeeds
   };
   std::vector<Expect> script;
-  script.push_back({Plan(1, 0, 2), "addressed to rank 0 of 2, but this worker is rank 1 of 2"});
-  script.push_back({Plan(2, 1, 2), ""});
-  script.push_back({Plan(2, 1, 2), "step 2 does not follow the last step answered, 2"});
-  script.push_back({Plan(3, 1, 3), "rank 1 of 3"});
-  pb::StepPlan penalty = Plan(4, 1, 2);
+  script.push_back({Plan(1, 1, 2), "addressed to rank 1 of 2, but this worker is rank 0 of 1"});
+  script.push_back({Plan(2, 0, 1), ""});
+  script.push_back({Plan(2, 0, 1), "step 2 does not follow the last step answered, 2"});
+  script.push_back({Plan(3, 0, 3), "rank 0 of 3"});
+  pb::StepPlan penalty = Plan(4, 0, 1);
   AddGreedyWork(penalty, 1, {5, 6}, 2, {0})->mutable_sampling()->set_presence_penalty(0.5f);
   script.push_back({penalty, "UNIMPLEMENTED"});
-  pb::StepPlan short_table = Plan(5, 1, 2);
+  pb::StepPlan short_table = Plan(5, 0, 1);
   AddGreedyWork(short_table, 1, {5, 6, 7, 8, 9}, 5, {0});  // 5 tokens need 2 blocks of 4
   script.push_back({short_table, "INVALID_ARGUMENT"});
-  pb::StepPlan no_sampling = Plan(6, 1, 2);
+  pb::StepPlan no_sampling = Plan(6, 0, 1);
   AddGreedyWork(no_sampling, 1, {5, 6}, 2, {0})->set_sample(false);
   no_sampling.mutable_sequences(0)->clear_sampling();
   script.push_back({no_sampling, ""});
@@ -430,7 +438,7 @@ TEST(WorkerTest, MalformedPlansAreAnsweredWithErrorsAndServingGoesOn) {
     const std::optional<pb::StepResult> r = RunStep(stream, e.plan);
     ASSERT_TRUE(r.has_value()) << "step " << e.plan.step();
     EXPECT_EQ(r->step(), e.plan.step());
-    EXPECT_EQ(r->rank(), 1u);
+    EXPECT_EQ(r->rank(), 0u);
     if (std::string(e.error).empty()) {
       EXPECT_EQ(r->error(), "") << "step " << e.plan.step();
       EXPECT_EQ(r->outputs_size(), e.plan.sequences_size());
