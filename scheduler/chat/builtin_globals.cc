@@ -8,6 +8,7 @@
 
 #include "absl/strings/cord.h"
 #include "scheduler/chat/builtins.h"
+#include "scheduler/chat/evaluator.h"
 #include "scheduler/chat/operators.h"
 #include "scheduler/chat/str_cat.h"
 
@@ -88,11 +89,12 @@ absl::StatusOr<Value> Dict(const Callable& fn, CallArgs& args, Renderer&) {
   return Value::Object(*std::move(items));
 }
 
-absl::StatusOr<Value> Namespace(const Callable& fn, CallArgs& args, Renderer&) {
+absl::StatusOr<Value> Namespace(const Callable& fn, CallArgs& args, Renderer& renderer) {
   absl::StatusOr<std::vector<std::pair<std::string, Value>>> items = DictItems(fn, args);
   if (!items.ok()) return items.status();
   auto ns = std::make_shared<NamespaceData>();
   ns->attrs = *std::move(items);
+  renderer.TrackNamespace(ns);
   return Value::Namespace(std::move(ns));
 }
 

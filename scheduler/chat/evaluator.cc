@@ -48,6 +48,8 @@ absl::StatusOr<std::string> Renderer::Render(std::vector<std::pair<std::string, 
   ExecList(ast_.body, top);
   out_ = nullptr;
   root_ = nullptr;
+  for (const auto& ns : namespaces_) ns->attrs.clear();
+  namespaces_.clear();
   if (failed()) return error_;
   return out;
 }
@@ -120,7 +122,7 @@ Renderer::Flow Renderer::Exec(const Stmt& stmt, Scope& scope) {
         if (!scope.alive) scope.alive = std::make_shared<bool>(true);
         macro->closure_scope = &scope;
         macro->closure_alive = scope.alive;
-        for (const Scope* s = &scope; s != root_; s = s->parent) {
+        for (const Scope* s = &scope; s != nullptr && s != root_; s = s->parent) {
           for (const auto& [name, value] : s->vars) {
             auto& snapshot = macro->closure_snapshot;
             if (std::none_of(snapshot.begin(), snapshot.end(),

@@ -67,6 +67,10 @@ class Renderer {
   absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& input, CallArgs args);
   absl::StatusOr<bool> ApplyTest(std::string_view name, const Value& input, CallArgs args);
   const RenderLimits& limits() const { return limits_; }
+  // Namespaces are the only mutable values, hence the only way to build a
+  // reference cycle ({% set ns.me = ns %}); the renderer empties every
+  // namespace of the render when it ends, so that none leaks.
+  void TrackNamespace(std::shared_ptr<NamespaceData> ns) { namespaces_.push_back(std::move(ns)); }
 
  private:
   enum class Flow { kNormal, kBreak, kContinue };
@@ -110,6 +114,7 @@ class Renderer {
   std::string* out_ = nullptr;  // where output goes: the result or a capture
   Scope* root_ = nullptr;       // the template's top scope, parent of macro scopes
   int depth_ = 0;               // active Eval/Exec/macro frames
+  std::vector<std::shared_ptr<NamespaceData>> namespaces_;  // created by this render
 };
 
 }  // namespace moeserve::jinja
