@@ -78,7 +78,8 @@ BpeModel::BpeModel() : cache_(std::make_unique<Cache>()) {}
 BpeModel::~BpeModel() = default;
 
 absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& config,
-                                                             const std::string& field) {
+                                                             const std::string& field,
+                                                             const VocabEntries* vocab) {
   if (!config.is_object()) return FieldError(field, "expected an object");
   const auto type = config.find("type");
   if (type != config.end() && !(type->is_string() && type->get<std::string>() == "BPE")) {
@@ -98,17 +99,23 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& config,
   }
   std::unique_ptr<BpeModel> model(new BpeModel);
 
-  const auto vocab = config.find("vocab");
-  if (vocab == config.end() || !vocab->is_object()) {
+  const auto vocab_object = config.find("vocab");
+  if (vocab_object == config.end() || !vocab_object->is_object()) {
     return FieldError(absl::StrCat(field, ".vocab"), "expected an object of token -> id");
   }
+  VocabEntries from_config;
+  if (vocab == nullptr) {
+    for (const auto& [token, id] : vocab_object->items()) from_config.emplace_back(token, id);
+    vocab = &from_config;
+  }
   model->vocab_.reserve(vocab->size());
-  for (const auto& [token, id] : vocab->items()) {
+  for (const auto& [token, id] : *vocab) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
       return FieldError(absl::StrCat(field, ".vocab[\"", token, "\"]"),
                         absl::StrCat("id ", id.dump(), " is not a non-negative 32-bit integer"));
     }
-    model->vocab_.emplace(token, id.get<int32_t>());
+    // A repeated token keeps its last id, as a JSON object keeps its last value.
+    model->vocab_.insert_or_assign(token, id.get<int32_t>());
   }
 
   const auto merges = config.find("merges");

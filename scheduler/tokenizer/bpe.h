@@ -10,23 +10,30 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "nlohmann/json_fwd.hpp"
+#include "nlohmann/json.hpp"
 
 namespace moeserve {
 
 class BpeModel {
  public:
+  // Entries of the "vocab" object, in file order.
+  using VocabEntries = std::vector<std::pair<std::string, nlohmann::json>>;
+
   // `config` is the "model" object of tokenizer.json; `field` its path, for
   // errors. Supports unk_token, fuse_unk and ignore_merges; rejects dropout,
   // byte_fallback, and non-empty continuing_subword_prefix /
   // end_of_word_suffix, naming the field. Every merge's parts and result must
-  // be in the vocabulary.
+  // be in the vocabulary. The vocabulary comes from `vocab` when given (the
+  // loader streams it out of the file: as a JSON object it is slow to build)
+  // or else from config["vocab"].
   static absl::StatusOr<std::unique_ptr<BpeModel>> FromJson(const nlohmann::json& config,
-                                                            const std::string& field);
+                                                            const std::string& field,
+                                                            const VocabEntries* vocab = nullptr);
   ~BpeModel();
   BpeModel(const BpeModel&) = delete;
   BpeModel& operator=(const BpeModel&) = delete;

@@ -294,6 +294,21 @@ bool IsOnigurumaSpace(char32_t cp) {
          cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
+namespace {
+
+// Whether text[begin, end) is all Oniguruma whitespace, as a match of the
+// lookahead tail is.
+bool AllSpace(std::string_view text, size_t begin, size_t end) {
+  while (begin < end) {
+    size_t length;
+    if (!IsOnigurumaSpace(DecodeUtf8(text.substr(begin), &length))) return false;
+    begin += length;
+  }
+  return true;
+}
+
+}  // namespace
+
 SplitRegex::~SplitRegex() = default;
 
 absl::StatusOr<std::unique_ptr<SplitRegex>> SplitRegex::Create(std::string_view pattern) {
@@ -319,33 +334,40 @@ void SplitRegex::ForEachMatch(std::string_view text,
                               absl::FunctionRef<void(size_t, size_t)> match) const {
   const re2::StringPiece input(text.data(), text.size());
   size_t pos = 0;
+  // Whether the last match ended at `pos`. Pre-tokenizer patterns mostly
+  // match back to back; then a match anchored at `pos`, when there is one,
+  // is the leftmost match, and RE2 finds it with one forward DFA pass instead
+  // of the forward and reverse passes of an unanchored search.
+  bool adjacent = true;
   re2::StringPiece m;
-  while (pos < text.size() &&
-         re_->Match(input, pos, text.size(), RE2::UNANCHORED, &m, /*nsubmatch=*/1)) {
+  while (pos < text.size()) {
+    if (!(adjacent && re_->Match(input, pos, text.size(), RE2::ANCHOR_START, &m, 1)) &&
+        !re_->Match(input, pos, text.size(), RE2::UNANCHORED, &m, /*nsubmatch=*/1)) {
+      break;
+    }
     const auto begin = static_cast<size_t>(m.data() - text.data());
     size_t end = begin + m.size();
     if (end == begin) {  // empty match: step over one character
       size_t length;
       DecodeUtf8(text.substr(begin), &length);
       pos = begin + length;
+      adjacent = false;
       continue;
     }
-    if (translated_.whitespace_lookahead_tail && end < text.size()) {
-      size_t first_length;
-      if (IsOnigurumaSpace(DecodeUtf8(text.substr(begin), &first_length))) {
-        size_t last = end - 1;  // first byte of the match's last character
-        while ((static_cast<unsigned char>(text[last]) & 0xC0) == 0x80) --last;
-        re2::StringPiece groups[2];
-        // Anchored at both ends, the highest-priority match of [begin, end)
-        // is the one found above, so group 1 tells whether the tail made it.
-        if (last > begin &&
-            re_->Match(input, begin, end, RE2::ANCHOR_BOTH, groups, /*nsubmatch=*/2) &&
-            groups[1].data() != nullptr) {
-          end = last;  // followed by a non-space: the tail gives one back
-        }
+    if (translated_.whitespace_lookahead_tail && end < text.size() && AllSpace(text, begin, end)) {
+      size_t last = end - 1;  // first byte of the match's last character
+      while ((static_cast<unsigned char>(text[last]) & 0xC0) == 0x80) --last;
+      re2::StringPiece groups[2];
+      // Anchored at both ends, the highest-priority match of [begin, end) is
+      // the one found above, so group 1 tells whether the tail made it.
+      if (last > begin &&
+          re_->Match(input, begin, end, RE2::ANCHOR_BOTH, groups, /*nsubmatch=*/2) &&
+          groups[1].data() != nullptr) {
+        end = last;  // followed by a non-space: the tail gives one back
       }
     }
     match(begin, end);
+    adjacent = begin == pos;
     pos = end;
   }
 }

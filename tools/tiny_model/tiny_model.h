@@ -2,7 +2,9 @@
 // each architecture: the same tensor names, dtypes, FP8 scale layout
 // (128x128 blocks, partial blocks at the edges), the MTP module's tensors,
 // config.json with every field the real model has, an index and several
-// shards. Every path a full-size checkpoint takes is exercised on these.
+// shards, and the published tokenizer files with a vocabulary (and BOS/EOS
+// ids) to match. Every path a full-size checkpoint takes is exercised on
+// these.
 #ifndef MOESERVE_TOOLS_TINY_MODEL_TINY_MODEL_H_
 #define MOESERVE_TOOLS_TINY_MODEL_TINY_MODEL_H_
 
@@ -23,6 +25,15 @@ enum class TinySize { kTiny, kSmall };
 absl::StatusOr<TinyArch> ParseTinyArch(const std::string& name);    // deepseek_v3|kimi_k2|qwen3_moe
 absl::StatusOr<TinyDtype> ParseTinyDtype(const std::string& name);  // bf16|fp8
 
+// The cache tools/setup.sh fills: $MOESERVE_CACHE_DIR, else
+// $XDG_CACHE_HOME/moeserve, else $HOME/.cache/moeserve (as setup.sh has it).
+std::string MoeserveCacheDir();
+
+// Where tools/setup.sh puts the published tokenizer files (tokenizer.json and
+// tokenizer_config.json) of `arch`: DeepSeek-V3's for deepseek_v3 and kimi_k2,
+// Qwen3's for qwen3_moe.
+std::string DefaultTokenizerDir(TinyArch arch);
+
 struct TinyModelOptions {
   TinyArch arch = TinyArch::kDeepseekV3;
   TinyDtype dtype = TinyDtype::kBf16;
@@ -30,6 +41,10 @@ struct TinyModelOptions {
   std::string out_dir;  // created if missing; existing model files are overwritten
   uint64_t seed = 0;
   int num_shards = 3;  // >= 1; 1 writes a single model.safetensors and no index
+  // Holds the tokenizer.json and tokenizer_config.json copied into a kTiny
+  // model; empty: DefaultTokenizerDir(arch). (kSmall models get no
+  // tokenizer: their vocabulary is smaller than one.)
+  std::string tokenizer_dir;
 };
 
 absl::Status MakeTinyModel(const TinyModelOptions& options);
