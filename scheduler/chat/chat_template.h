@@ -62,10 +62,11 @@ class ChatTemplate {
   // run (syntax error, unsupported tag, unknown filter or test).
   static absl::StatusOr<std::unique_ptr<ChatTemplate>> FromTokenizerConfig(
       const std::filesystem::path& path_or_dir);
-  // From template source; `named` maps names to sources when a model has
-  // several ("default" must be among them).
+  // From template source, with the same checks.
   static absl::StatusOr<std::unique_ptr<ChatTemplate>> Create(const std::string& source,
                                                               ChatSpecialTokens special_tokens);
+  // From several named templates, as some models publish ("default" must be
+  // among them; "tool_use" is picked when tools are given).
   static absl::StatusOr<std::unique_ptr<ChatTemplate>> CreateNamed(
       const std::map<std::string, std::string>& named, ChatSpecialTokens special_tokens);
 

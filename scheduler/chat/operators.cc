@@ -291,8 +291,8 @@ absl::StatusOr<Value> GetSlice(const Value& obj, const Value& start, const Value
   for (int k = 0; k < 3; ++k) {
     if (parts[k]->is_integral()) {
       bounds[k] = parts[k]->int_value();
-    } else if (!parts[k]->is_none() && !parts[k]->is_undefined()) {
-      return Value::Undefined("slice indices must be integers or None");
+    } else if (!parts[k]->is_none()) {
+      return TypeError("slice indices must be integers or None or have an __index__ method");
     }
   }
   if (bounds[2] && *bounds[2] == 0) return absl::InvalidArgumentError("slice step cannot be zero");
@@ -314,7 +314,8 @@ absl::StatusOr<Value> GetSlice(const Value& obj, const Value& start, const Value
     }
     return Value::String(EncodeUtf8(out));
   }
-  return Value::Undefined(Cat("'", obj.TypeName(), "' object is not subscriptable"));
+  if (obj.is_object()) return TypeError("unhashable type: 'slice'");
+  return TypeError(Cat("'", obj.TypeName(), "' object is not subscriptable"));
 }
 
 absl::StatusOr<int64_t> Length(const Value& v) {

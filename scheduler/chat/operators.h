@@ -35,7 +35,9 @@ absl::StatusOr<std::vector<Value>> Iterate(const Value& v);
 // obj.name and obj[key] with the sandbox's rules.
 absl::StatusOr<Value> GetAttr(const Value& obj, std::string_view name);
 absl::StatusOr<Value> GetItem(const Value& obj, const Value& key);
-// obj[start:stop:step]; each bound is none/unset or an int.
+// obj[start:stop:step]; each bound is None (unset) or an int. Jinja slices
+// with Python's own subscription, so a bad bound or an object that cannot be
+// sliced is an error, not undefined.
 absl::StatusOr<Value> GetSlice(const Value& obj, const Value& start, const Value& stop,
                                const Value& step);
 // len(v), or an error for types without a length.

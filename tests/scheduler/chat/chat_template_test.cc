@@ -116,6 +116,10 @@ TEST(ChatTemplateTest, KnownPromptsOfThePublishedTemplates) {
   options.add_generation_prompt = true;
   EXPECT_EQ(*Load("deepseek_v3")->Render(messages, options),
             "<｜begin▁of▁sentence｜>S<｜User｜>Hi<｜Assistant｜>");
+  // nlohmann::json converts (its keys come sorted, which no template here shows).
+  const nlohmann::json unordered = nlohmann::json::parse(messages.dump());
+  EXPECT_EQ(*Load("deepseek_v3")->Render(unordered, options),
+            "<｜begin▁of▁sentence｜>S<｜User｜>Hi<｜Assistant｜>");
   options.extra = {{"enable_thinking", false}};
   EXPECT_EQ(*Load("qwen3")->Render(messages, options),
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
