@@ -2,12 +2,13 @@
 // (@lenml/tokenizers, pinned in tools/npm/package.json), for
 // tests/scheduler/tokenizer/tokenizer_reference_test.cc.
 //
-//   node reference_ids.mjs NODE_MODULES TOKENIZER CORPUS.jsonl... > reference.json
+//   node reference_ids.mjs NODE_MODULES TOKENIZER [--no-random] CORPUS.jsonl... > reference.json
 //
 // NODE_MODULES is the folder tools/setup.sh installs the packages into
 // (${MOESERVE_CACHE_DIR:-~/.cache/moeserve}/npm/node_modules); TOKENIZER is
 // deepseek_v3 or qwen3. Each corpus line is one JSON string. To them the
-// script adds random strings drawn with a fixed seed, and prints one JSON
+// script adds random strings drawn with a fixed seed (unless --no-random),
+// and prints one JSON
 // object with, per text: "texts", "nfc" (the text's NFC form), "plain" (ids
 // without special tokens), "special" (with them), "decoded" (decode of
 // plain) and "decoded_skip" (the same with skip_special_tokens).
@@ -15,7 +16,9 @@ import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
-const [nodeModules, name, ...corpusFiles] = process.argv.slice(2);
+const [nodeModules, name, ...rest] = process.argv.slice(2);
+const random = rest[0] !== "--no-random";
+const corpusFiles = random ? rest : rest.slice(1);
 if (!nodeModules || !name || corpusFiles.length === 0) {
   console.error("usage: node reference_ids.mjs NODE_MODULES TOKENIZER CORPUS.jsonl...");
   process.exit(2);
@@ -88,7 +91,7 @@ for (const file of corpusFiles) {
   }
 }
 const next = rng(20250601);
-for (let i = 0; i < 300; ++i) texts.push(randomText(next));
+for (let i = 0; random && i < 300; ++i) texts.push(randomText(next));
 
 const tokenizer = load(name);
 const out = { texts, nfc: [], plain: [], special: [], decoded: [], decoded_skip: [] };

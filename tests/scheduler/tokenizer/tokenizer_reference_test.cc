@@ -8,10 +8,6 @@
 // runs tokenizer.json's post-processor (ByteLevel: adds nothing). We follow
 // transformers, so our ids are the reference's with BOS in front. The other
 // differences are in tokenizer_divergence_test.cc.
-#include <unistd.h>
-
-#include <cstdio>
-#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -28,88 +24,15 @@ namespace {
 
 using nlohmann::json;
 
-std::string RunCommand(const std::string& command, int* exit_code) {
-  std::string out;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) {
-    *exit_code = -1;
-    return out;
-  }
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  *exit_code = pclose(pipe);
-  return out;
-}
-
-uint64_t Fnv1a(std::string_view s, uint64_t h = 0xcbf29ce484222325ULL) {
-  for (char c : s) h = (h ^ static_cast<uint8_t>(c)) * 0x100000001b3ULL;
-  return h;
-}
-
-// The reference for one tokenizer.
-struct Reference {
-  json data;
-  std::string error;  // why there is none
-};
-
-// Runs reference_ids.mjs, or reads its output from an earlier run: ctest runs
-// every test in a process of its own, and node takes a second or two. The
-// cache file is named by a hash of everything the output depends on (script,
-// corpus, package version, tokenizer files), so it is never stale.
-Reference ComputeReference(const std::string& name) {
-  Reference r;
-  const std::string dir = std::string(MOESERVE_SOURCE_DIR) + "/tests/scheduler/tokenizer";
-  const std::string script = dir + "/reference_ids.mjs";
-  const std::string corpus = dir + "/corpus/mixed.jsonl";
-  const std::string models = testing::TokenizerDir(name);
-  uint64_t key = Fnv1a(name);
-  for (const std::string& file :
-       {script, corpus, models + "/tokenizer.json", models + "/tokenizer_config.json",
-        testing::NodeModulesDir() + "/@lenml/tokenizers/package.json"}) {
-    key = Fnv1a(testing::ReadTextFile(file), key);
-  }
-  const std::string cache = std::string(MOESERVE_BINARY_DIR) +
-                            "/tests/scheduler/tokenizer/reference-" + name + "-" +
-                            std::to_string(key) + ".json";
-  r.data = json::parse(testing::ReadTextFile(cache), nullptr, /*allow_exceptions=*/false);
-  if (!r.data.is_discarded()) return r;
-
-  int code = 0;
-  const std::string node = RunCommand("command -v node", &code);
-  if (code != 0 || node.empty()) {
-    r.error =
-        "node is not on PATH. These tests compare against the JavaScript reference "
-        "implementation and need Node.js (tools/setup.sh installs it).";
-    return r;
-  }
-  const std::string err = ::testing::TempDir() + "/reference_ids_" + name + ".stderr";
-  const std::string out = RunCommand(
-      "node " + script + " " + testing::NodeModulesDir() + " " + name + " " + corpus + " 2>" + err,
-      &code);
-  if (code != 0) {
-    r.error = "reference_ids.mjs failed (exit status " + std::to_string(code) +
-              "); did tools/setup.sh install the npm packages into " + testing::NodeModulesDir() +
-              "?\n" + testing::ReadTextFile(err);
-    return r;
-  }
-  r.data = json::parse(out, nullptr, /*allow_exceptions=*/false);
-  if (r.data.is_discarded()) {
-    r.error = "reference_ids.mjs printed no valid JSON";
-    return r;
-  }
-  // Written whole, then renamed: a test running beside this one reads the
-  // old state or the new file, never half of it.
-  const std::string tmp = cache + "." + std::to_string(getpid());
-  std::ofstream(tmp, std::ios::binary) << out;
-  std::rename(tmp.c_str(), cache.c_str());
-  return r;
-}
-
-const Reference& GetReference(const std::string& name) {
-  static auto* references = new std::map<std::string, Reference>;
+// The reference for one tokenizer, computed once per test binary.
+const testing::JsReference& GetReference(const std::string& name) {
+  static auto* references = new std::map<std::string, testing::JsReference>;
   auto it = references->find(name);
-  if (it == references->end()) it = references->emplace(name, ComputeReference(name)).first;
+  if (it == references->end()) {
+    const std::string corpus =
+        std::string(MOESERVE_SOURCE_DIR) + "/tests/scheduler/tokenizer/corpus/mixed.jsonl";
+    it = references->emplace(name, testing::RunJsReference(name, corpus, true)).first;
+  }
   return it->second;
 }
 
@@ -120,7 +43,7 @@ std::string Show(const std::vector<int32_t>& ids) { return json(ids).dump(); }
 class ReferenceTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    const Reference& ref = GetReference(GetParam());
+    const testing::JsReference& ref = GetReference(GetParam());
     ASSERT_TRUE(ref.error.empty()) << ref.error;
     tokenizer_ = testing::SharedTokenizer(GetParam());
     ASSERT_NE(tokenizer_, nullptr);

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "nlohmann/json.hpp"
 #include "scheduler/tokenizer/tokenizer.h"
 
 namespace moeserve::testing {
@@ -27,6 +28,24 @@ const Tokenizer* SharedTokenizer(const std::string& name);
 
 // Reads a whole file; empty when it cannot be read.
 std::string ReadTextFile(const std::string& path);
+
+// What the JavaScript port of Hugging Face tokenizers (reference_ids.mjs
+// under node) makes of the texts of `corpus` (one JSON string per line) and,
+// with `random_strings`, of 300 random strings drawn with a fixed seed:
+// "texts", "nfc", "plain" (ids), "special" (ids with special tokens),
+// "decoded", "decoded_skip", one entry per text.
+struct JsReference {
+  nlohmann::json data;
+  std::string error;  // why there is none: node missing, packages missing, ...
+};
+
+// Runs reference_ids.mjs for `tokenizer` ("deepseek_v3" or "qwen3"), or reads
+// its output from an earlier run: ctest runs every test in a process of its
+// own and node takes a second or two. The cache file in the build directory
+// is named by a hash of everything the output depends on (script, corpus,
+// package version, tokenizer files), so it is never stale.
+JsReference RunJsReference(const std::string& tokenizer, const std::string& corpus,
+                           bool random_strings);
 
 }  // namespace moeserve::testing
 
