@@ -156,6 +156,7 @@ absl::Status Worker::Session::Welcomed(const pb::Welcome& welcome) {
   if (!joined.ok()) r->set_error(std::string(joined.message()));
   if (!stream_.Write(ready)) return StreamBroken("while reporting ready");
   if (!joined.ok()) return joined;
+  worker_.joined_group_in_last_run_ = true;
   worker_.Log(absl::StrCat(
       "rank ", setup->rank, " ready: ", worker_.group_->name(),
       setup->world_size > 1 ? absl::StrCat(", overlap ", setup->overlap ? "on" : "off") : ""));
@@ -283,7 +284,7 @@ absl::Status Worker::JoinGroup(const GroupSetup& setup,
 Worker::~Worker() = default;
 
 absl::Status Worker::Run() {
-  registered_in_last_run_ = false;
+  joined_group_in_last_run_ = false;
   const std::string& address = options_.coordinator_address;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
@@ -301,7 +302,6 @@ absl::Status Worker::Run() {
   std::unique_ptr<pb::Coordinator::Stub> stub = pb::Coordinator::NewStub(channel);
   grpc::ClientContext context;
   std::unique_ptr<Session::Stream> stream = stub->Connect(&context);
-  registered_in_last_run_ = true;
   Session session(*this, *stream, channel);
   absl::Status status = session.Serve();
   if (!session.finished()) {

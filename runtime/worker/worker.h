@@ -83,8 +83,8 @@ class Worker {
   int64_t kv_num_blocks() const {
     return CeilDiv(options_.kv_cache_tokens, options_.kv_block_tokens);
   }
-  // Whether the last Run got as far as registering (the coordinator was reached).
-  bool registered_in_last_run() const { return registered_in_last_run_; }
+  // Whether the last Run joined a group (welcomed, weights loaded, Ready sent).
+  bool joined_group_in_last_run() const { return joined_group_in_last_run_; }
 
  private:
   class Session;  // one connection to the coordinator; defined in worker.cc
@@ -99,7 +99,7 @@ class Worker {
   Options options_;
   ModelConfig config_;
   nlohmann::json config_json_;
-  bool registered_in_last_run_ = false;
+  bool joined_group_in_last_run_ = false;
   std::optional<GroupSetup> loaded_for_;            // the group the model was loaded for
   std::unique_ptr<ReplaceableCommunicator> group_;  // the model's communicator
   std::unique_ptr<ModelRunner> runner_;             // uses group_

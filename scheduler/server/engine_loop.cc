@@ -506,7 +506,9 @@ void EngineLoop::RunStep() {
   metrics_.step_tokens.Observe(static_cast<double>(tokens));
   RecordParallelStats(results);
   for (size_t i = 0; i < ranks_.size() && state_ == GroupState::kServing; ++i) {
-    HandleOutputs(*ranks_[i], results[i]);
+    // A rank with nothing scheduled joined the step's collectives only; its
+    // batcher has no step in flight.
+    if (!ranks_[i]->plan.empty()) HandleOutputs(*ranks_[i], results[i]);
   }
 }
 

@@ -283,6 +283,11 @@ grpc::Status CoordinatorService::Connect(
   // Breaking the link (the group re-forming, a step timeout) ends a Read
   // blocked on this worker.
   link->SetOnBreak([context] { context->TryCancel(); });
+  // The context dies with this call; the link may outlive it.
+  struct ClearOnBreak {
+    WorkerLink& link;
+    ~ClearOnBreak() { link.SetOnBreak(nullptr); }
+  } clear_on_break{*link};
   const std::string who = absl::StrCat("worker ", reg.worker_id(), " (rank ", link->rank(), ")");
 
   // Welcome once every rank has registered, then Ready.

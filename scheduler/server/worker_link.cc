@@ -5,13 +5,14 @@
 namespace moeserve {
 
 void WorkerLink::SetOnBreak(std::function<void()> on_break) {
-  bool call = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    on_break_ = std::move(on_break);
-    call = !broken_reason_.empty();
-  }
-  if (call && on_break_) on_break_();
+  std::lock_guard<std::mutex> guard(on_break_mu_);
+  on_break_ = std::move(on_break);
+  if (broken() && on_break_) on_break_();
+}
+
+void WorkerLink::RunOnBreak() {
+  std::lock_guard<std::mutex> guard(on_break_mu_);
+  if (on_break_) on_break_();
 }
 
 void WorkerLink::SendWelcome(worker::v1::Welcome welcome) {
@@ -61,10 +62,10 @@ absl::StatusOr<worker::v1::StepResult> WorkerLink::AwaitResult(absl::Time deadli
     broken_reason_ = absl::StrCat("worker ", registration_.worker_id(), " (rank ", rank_,
                                   ") did not answer step ", awaited_step_.value_or(0), " in time");
     cv_.notify_all();
-    auto on_break = on_break_;
+    const std::string reason = broken_reason_;
     lock.unlock();
-    if (on_break) on_break();
-    return absl::UnavailableError(absl::StrCat(broken_reason_));
+    RunOnBreak();
+    return absl::UnavailableError(reason);
   }
   worker::v1::StepResult result = std::move(*result_);
   result_.reset();
@@ -89,15 +90,13 @@ void WorkerLink::Deliver(worker::v1::StepResult result) {
 }
 
 void WorkerLink::Break(const std::string& reason) {
-  std::function<void()> on_break;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!broken_reason_.empty()) return;
     broken_reason_ = reason;
-    on_break = on_break_;
     cv_.notify_all();
   }
-  if (on_break) on_break();
+  RunOnBreak();
 }
 
 bool WorkerLink::broken() const {

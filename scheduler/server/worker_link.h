@@ -27,6 +27,8 @@ class WorkerLink {
   uint32_t rank() const { return rank_; }
 
   // Handler thread: called by Break, e.g. to cancel a stream blocked in Read.
+  // Once SetOnBreak(nullptr) returns, the previous callback is not running
+  // and will not run again, so what it captured may go.
   void SetOnBreak(std::function<void()> on_break);
 
   // --- Forming the group.
@@ -63,6 +65,7 @@ class WorkerLink {
   const uint32_t rank_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  std::mutex on_break_mu_;  // held while on_break_ runs or changes
   std::function<void()> on_break_;
   std::optional<worker::v1::Welcome> welcome_;    // handed over, not yet taken
   std::optional<std::string> ready_;              // the worker's Ready
@@ -70,6 +73,8 @@ class WorkerLink {
   std::optional<uint64_t> awaited_step_;          // sent, result not yet collected
   std::optional<worker::v1::StepResult> result_;  // delivered, not yet collected
   std::string broken_reason_;                     // empty while healthy
+
+  void RunOnBreak();
 };
 
 }  // namespace moeserve

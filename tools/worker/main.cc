@@ -124,10 +124,11 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
 }
 
 int Main(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(argv,
-                          {"coordinator", "model", "kv-cache-tokens", "worker-id", "rank",
-                           "connect-timeout-seconds", "communicator-host", "reconnect-seconds"},
-                          {"help"});
+  auto args =
+      Args::Parse(argv,
+                  {"coordinator", "model", "kv-cache-tokens", "worker-id", "rank",
+                   "connect-timeout-seconds", "communicator-host", "reconnect-seconds", "ep-size"},
+                  {"help"});
   if (!args.ok()) return BadFlags(args.status());
   if (args->Has("help")) {
     std::cout << kUsage;
@@ -157,18 +158,18 @@ int Main(const std::vector<std::string>& argv) {
   // A broken session (the group re-forming after a lost rank, a coordinator
   // restart) is followed by a new registration; the weights stay loaded.
   auto lost_since = std::chrono::steady_clock::now();
-  bool ever_registered = false;
+  bool ever_joined = false;
   for (;;) {
     const absl::Status status = (*worker)->Run();
     if (status.ok()) return 0;
     std::cerr << kPrefix << status.message() << "\n";
-    // Never reached: a wrong address, not a transient loss.
+    // Never part of a group: a wrong address or a refused registration.
     if (status.code() != absl::StatusCode::kUnavailable) return 1;
-    if ((*worker)->registered_in_last_run()) {
-      ever_registered = true;
+    if ((*worker)->joined_group_in_last_run()) {
+      ever_joined = true;
       lost_since = std::chrono::steady_clock::now();
     }
-    if (!ever_registered) return 1;
+    if (!ever_joined) return 1;
     const double lost =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - lost_since).count();
     if (lost >= *reconnect) return 1;
