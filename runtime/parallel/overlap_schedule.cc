@@ -156,15 +156,18 @@ absl::Status OverlapExecutor::Run(const OverlapSchedule& schedule,
     results_.assign(num_posted, absl::OkStatus());
     comm_seconds_ = 0;
   }
-  double inline_seconds = 0, exposed_seconds = 0;
+  double inline_seconds = 0, exposed_seconds = 0, compute_seconds = 0;
   absl::Status failure;
   size_t last_posted = 0;  // how many were posted before a failure stopped the run
   for (const ScheduleStep& step : schedule.steps) {
     if (!failure.ok()) break;
     switch (step.action) {
-      case ScheduleStep::kCompute:
+      case ScheduleStep::kCompute: {
+        const auto start = std::chrono::steady_clock::now();
         compute(step.stage);
+        compute_seconds += SecondsSince(start);
         break;
+      }
       case ScheduleStep::kInline: {
         const auto start = std::chrono::steady_clock::now();
         failure = communicate(step.stage);
@@ -205,6 +208,7 @@ absl::Status OverlapExecutor::Run(const OverlapSchedule& schedule,
   if (timing != nullptr) {
     timing->all_to_all_seconds += comm_seconds_ + inline_seconds;
     timing->exposed_seconds += exposed_seconds + inline_seconds;
+    timing->compute_seconds += compute_seconds;
   }
   return failure;
 }

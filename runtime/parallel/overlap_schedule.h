@@ -74,6 +74,9 @@ OverlapSchedule BuildOverlapSchedule(const std::vector<bool>& moe_layers, int mi
 struct CommunicationTiming {
   double all_to_all_seconds = 0;
   double exposed_seconds = 0;
+  // Time in the schedule's compute stages (the layers' work that the
+  // all-to-all can hide behind; embedding and logits are outside).
+  double compute_seconds = 0;
 };
 
 // Runs schedules: compute stages and waits on the calling thread, posted
