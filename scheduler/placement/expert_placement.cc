@@ -50,19 +50,16 @@ std::vector<int32_t> BalancedLayerPlacement(const std::vector<double>& load, int
   const int32_t total = ranks * slots_per_rank;
   std::vector<int32_t> replicas(static_cast<size_t>(experts), 1);
   for (int32_t spare = total - experts; spare > 0; --spare) {
-    int32_t best = 0;
-    for (int32_t e = 1; e < experts; ++e) {
-      // A tiny bias keeps equal loads spreading instead of piling on expert 0.
-      if (load[static_cast<size_t>(e)] / replicas[static_cast<size_t>(e)] >
-          load[static_cast<size_t>(best)] / replicas[static_cast<size_t>(best)]) {
+    // The most tokens per replica among experts not yet on every rank.
+    int32_t best = -1;
+    for (int32_t e = 0; e < experts; ++e) {
+      if (replicas[static_cast<size_t>(e)] >= ranks) continue;
+      if (best < 0 || load[static_cast<size_t>(e)] / replicas[static_cast<size_t>(e)] >
+                          load[static_cast<size_t>(best)] / replicas[static_cast<size_t>(best)]) {
         best = e;
       }
     }
-    if (replicas[static_cast<size_t>(best)] >= ranks) {
-      // Already on every rank: give the slot to the least replicated expert.
-      best = static_cast<int32_t>(std::min_element(replicas.begin(), replicas.end()) -
-                                  replicas.begin());
-    }
+    if (best < 0) break;  // every expert everywhere: cannot happen while slots <= E * ranks
     ++replicas[static_cast<size_t>(best)];
   }
   struct Item {
@@ -99,6 +96,28 @@ std::vector<int32_t> BalancedLayerPlacement(const std::vector<double>& load, int
     }
     held[static_cast<size_t>(pick)].push_back(it.expert);
     rank_load[static_cast<size_t>(pick)] += it.load;
+  }
+  // Greedy packing can leave an expert twice on a rank when the others are
+  // full; swap one copy with a slot of another rank until no rank repeats.
+  for (int32_t r = 0; r < ranks; ++r) {
+    auto& h = held[static_cast<size_t>(r)];
+    for (size_t i = 0; i < h.size(); ++i) {
+      if (std::find(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(i), h[i]) ==
+          h.begin() + static_cast<std::ptrdiff_t>(i)) {
+        continue;  // first copy on this rank
+      }
+      bool fixed = false;
+      for (int32_t o = 0; o < ranks && !fixed; ++o) {
+        if (o == r) continue;
+        auto& g = held[static_cast<size_t>(o)];
+        if (std::find(g.begin(), g.end(), h[i]) != g.end()) continue;
+        for (size_t j = 0; j < g.size() && !fixed; ++j) {
+          if (std::find(h.begin(), h.end(), g[j]) != h.end()) continue;
+          std::swap(h[i], g[j]);
+          fixed = true;
+        }
+      }
+    }
   }
   std::vector<int32_t> slots;
   for (auto& h : held) slots.insert(slots.end(), h.begin(), h.end());

@@ -704,6 +704,7 @@ void EngineLoop::PublishSnapshot() {
                                              : 0.0;
     s.placement = placement_;
     s.balancedness = balancedness_;
+    if (load_window_ != nullptr) s.expert_load = load_window_->Totals();
   }
   s.in_flight_requests = static_cast<int64_t>(active_.size());
   metrics_.requests_running.Set(static_cast<double>(s.running));

@@ -118,6 +118,7 @@ class EngineLoop {
     std::vector<RankSnapshot> ranks;
     scheduler::Placement placement;          // once the group has formed
     std::map<int32_t, double> balancedness;  // by MoE layer, over the load window
+    scheduler::LoadTrace expert_load;        // the load window's totals
   };
   Snapshot snapshot() const;
 

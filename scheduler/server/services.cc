@@ -245,6 +245,11 @@ grpc::ServerUnaryReactor* AdminService::GetClusterState(grpc::CallbackServerCont
       l->set_layer(static_cast<uint32_t>(layer));
       auto b = snap.balancedness.find(layer);
       l->set_balancedness(b == snap.balancedness.end() ? 1.0 : b->second);
+      l->mutable_slot_expert()->Add(slots.begin(), slots.end());
+      auto load = snap.expert_load.layers.find(layer);
+      if (load != snap.expert_load.layers.end()) {
+        for (double n : load->second) l->add_tokens_per_expert(static_cast<uint64_t>(n));
+      }
     }
   }
   auto* reactor = context->DefaultReactor();

@@ -112,3 +112,32 @@ TEST(MoeserveCliTest, BadInvocationsExplainThemselves) {
 
 }  // namespace
 }  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+TEST(MoeservePlacementCliTest, BalancesATraceAndExplainsBadInput) {
+  const std::string trace = ::testing::TempDir() + "/placement_trace.json";
+  std::ofstream(trace) << R"({"experts": 8, "layers": {"1": [80, 10, 10, 10, 10, 10, 10, 20]}})";
+  const std::string out = ::testing::TempDir() + "/placement.json";
+  CliRun run =
+      Moeserve("placement --trace " + trace + " --ep-size 2 --redundant-experts 2 --out " + out);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, HasSubstr("layer 1: balancedness"));
+  std::ifstream in(out);
+  const auto placement = nlohmann::json::parse(in);
+  EXPECT_EQ(placement.at("ranks"), 2);
+  EXPECT_EQ(placement.at("slots_per_rank"), 5);
+  EXPECT_EQ(placement.at("layers").at("1").size(), 10u);
+
+  std::ofstream(trace) << R"({"experts": 8, "layers": {"1": [1, 2]}})";
+  run = Moeserve("placement --trace " + trace + " --ep-size 2");
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_THAT(run.output, HasSubstr("2 counts for 8 experts"));
+  run = Moeserve("placement --ep-size 2");
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_THAT(run.output, HasSubstr("exactly one of --trace FILE and --server ADDR"));
+}
+
+}  // namespace
+}  // namespace moeserve

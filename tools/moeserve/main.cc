@@ -15,6 +15,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
 #include "tools/moeserve/args.h"
+#include "tools/moeserve/placement_command.h"
 #include "tools/moeserve/tokenize_command.h"
 #ifdef MOESERVE_HAVE_GRPC
 #include "tools/moeserve/bench_command.h"
@@ -35,6 +36,7 @@ Commands:
   bench            Load-test a running coordinator and report latency and throughput.
   tokenize         Print the token ids of UTF-8 text read from stdin.
   detokenize       Print the text of a JSON array of token ids read from stdin.
+  placement        Compute a balanced expert placement from a load trace.
   help             Show this text, or `moeserve <command> --help` for a command.
 )";
 
@@ -394,6 +396,7 @@ int main(int argc, char** argv) {
   if (command == "bench") return moeserve::RunBenchCommand(args);
   if (command == "tokenize") return moeserve::RunTokenizeCommand(args, /*encode=*/true);
   if (command == "detokenize") return moeserve::RunTokenizeCommand(args, /*encode=*/false);
+  if (command == "placement") return moeserve::RunPlacementCommand(args);
   std::cerr << "moeserve: unknown command \"" << command << "\"\n\n" << moeserve::kUsage;
   return 2;
 }

@@ -1,0 +1,151 @@
+#include "tools/moeserve/placement_command.h"
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "scheduler/placement/expert_placement.h"
+#include "tools/moeserve/args.h"
+
+#ifdef MOESERVE_HAVE_GRPC
+#include "grpcpp/grpcpp.h"
+#include "moeserve/v1/admin.grpc.pb.h"
+#endif
+
+namespace moeserve {
+
+const char kPlacementUsage[] =
+    R"(Usage: moeserve placement (--trace FILE | --server ADDR) --ep-size N [flags]
+
+Computes a balanced expert placement for N ranks from a load trace: the
+experts with the most tokens per replica get the redundant slots, then
+replicas are packed onto ranks heaviest first. Prints the placement JSON that
+moeserve-coordinator --placement reads, and the balancedness (mean over max
+tokens per rank) of each layer before and after on stderr.
+
+  --trace FILE             load trace JSON: {"experts": E, "layers": {"3": [tokens per
+                           expert], ...}}
+  --server ADDR            take the trace from a running coordinator's load window
+                           (Admin.GetClusterState); --save-trace FILE keeps a copy
+  --ep-size N              ranks of the placement (required)
+  --redundant-experts N    extra replicas in all (default 0)
+  --out FILE               write the placement there instead of stdout
+)";
+
+namespace {
+
+absl::StatusOr<scheduler::LoadTrace> TraceFromServer(const std::string& address,
+                                                     scheduler::Placement* current) {
+#ifdef MOESERVE_HAVE_GRPC
+  auto stub = v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::ClusterState state;
+  const grpc::Status s = stub->GetClusterState(&ctx, v1::GetClusterStateRequest(), &state);
+  if (!s.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot ask the coordinator at ", address, ": ", s.error_message()));
+  }
+  scheduler::LoadTrace trace;
+  trace.experts = static_cast<int32_t>(state.placement().logical_experts());
+  current->ranks = static_cast<int32_t>(state.world_size());
+  current->experts = trace.experts;
+  current->slots_per_rank = static_cast<int32_t>(state.placement().physical_slots_per_rank());
+  for (const v1::LayerPlacement& l : state.placement().layers()) {
+    if (l.tokens_per_expert_size() == trace.experts) {
+      trace.layers[static_cast<int32_t>(l.layer())] =
+          std::vector<double>(l.tokens_per_expert().begin(), l.tokens_per_expert().end());
+    }
+    current->layers[static_cast<int32_t>(l.layer())] =
+        std::vector<int32_t>(l.slot_expert().begin(), l.slot_expert().end());
+  }
+  if (trace.layers.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the coordinator at ", address, " has no expert loads yet (send it traffic first)"));
+  }
+  return trace;
+#else
+  return absl::UnimplementedError("this build of moeserve has no gRPC client; use --trace");
+#endif
+}
+
+}  // namespace
+
+int RunPlacementCommand(const std::vector<std::string>& argv) {
+  auto args = Args::Parse(
+      argv, {"trace", "server", "ep-size", "redundant-experts", "out", "save-trace"}, {"help"});
+  auto fail = [](const absl::Status& s, int code) {
+    std::cerr << "moeserve placement: " << s.message() << "\n";
+    return code;
+  };
+  if (!args.ok()) return fail(args.status(), 2);
+  if (args->Has("help")) {
+    std::cout << kPlacementUsage;
+    return 0;
+  }
+  auto ranks = args->Int("ep-size", 0);
+  auto redundant = args->Int("redundant-experts", 0);
+  if (!ranks.ok()) return fail(ranks.status(), 2);
+  if (!redundant.ok()) return fail(redundant.status(), 2);
+  if (*ranks < 1 || *ranks > 4096 || *redundant < 0 || *redundant > 65536) {
+    return fail(absl::InvalidArgumentError(
+                    "--ep-size must be in [1, 4096] and --redundant-experts in [0, 65536]"),
+                2);
+  }
+  if (args->Has("trace") == args->Has("server")) {
+    return fail(absl::InvalidArgumentError("give exactly one of --trace FILE and --server ADDR"),
+                2);
+  }
+  scheduler::Placement current;
+  absl::StatusOr<scheduler::LoadTrace> trace;
+  if (args->Has("trace")) {
+    std::ifstream in(*args->Get("trace"));
+    if (!in) {
+      return fail(absl::InvalidArgumentError(absl::StrCat("cannot read ", *args->Get("trace"))), 2);
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    trace = scheduler::ParseLoadTraceJson(text.str());
+    if (!trace.ok()) return fail(trace.status(), 2);
+  } else {
+    trace = TraceFromServer(*args->Get("server"), &current);
+    if (!trace.ok()) return fail(trace.status(), 1);
+    if (auto save = args->Get("save-trace"); save.has_value()) {
+      std::ofstream(*save) << scheduler::LoadTraceToJson(*trace) << "\n";
+    }
+  }
+  if (trace->experts < 1) return fail(absl::InvalidArgumentError("the trace has no experts"), 2);
+  const scheduler::Placement placement = scheduler::PlacementFromTrace(
+      *trace, static_cast<int32_t>(*ranks), static_cast<int32_t>(*redundant));
+  for (const auto& [layer, load] : trace->layers) {
+    std::cerr << "layer " << layer << ": balancedness ";
+    auto was = current.layers.find(layer);
+    if (was != current.layers.end() && current.ranks > 0 && current.slots_per_rank > 0 &&
+        static_cast<int64_t>(was->second.size()) ==
+            static_cast<int64_t>(current.ranks) * current.slots_per_rank) {
+      std::cerr << scheduler::Balancedness(load, was->second, current.ranks, current.slots_per_rank)
+                << " now, ";
+    } else {
+      const scheduler::Placement plain =
+          scheduler::DefaultPlacement({layer}, trace->experts, static_cast<int32_t>(*ranks), 0);
+      std::cerr << scheduler::Balancedness(load, plain.layers.at(layer), plain.ranks,
+                                           plain.slots_per_rank)
+                << " contiguous, ";
+    }
+    std::cerr << scheduler::Balancedness(load, placement.layers.at(layer), placement.ranks,
+                                         placement.slots_per_rank)
+              << " balanced\n";
+  }
+  const std::string json = scheduler::PlacementToJson(placement);
+  if (auto out = args->Get("out"); out.has_value()) {
+    std::ofstream f(*out);
+    f << json << "\n";
+    if (!f) return fail(absl::UnavailableError(absl::StrCat("cannot write ", *out)), 1);
+  } else {
+    std::cout << json << "\n";
+  }
+  return 0;
+}
+
+}  // namespace moeserve
