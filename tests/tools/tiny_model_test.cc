@@ -412,6 +412,7 @@ TEST(TinyModelOptionsTest, MissingTokenizerFilesSayHowToGetThem) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.message(), ::testing::AllOf(HasSubstr(o.tokenizer_dir + "/tokenizer.json"),
                                             HasSubstr("tools/setup.sh")));
+  EXPECT_FALSE(fs::exists(o.out_dir)) << "nothing is written";
 }
 
 TEST(TinyModelOptionsTest, RewritingRemovesFilesOfAnEarlierLayout) {

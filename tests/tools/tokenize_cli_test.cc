@@ -1,6 +1,7 @@
 // `moeserve tokenize` and `moeserve detokenize`, run as a user runs them, on
 // the published tokenizer files that tools/setup.sh installs.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -30,9 +31,10 @@ std::string Slurp(const std::string& path) {
 
 // Runs moeserve with `args`, `input` on stdin.
 CliRun Moeserve(const std::string& args, const std::string& input = "") {
-  const std::string dir = ::testing::TempDir();
-  const std::string in = dir + "/tokenize_cli_stdin";
-  const std::string err = dir + "/tokenize_cli_stderr";
+  // Per process: ctest runs tests of this file side by side.
+  const std::string base = ::testing::TempDir() + "/tokenize_cli_" + std::to_string(getpid());
+  const std::string in = base + ".stdin";
+  const std::string err = base + ".stderr";
   std::ofstream(in, std::ios::binary) << input;
   const std::string cmd = std::string(MOESERVE_BINARY_DIR) + "/tools/moeserve/moeserve " + args +
                           " < " + in + " 2> " + err;
@@ -45,6 +47,8 @@ CliRun Moeserve(const std::string& args, const std::string& input = "") {
   const int status = pclose(pipe);
   run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   run.err = Slurp(err);
+  fs::remove(in);
+  fs::remove(err);
   return run;
 }
 
@@ -81,16 +85,19 @@ TEST(TokenizeCliTest, DetokenizeGivesBackTheTextByteForByte) {
 }
 
 TEST(TokenizeCliTest, AModelDirectoryWorksAsTheTokenizer) {
-  const std::string dir = ::testing::TempDir() + "/tokenize_cli_tiny_qwen3";
+  const std::string dir =
+      ::testing::TempDir() + "/tokenize_cli_tiny_qwen3_" + std::to_string(getpid());
   fs::remove_all(dir);
   CliRun made = Moeserve("make-tiny-model --arch qwen3_moe --dtype bf16 --shards 1 --out " + dir);
   ASSERT_EQ(made.exit_code, 0) << made.err;
   CliRun r = Moeserve("tokenize --tokenizer " + dir, "Hello, world!");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "[9707,11,1879,0]\n");
+  fs::remove_all(dir);
 }
 
 TEST(TokenizeCliTest, BadInputFailsWithAMessage) {
+  const std::string tiny_out = ::testing::TempDir() + "/tokenize_cli_x_" + std::to_string(getpid());
   struct Case {
     std::string args;
     std::string input;
@@ -112,8 +119,8 @@ TEST(TokenizeCliTest, BadInputFailsWithAMessage) {
       {"detokenize --tokenizer " + kQwen3, "[1, -3]", 2,
        "token id -3 at position 1 is outside the vocabulary [0, 151669)"},
       {"detokenize --tokenizer " + kQwen3, "[99999999999]", 2, "outside the vocabulary"},
-      {"make-tiny-model --arch qwen3_moe --dtype bf16 --out " + ::testing::TempDir() +
-           "/tokenize_cli_x --tokenizer-dir /nonexistent/tok",
+      {"make-tiny-model --arch qwen3_moe --dtype bf16 --out " + tiny_out +
+           " --tokenizer-dir /nonexistent/tok",
        "", 1, "/nonexistent/tok/tokenizer.json is missing. Run tools/setup.sh"},
   };
   for (const Case& c : cases) {
@@ -122,6 +129,7 @@ TEST(TokenizeCliTest, BadInputFailsWithAMessage) {
     EXPECT_THAT(r.err, HasSubstr(c.message)) << c.args;
     EXPECT_EQ(r.out, "") << c.args;
   }
+  EXPECT_FALSE(fs::exists(tiny_out));
 }
 
 TEST(TokenizeCliTest, HelpListsTheCommandsAndTheirFlags) {

@@ -482,18 +482,27 @@ absl::Status WriteText(const fs::path& path, const std::string& text) {
   return absl::OkStatus();
 }
 
-// Copies the tokenizer files of `from` into `to`.
-absl::Status CopyTokenizerFiles(const fs::path& from, const fs::path& to) {
-  for (const char* file : {"tokenizer.json", "tokenizer_config.json"}) {
+constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json"};
+
+// FailedPrecondition, saying how to get them, when `dir` lacks a tokenizer file.
+absl::Status CheckTokenizerFiles(const fs::path& dir) {
+  for (const char* file : kTokenizerFiles) {
     std::error_code ec;
-    if (!fs::is_regular_file(from / file, ec)) {
+    if (!fs::is_regular_file(dir / file, ec)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "tiny model: ", (from / file).string(),
+          "tiny model: ", (dir / file).string(),
           " is missing. Run tools/setup.sh: it installs the published tokenizer files into ",
           MoeserveCacheDir(),
           " (or point tokenizer_dir / --tokenizer-dir at a directory "
           "holding tokenizer.json and tokenizer_config.json)"));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CopyTokenizerFiles(const fs::path& from, const fs::path& to) {
+  for (const char* file : kTokenizerFiles) {
+    std::error_code ec;
     fs::copy_file(from / file, to / file, fs::copy_options::overwrite_existing, ec);
     if (ec) {
       return absl::InternalError(
@@ -587,15 +596,19 @@ absl::Status MakeTinyModel(const TinyModelOptions& options) {
                                                    " (shards hold whole layers)"));
   }
 
+  const fs::path tokenizer_dir = options.tokenizer_dir.empty()
+                                     ? fs::path(DefaultTokenizerDir(options.arch))
+                                     : fs::path(options.tokenizer_dir);
+  const bool with_tokenizer = options.size == TinySize::kTiny;
+  if (with_tokenizer) {  // before anything is written
+    if (absl::Status s = CheckTokenizerFiles(tokenizer_dir); !s.ok()) return s;
+  }
   const fs::path dir(options.out_dir);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(dir.string(), ": ", ec.message()));
   if (absl::Status s = RemoveOldModelFiles(dir); !s.ok()) return s;
-  if (options.size == TinySize::kTiny) {
-    const fs::path tokenizer_dir = options.tokenizer_dir.empty()
-                                       ? fs::path(DefaultTokenizerDir(options.arch))
-                                       : fs::path(options.tokenizer_dir);
+  if (with_tokenizer) {
     if (absl::Status s = CopyTokenizerFiles(tokenizer_dir, dir); !s.ok()) return s;
   }
   if (absl::Status s = WriteText(dir / "config.json", config.dump(2) + "\n"); !s.ok()) return s;

@@ -146,6 +146,7 @@ TEST(SplitRegexTest, PublishedPatternsMatchAsABacktrackingEngineWithLookahead) {
   const std::string out = RunNode(
       std::string(MOESERVE_SOURCE_DIR) + "/tests/scheduler/tokenizer/split_reference.mjs " + file,
       &code);
+  std::remove(file.c_str());
   ASSERT_EQ(code, 0) << "node failed or is not on PATH (the test needs Node.js; tools/setup.sh "
                         "installs it)";
   const json reference = json::parse(out);
