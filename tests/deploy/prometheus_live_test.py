@@ -34,22 +34,11 @@ LAUNCHER = os.path.join(CHART, "files", "launch-workers.sh")
 # series only once the coordinator drives several expert-parallel ranks.
 # Empty this list when multi-rank serving lands; the test says when an entry
 # returns data and is no longer needed.
-ALLOWED_EMPTY_UNTIL_MULTI_RANK = [
-    'moeserve_worker_up{namespace=~"$namespace", job=~"$job", instance=~"$instance"}',
-    'min(moeserve_expert_balancedness{namespace=~"$namespace", job=~"$job", instance=~"$instance"})',
-    'avg(moeserve_expert_balancedness{namespace=~"$namespace", job=~"$job", instance=~"$instance"})',
-    'avg by (layer) (moeserve_expert_balancedness{namespace=~"$namespace", job=~"$job", '
-    'instance=~"$instance"})',
-    "min by (namespace, job, instance) (moeserve_expert_balancedness)",
-    "avg by (namespace, job, instance) (moeserve_expert_balancedness)",
-]
+ALLOWED_EMPTY_UNTIL_MULTI_RANK = []
 
 # Expressions whose value may be NaN for now: a ratio of all-to-all times,
 # 0 / 0 while no rank exchanges tokens with another. Empty it with the list above.
-NAN_UNTIL_MULTI_RANK = [
-    "sum by (namespace, job, instance) (rate(moeserve_all_to_all_exposed_seconds_total[5m])) "
-    "/ sum by (namespace, job, instance) (rate(moeserve_all_to_all_seconds_total[5m]))",
-]
+NAN_UNTIL_MULTI_RANK = []
 
 # What Grafana substitutes when every namespace, job and coordinator is shown.
 GRAFANA_VARIABLES = {"$namespace": ".*", "$job": ".*", "$instance": ".*", "$__rate_interval": "1m"}
@@ -100,10 +89,12 @@ class PrometheusLiveTest(unittest.TestCase):
         cls.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         cls.prometheus = f"http://127.0.0.1:{prom_port}"
 
+        # Two ranks, so that the expert-parallel panels (all-to-all, overlap,
+        # balancedness, per-rank worker state) have data.
         cls.procs.start("coordinator", [COORDINATOR, "--listen", cls.server,
-                                        "--metrics-port", str(metrics_port)])
-        cls.procs.start("workers", ["bash", LAUNCHER, "--local-workers", "1", "--pod-index", "0", "--",
-                                    WORKER, "--coordinator", cls.server, "--model", model,
+                                        "--metrics-port", str(metrics_port), "--ep-size", "2"])
+        cls.procs.start("workers", ["bash", LAUNCHER, "--local-workers", "2", "--pod-index", "0", "--",
+                                    WORKER, "--coordinator", cls.server, "--model", model, "--ep-size", "2",
                                     "--kv-cache-tokens", "8192", "--connect-timeout-seconds", "30"])
         config = os.path.join(cls.tmp, "prometheus.yml")
         with open(config, "w") as f:
@@ -218,7 +209,7 @@ scrape_configs:
     def test_dashboard_figures_match_the_traffic(self):
         by_panel = {(t, r): e for t, r, e, _ in dashboard_targets()}
         workers = self.values(substitute(by_panel[("Workers up", "A")]))
-        self.assertEqual(workers[0][1], 1)
+        self.assertEqual(workers[0][1], 2)  # both ranks
         reasons = {labels.get("finish_reason") for labels, _ in
                    self.values(substitute(by_panel[("Requests finished by reason", "A")]))}
         self.assertIn("length", reasons)
@@ -255,7 +246,14 @@ scrape_configs:
 
     def test_no_alert_fires_on_a_healthy_instance(self):
         status, body = self.http(f"{self.prometheus}/api/v1/alerts")
-        self.assertEqual(json.loads(body)["data"]["alerts"], [])
+        alerts = json.loads(body)["data"]["alerts"]
+        # Two CPU ranks of a tiny model exchange tokens over loopback TCP in
+        # far more time than their few microseconds of expert compute, so the
+        # overlap cannot hide it: that info alert may be pending (its `for`
+        # is 30 minutes), nothing else may even be pending.
+        unexpected = [a for a in alerts
+                      if a["state"] == "firing" or a["labels"]["alertname"] != "MoeserveAllToAllExposed"]
+        self.assertEqual(unexpected, [])
 
     def test_the_allowed_empty_list_names_only_real_expressions(self):
         used = {e for _, _, e, _ in dashboard_targets()}

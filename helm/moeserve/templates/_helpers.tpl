@@ -213,6 +213,10 @@ that holds the pod index as "podIndexLabel".
     - {{ $.Values.model.path | quote }}
     - --ep-size
     - {{ include "moeserve.epSize" $ | quote }}
+    # Other ranks reach this pod's workers here for expert-parallel traffic
+    # (Gloo on CPU; NCCL finds its own interfaces).
+    - --communicator-host
+    - $(POD_IP)
     - --connect-timeout-seconds
     - {{ $w.connectTimeoutSeconds | quote }}
     {{- if $w.kvCacheTokens }}
@@ -231,6 +235,10 @@ that holds the pod index as "podIndexLabel".
       valueFrom:
         fieldRef:
           fieldPath: metadata.name
+    - name: POD_IP
+      valueFrom:
+        fieldRef:
+          fieldPath: status.podIP
     # CUDA's JIT cache; the root filesystem is read-only.
     - name: CUDA_CACHE_PATH
       value: /tmp/cuda-cache
