@@ -25,6 +25,8 @@ const char* StageName(StageKind kind) {
       return "attention";
     case StageKind::kDispatch:
       return "dispatch";
+    case StageKind::kShared:
+      return "shared";
     case StageKind::kExperts:
       return "experts";
     case StageKind::kCombine:
@@ -74,6 +76,7 @@ OverlapSchedule BuildOverlapSchedule(const std::vector<bool>& moe_layers, int mi
         add(ScheduleStep::kCompute, StageKind::kAttention, mb, l);
         if (!moe_layers[static_cast<size_t>(l)]) continue;
         add(ScheduleStep::kInline, StageKind::kDispatch, mb, l);
+        add(ScheduleStep::kCompute, StageKind::kShared, mb, l);
         add(ScheduleStep::kCompute, StageKind::kExperts, mb, l);
         add(ScheduleStep::kInline, StageKind::kCombine, mb, l);
         add(ScheduleStep::kCompute, StageKind::kReduce, mb, l);
@@ -97,7 +100,10 @@ OverlapSchedule BuildOverlapSchedule(const std::vector<bool>& moe_layers, int mi
       if (moe) add(ScheduleStep::kPost, StageKind::kDispatch, mb, l);
     }
     if (!moe) continue;
+    // The shared experts need no exchanged rows: each micro-batch's run
+    // while its own dispatch is in flight, as DeepSeek's schedule does.
     for (int mb = 0; mb < 2; ++mb) {
+      add(ScheduleStep::kCompute, StageKind::kShared, mb, l);
       add(ScheduleStep::kWait, StageKind::kDispatch, mb, l);
       add(ScheduleStep::kCompute, StageKind::kExperts, mb, l);
       add(ScheduleStep::kPost, StageKind::kCombine, mb, l);

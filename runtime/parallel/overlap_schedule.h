@@ -4,8 +4,8 @@
 // where it waits for one. With overlap on, micro-batch B computes while A's
 // dispatch or combine is in flight, and the other way round:
 //
-//   compute: attn(A) | attn(B) | experts(A) | experts(B) | reduce(A) attn(A, next) …
-//   comm:       dispatch(A) dispatch(B)  combine(A)   combine(B)
+//   compute: attn(A) | attn(B) | shared(A) experts(A) | shared(B) experts(B) | reduce(A) …
+//   comm:       dispatch(A) dispatch(B)            combine(A)            combine(B)
 //
 // With overlap off, the same stages of the same micro-batches run one after
 // another on one thread, so both modes compute exactly the same thing.
@@ -31,7 +31,8 @@ enum class StageKind {
   kAttention,  // residual stream of one layer up to the router: norm, attention,
                // norm, then the dense MLP (dense layer) or router and packing (MoE)
   kDispatch,   // all-to-all of the packed rows (communication)
-  kExperts,    // local experts on the received rows, shared experts
+  kShared,     // shared experts over the micro-batch's own tokens
+  kExperts,    // local experts on the received rows
   kCombine,    // all-to-all of the expert outputs back (communication)
   kReduce,     // weighted sum of the expert outputs into the residual stream
 };

@@ -179,8 +179,11 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
           ops.Add(dm, hm);
         }
         break;
+      case StageKind::kShared:
+        MoeShared(ops, moe_context(l), nm, ex);
+        break;
       case StageKind::kExperts:
-        MoeExperts(ops, moe_context(l), nm, ex);
+        MoeExperts(ops, moe_context(l), ex);
         break;
       case StageKind::kReduce:
         if (mb.rows > 0) {

@@ -145,19 +145,23 @@ absl::Status MoeDispatch(Communicator& comm, int32_t slots_per_rank, MoeExchange
   return absl::OkStatus();
 }
 
-void MoeExperts(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) {
+void MoeShared(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) {
+  const MoeWeights& weights = *ctx.weights;
+  const int64_t hidden = ctx.config->hidden_size;
+  ex.shared_out = Tensor::Empty(DType::kF32, {ex.tokens, hidden});
+  if (ex.tokens == 0) return;
+  if (weights.shared.loaded()) {
+    ops.GatedFfn(x, weights.shared.gate, weights.shared.up, weights.shared.down,
+                 ex.shared_out.mat());
+  } else {
+    std::memset(ex.shared_out.f32(), 0, sizeof(float) * static_cast<size_t>(ex.tokens * hidden));
+  }
+}
+
+void MoeExperts(Ops& ops, const MoeContext& ctx, MoeExchange& ex) {
   const MoeWeights& weights = *ctx.weights;
   const int64_t hidden = ctx.config->hidden_size;
   const int64_t received = ex.recv.dim(0);
-  ex.shared_out = Tensor::Empty(DType::kF32, {ex.tokens, hidden});
-  if (ex.tokens > 0) {
-    if (weights.shared.loaded()) {
-      ops.GatedFfn(x, weights.shared.gate, weights.shared.up, weights.shared.down,
-                   ex.shared_out.mat());
-    } else {
-      std::memset(ex.shared_out.f32(), 0, sizeof(float) * static_cast<size_t>(ex.tokens * hidden));
-    }
-  }
   ex.expert_out = Tensor::Empty(DType::kF32, {received, hidden});
   if (received == 0) return;
   // Received rows grouped by local slot, in arrival order within a slot.

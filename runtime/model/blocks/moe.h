@@ -5,8 +5,9 @@
 //   MoeRoute    router, top-k, a replica for every (token, expert) pair, and
 //               the rows to send, grouped by destination rank;
 //   MoeDispatch all-to-all of the rows to the ranks holding the experts;
-//   MoeExperts  the local experts over the rows received, and the shared
-//               experts over the micro-batch's own tokens;
+//   MoeShared   the shared experts over the micro-batch's own tokens (needs
+//               nothing from the exchange, so it can run while dispatch flies);
+//   MoeExperts  the local experts over the rows received;
 //   MoeCombine  all-to-all of the expert outputs back to where they came from;
 //   MoeReduce   out = shared + sum over each token's experts of weight * output,
 //               added in ascending expert order whatever the placement.
@@ -69,7 +70,8 @@ struct MoeContext {
 void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
 // Fails when the all-to-all fails or a row names a slot outside [0, slots_per_rank).
 absl::Status MoeDispatch(Communicator& comm, int32_t slots_per_rank, MoeExchange& ex);
-void MoeExperts(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
+void MoeShared(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
+void MoeExperts(Ops& ops, const MoeContext& ctx, MoeExchange& ex);
 absl::Status MoeCombine(Communicator& comm, MoeExchange& ex);
 void MoeReduce(Ops& ops, const MoeContext& ctx, MoeExchange& ex, MatView out);
 

@@ -182,7 +182,8 @@ TEST_P(ExpertParallelModelTest, GroupsOf1To4RanksComputeWhatOneProcessComputes) 
     const GroupRun group = RunGroup(dir, w, ranks, p);
     const double diff = MaxDiff(single, group.rows);
     EXPECT_LT(diff, kGroupTolerance) << ranks << " ranks";
-    RecordProperty("max_abs_logprob_diff_" + std::to_string(ranks) + "_ranks", std::to_string(diff));
+    RecordProperty("max_abs_logprob_diff_" + std::to_string(ranks) + "_ranks",
+                   std::to_string(diff));
     std::cout << ranks << " ranks: largest log-probability difference " << diff << "\n";
   }
 }

@@ -53,6 +53,12 @@ void CheckDependencies(const OverlapSchedule& schedule, const std::vector<bool>&
         if (s.kind == StageKind::kExperts) {
           ASSERT_TRUE(finished(StageKind::kDispatch, s.micro_batch, s.layer));
         }
+        if (s.kind == StageKind::kShared) {
+          ASSERT_TRUE(finished(StageKind::kAttention, s.micro_batch, s.layer));
+        }
+        if (s.kind == StageKind::kReduce) {
+          ASSERT_TRUE(finished(StageKind::kShared, s.micro_batch, s.layer));
+        }
         if (s.kind == StageKind::kReduce) {
           ASSERT_TRUE(finished(StageKind::kCombine, s.micro_batch, s.layer));
         }
@@ -78,12 +84,12 @@ TEST(OverlapScheduleTest, OverlapRunsTheOtherMicroBatchWhileAnAllToAllIsInFlight
   EXPECT_EQ(s.DebugString(),
             "attention(A0) attention(B0) "
             "attention(A1) post dispatch(A1) attention(B1) post dispatch(B1) "
-            "wait dispatch(A1) experts(A1) post combine(A1) "
-            "wait dispatch(B1) experts(B1) post combine(B1) "
+            "shared(A1) wait dispatch(A1) experts(A1) post combine(A1) "
+            "shared(B1) wait dispatch(B1) experts(B1) post combine(B1) "
             "wait combine(A1) reduce(A1) attention(A2) post dispatch(A2) "
             "wait combine(B1) reduce(B1) attention(B2) post dispatch(B2) "
-            "wait dispatch(A2) experts(A2) post combine(A2) "
-            "wait dispatch(B2) experts(B2) post combine(B2) "
+            "shared(A2) wait dispatch(A2) experts(A2) post combine(A2) "
+            "shared(B2) wait dispatch(B2) experts(B2) post combine(B2) "
             "wait combine(A2) reduce(A2) wait combine(B2) reduce(B2)");
   CheckDependencies(s, moe, 2);
 }
@@ -91,10 +97,11 @@ TEST(OverlapScheduleTest, OverlapRunsTheOtherMicroBatchWhileAnAllToAllIsInFlight
 TEST(OverlapScheduleTest, WithoutOverlapEachMicroBatchRunsItsCollectivesInline) {
   const std::vector<bool> moe = {true, false};
   const OverlapSchedule s = BuildOverlapSchedule(moe, 2, false);
-  EXPECT_EQ(s.DebugString(),
-            "attention(A0) inline dispatch(A0) experts(A0) inline combine(A0) reduce(A0) "
-            "attention(B0) inline dispatch(B0) experts(B0) inline combine(B0) reduce(B0) "
-            "attention(A1) attention(B1)");
+  EXPECT_EQ(
+      s.DebugString(),
+      "attention(A0) inline dispatch(A0) shared(A0) experts(A0) inline combine(A0) reduce(A0) "
+      "attention(B0) inline dispatch(B0) shared(B0) experts(B0) inline combine(B0) reduce(B0) "
+      "attention(A1) attention(B1)");
   CheckDependencies(s, moe, 2);
 }
 
@@ -150,7 +157,7 @@ TEST(OverlapExecutorTest, CommunicationRunsBesideComputeAndIsTimed) {
   // 12 collectives of >= 5 ms each.
   EXPECT_GE(timing.all_to_all_seconds, 12 * 0.005);
   EXPECT_LE(timing.exposed_seconds, timing.all_to_all_seconds + 1e-3);
-  EXPECT_EQ(compute_order.size(), 3u * 2u * 3u);  // attention, experts, reduce per layer and mb
+  EXPECT_EQ(compute_order.size(), 3u * 2u * 4u);  // attention, shared, experts, reduce
 
   // Inline: all of it is exposed, and it runs again on the same executor.
   timing = {};
