@@ -15,6 +15,7 @@
 // prints the decode step time with overlap off and on, the all-to-all time
 // per step, the part of it compute waited for, and the share hidden behind
 // compute (the goal: >= 80% when communication takes no longer than compute).
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <chrono>
@@ -48,13 +49,13 @@ struct Config {
   double link_latency_us = 0;  // per collective
   int seqs_per_rank = 32;
   int prompt_tokens = 32;
-  int decode_steps = 8;
+  int decode_steps = 12;
 };
 
 struct Result {
-  double step_ms = 0;        // mean decode step, slowest rank
-  double all_to_all_ms = 0;  // per step, mean over ranks
-  double exposed_ms = 0;     // per step, mean over ranks
+  double step_ms = 0;        // a decode step, slowest rank
+  double all_to_all_ms = 0;  // in that step, mean over ranks
+  double exposed_ms = 0;     // in that step, mean over ranks
   double compute_ms = 0;     // per step in the layers' compute stages, mean over ranks
   int64_t collectives = 0;   // per step and rank
 };
@@ -154,24 +155,24 @@ Result Run(const std::string& dir, const Config& c) {
     std::fprintf(stderr, "ep_bench: a rank failed\n");
     std::exit(1);
   }
-  Result r;
-  // The first decode step warms caches; the rest are measured.
-  int counted = 0;
-  for (int step = 1; step < c.decode_steps; ++step, ++counted) {
-    double slowest = 0;
+  // The first decode step warms caches; of the rest, the median step (by the
+  // slowest rank's time) is reported, so that one step disturbed by another
+  // process on a shared machine does not move the figures.
+  std::vector<Result> per_step;
+  for (int step = 1; step < c.decode_steps; ++step) {
+    Result s;
     for (int rank = 0; rank < c.ranks; ++rank) {
       const size_t i = static_cast<size_t>(step * c.ranks + rank);
-      slowest = std::max(slowest, steps[i]);
-      r.all_to_all_ms += a2a[i] * 1e3 / c.ranks;
-      r.exposed_ms += exposed[i] * 1e3 / c.ranks;
-      r.compute_ms += compute[i] * 1e3 / c.ranks;
+      s.step_ms = std::max(s.step_ms, steps[i] * 1e3);
+      s.all_to_all_ms += a2a[i] * 1e3 / c.ranks;
+      s.exposed_ms += exposed[i] * 1e3 / c.ranks;
+      s.compute_ms += compute[i] * 1e3 / c.ranks;
     }
-    r.step_ms += slowest * 1e3;
+    per_step.push_back(s);
   }
-  r.step_ms /= counted;
-  r.all_to_all_ms /= counted;
-  r.exposed_ms /= counted;
-  r.compute_ms /= counted;
+  std::sort(per_step.begin(), per_step.end(),
+            [](const Result& a, const Result& b) { return a.step_ms < b.step_ms; });
+  Result r = per_step[per_step.size() / 2];
   return r;
 }
 
