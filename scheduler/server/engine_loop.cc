@@ -21,6 +21,7 @@ struct EngineLoop::Active {
   std::vector<int32_t> generated;
   std::vector<std::optional<float>> prompt_logprobs;  // when asked; [0] stays empty
   bool stopped_by_token = false;
+  bool stopped_by_string = false;  // the sink saw a stop string complete
 };
 
 namespace {
@@ -587,9 +588,8 @@ void EngineLoop::HandleOutputs(Rank& rank, const worker::v1::StepResult& result)
     const StoppingOptions& st = a.request.stopping;
     const bool eos = !st.ignore_eos && std::count(eos_ids_.begin(), eos_ids_.end(), token) > 0;
     const bool stop_id = std::count(st.stop_token_ids.begin(), st.stop_token_ids.end(), token) > 0;
-    const bool stop = (eos || stop_id) && static_cast<int64_t>(a.generated.size()) >= st.min_tokens;
+    bool stop = (eos || stop_id) && static_cast<int64_t>(a.generated.size()) >= st.min_tokens;
     a.stopped_by_token = stop;
-    sr.outputs.push_back({out.sequence_id(), token, stop});
 
     v1::GenerateResponse response;
     response.set_request_id(a.request.request_id);
@@ -615,6 +615,12 @@ void EngineLoop::HandleOutputs(Rank& rank, const worker::v1::StepResult& result)
       }
     }
     a.sink->Send(std::move(response));
+    // A stop string wins over a stop token completing it: the text is cut there.
+    if (a.sink->stop_requested()) {
+      stop = true;
+      a.stopped_by_string = true;
+    }
+    sr.outputs.push_back({out.sequence_id(), token, stop});
   }
   auto finished = rank.batcher->OnStepResult(sr);
   if (!finished.ok()) {
@@ -633,7 +639,10 @@ void EngineLoop::Finish(uint64_t id, const scheduler::FinishedSequence& f, bool 
   if (it == active_.end()) return;
   Active& a = *it->second;
   const absl::Time now = absl::Now();
-  const v1::FinishReason reason = ToProto(f.reason, stop_token);
+  const v1::FinishReason reason =
+      a.stopped_by_string && f.reason != scheduler::FinishReason::kAborted
+          ? v1::FINISH_REASON_STOP_STRING
+          : ToProto(f.reason, stop_token);
   metrics_.Finished(MetricReason(reason)).Increment();
   metrics_.request_latency.Observe(Seconds(now - a.arrival));
   metrics_.prefix_cache_hit_tokens.Increment(static_cast<double>(f.num_cached_prompt_tokens));

@@ -45,6 +45,11 @@ class ResponseSink {
   virtual void Send(v1::GenerateResponse response) = 0;
   // Ends the stream: OK after the final message, or an error status.
   virtual void Close(absl::Status status) = 0;
+  // Asked right after each chunk is sent: true when that chunk's token
+  // completed a stop string in the text (the text layer's decision). The
+  // request then ends in the same step, as a stop token would end it, with
+  // FINISH_REASON_STOP_STRING; its KV blocks are freed at once.
+  virtual bool stop_requested() const { return false; }
 };
 
 class EngineLoop {

@@ -4,22 +4,24 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "scheduler/server/raw_messages.h"
 
 namespace moeserve {
 namespace {
 
-// A Generate stream. The engine thread pushes responses through the sink;
-// gRPC writes them one at a time. The reactor deletes itself in OnDone; the
-// sink outlives it and drops whatever arrives after.
-class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+// A Generate or Chat stream. The engine thread pushes responses through the
+// sink; gRPC writes them one at a time. The reactor deletes itself in OnDone;
+// the sink outlives it and drops whatever arrives after.
+class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   class Sink final : public ResponseSink {
    public:
     explicit Sink(GenerateReactor* reactor) : reactor_(reactor) {}
     void Send(v1::GenerateResponse response) override {
+      grpc::ByteBuffer bytes = SerializeRawResponse(response);  // outside the lock
       std::unique_lock<std::mutex> lock(mu_);
       if (reactor_ == nullptr || closed_) return;
-      queue_.push_back(std::move(response));
+      queue_.push_back(std::move(bytes));
       MaybeWrite(lock);
     }
     void Close(absl::Status status) override {
@@ -52,7 +54,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
       GenerateReactor* r = reactor_;
       if (!queue_.empty()) {
         writing_ = true;
-        const v1::GenerateResponse* next = &queue_.front();  // stable: deque front until pop
+        const grpc::ByteBuffer* next = &queue_.front();  // stable: deque front until pop
         lock.unlock();
         r->StartWrite(next);
       } else if (closed_) {
@@ -65,7 +67,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 
     std::mutex mu_;
     GenerateReactor* reactor_;
-    std::deque<v1::GenerateResponse> queue_;  // front is being written while writing_
+    std::deque<grpc::ByteBuffer> queue_;  // front is being written while writing_
     bool writing_ = false;
     bool closed_ = false;
     bool finished_ = false;
@@ -90,8 +92,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   std::shared_ptr<Sink> sink_;
 };
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* FailedStream(const grpc::Status& status) {
-  class Failed final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* FailedStream(const grpc::Status& status) {
+  class Failed final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
    public:
     explicit Failed(const grpc::Status& s) { Finish(s); }
     void OnDone() override { delete this; }
@@ -104,6 +106,54 @@ std::string NewRequestId() {
   return absl::StrCat("req-", absl::ToUnixMicros(absl::Now()), "-", counter.fetch_add(1));
 }
 
+// FailedPrecondition for `what` on a coordinator started without --tokenizer.
+absl::Status NoTokenizer(const std::string& what) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(what,
+                   " needs the model's tokenizer, and this coordinator was started without one: "
+                   "start moeserve-coordinator with --tokenizer DIR (the model directory, or one "
+                   "holding its tokenizer.json and tokenizer_config.json)"));
+}
+
+// The label of moeserve_requests_rejected_total for a refusal.
+const char* RejectReason(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kFailedPrecondition:
+      return "failed_precondition";
+    case absl::StatusCode::kUnavailable:
+      return "unavailable";
+    case absl::StatusCode::kResourceExhausted:
+      return "queue_full";
+    default:
+      return "invalid_argument";
+  }
+}
+
+int32_t ToId(uint32_t id) {
+  return id > static_cast<uint32_t>(INT32_MAX) ? -1 : static_cast<int32_t>(id);
+}
+
+void FromProto(const v1::SamplingParams& s, SamplingOptions& r) {
+  if (s.has_temperature()) r.temperature = s.temperature();
+  if (s.has_top_p()) r.top_p = s.top_p();
+  if (s.has_top_k()) r.top_k = s.top_k();
+  if (s.has_min_p()) r.min_p = s.min_p();
+  if (s.has_repetition_penalty()) r.repetition_penalty = s.repetition_penalty();
+  if (s.has_presence_penalty()) r.presence_penalty = s.presence_penalty();
+  if (s.has_frequency_penalty()) r.frequency_penalty = s.frequency_penalty();
+  if (s.has_seed()) r.seed = s.seed();
+}
+
+void FromProto(const v1::StoppingCriteria& st, StoppingOptions& r) {
+  if (st.has_max_tokens()) r.max_tokens = st.max_tokens();
+  r.min_tokens = st.min_tokens();
+  r.stop.assign(st.stop().begin(), st.stop().end());
+  for (uint32_t id : st.stop_token_ids()) r.stop_token_ids.push_back(ToId(id));
+  r.ignore_eos = st.ignore_eos();
+}
+
+int32_t LogprobsFromProto(uint32_t n) { return n > 1000 ? 1000 : static_cast<int32_t>(n); }
+
 }  // namespace
 
 grpc::Status ToGrpc(const absl::Status& s) {
@@ -111,89 +161,122 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-absl::StatusOr<GenerationRequest> FromProto(const v1::GenerateRequest& p) {
+absl::StatusOr<GenerationRequest> FromProto(const v1::GenerateRequest& p,
+                                            const TextFrontend* text) {
   GenerationRequest r;
   r.request_id = p.request_id();
   switch (p.input_case()) {
     case v1::GenerateRequest::kTokenIds:
-      for (uint32_t id : p.token_ids().ids()) {
-        r.prompt_ids.push_back(id > static_cast<uint32_t>(INT32_MAX) ? -1
-                                                                     : static_cast<int32_t>(id));
-      }
+      for (uint32_t id : p.token_ids().ids()) r.prompt_ids.push_back(ToId(id));
       break;
-    case v1::GenerateRequest::kText:
-      return absl::UnimplementedError(
-          "text input needs the tokenizer, which this build does not have yet; send token_ids");
+    case v1::GenerateRequest::kText: {
+      if (p.text().empty()) return absl::InvalidArgumentError("the prompt is empty: text is \"\"");
+      if (text == nullptr) return NoTokenizer("text input");
+      auto ids = text->Encode(p.text(), /*add_special_tokens=*/true);
+      if (!ids.ok()) return ids.status();
+      r.prompt_ids = *std::move(ids);
+      break;
+    }
     default:
       return absl::InvalidArgumentError("the prompt is empty: set text or token_ids");
   }
-  const v1::SamplingParams& s = p.sampling();
-  if (s.has_temperature()) r.sampling.temperature = s.temperature();
-  if (s.has_top_p()) r.sampling.top_p = s.top_p();
-  if (s.has_top_k()) r.sampling.top_k = s.top_k();
-  if (s.has_min_p()) r.sampling.min_p = s.min_p();
-  if (s.has_repetition_penalty()) r.sampling.repetition_penalty = s.repetition_penalty();
-  if (s.has_presence_penalty()) r.sampling.presence_penalty = s.presence_penalty();
-  if (s.has_frequency_penalty()) r.sampling.frequency_penalty = s.frequency_penalty();
-  if (s.has_seed()) r.sampling.seed = s.seed();
-  const v1::StoppingCriteria& st = p.stopping();
-  if (st.has_max_tokens()) r.stopping.max_tokens = st.max_tokens();
-  r.stopping.min_tokens = st.min_tokens();
-  r.stopping.stop.assign(st.stop().begin(), st.stop().end());
-  for (uint32_t id : st.stop_token_ids()) {
-    r.stopping.stop_token_ids.push_back(
-        id > static_cast<uint32_t>(INT32_MAX) ? -1 : static_cast<int32_t>(id));
-  }
-  r.stopping.ignore_eos = st.ignore_eos();
-  r.logprobs = p.logprobs() > 1000 ? 1000 : static_cast<int32_t>(p.logprobs());
+  FromProto(p.sampling(), r.sampling);
+  FromProto(p.stopping(), r.stopping);
+  r.logprobs = LogprobsFromProto(p.logprobs());
   r.prompt_logprobs = p.prompt_logprobs();
   r.priority = p.priority();
   return r;
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
-    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  auto plain = FromProto(*request);
-  if (!plain.ok()) {
-    metrics_.Rejected("invalid_argument").Increment();
-    return FailedStream(ToGrpc(plain.status()));
-  }
+GenerationRequest FromProto(const v1::ChatRequest& p, std::vector<int32_t> prompt_ids) {
+  GenerationRequest r;
+  r.request_id = p.request_id();
+  r.prompt_ids = std::move(prompt_ids);
+  FromProto(p.sampling(), r.sampling);
+  FromProto(p.stopping(), r.stopping);
+  r.logprobs = LogprobsFromProto(p.logprobs());
+  r.priority = p.priority();
+  return r;
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Refuse(const absl::Status& status) {
+  metrics_.Rejected(RejectReason(status)).Increment();
+  return FailedStream(ToGrpc(status));
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Start(GenerationRequest request) {
   const EngineLoop::Snapshot snap = loop_.snapshot();
   if (!snap.worker.has_value() || !loop_.ready()) {
-    metrics_.Rejected("unavailable").Increment();
-    return FailedStream(ToGrpc(absl::UnavailableError("no worker is ready yet; retry shortly")));
+    return Refuse(absl::UnavailableError("no worker is ready yet; retry shortly"));
   }
   RequestLimits limits;
   limits.vocab_size = snap.worker->model().vocab_size();
   limits.max_context_tokens = snap.worker->model().max_context_tokens();
   limits.max_kv_tokens = static_cast<int64_t>(snap.worker->kv().num_blocks()) *
                          static_cast<int64_t>(snap.worker->kv().block_tokens());
-  if (absl::Status s = ValidateRequest(limits, *plain); !s.ok()) {
-    metrics_.Rejected("invalid_argument").Increment();
-    return FailedStream(ToGrpc(s));
+  if (absl::Status s = ValidateRequest(limits, request); !s.ok()) return Refuse(s);
+  if (!request.stopping.stop.empty() && text_ == nullptr) {
+    return Refuse(NoTokenizer("stopping.stop (stop strings are matched on the text)"));
   }
   const std::string key = NewRequestId();
-  if (plain->request_id.empty()) plain->request_id = key;
+  if (request.request_id.empty()) request.request_id = key;
   auto* reactor = new GenerateReactor(loop_, key);
-  if (absl::Status s = loop_.Submit(key, *std::move(plain), reactor->sink()); !s.ok()) {
-    reactor->sink()->Close(s);
-  }
+  std::shared_ptr<ResponseSink> sink = reactor->sink();
+  if (text_ != nullptr) sink = text_->WrapSink(std::move(sink), request.stopping);
+  if (absl::Status s = loop_.Submit(key, std::move(request), sink); !s.ok()) sink->Close(s);
   return reactor;
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Chat(
-    grpc::CallbackServerContext* context, const v1::ChatRequest* request) {
-  return FailedStream(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                                   "Chat needs the tokenizer and chat template, which this build "
-                                   "does not have yet"));
+grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Generate(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes) {
+  v1::GenerateRequest request;
+  if (absl::Status s = ParseRawRequest(*bytes, &request); !s.ok()) return Refuse(s);
+  auto plain = FromProto(request, text_.get());
+  if (!plain.ok()) return Refuse(plain.status());
+  return Start(*std::move(plain));
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Chat(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes) {
+  v1::ChatRequest request;
+  if (absl::Status s = ParseRawRequest(*bytes, &request); !s.ok()) return Refuse(s);
+  if (text_ == nullptr) return Refuse(NoTokenizer("Chat"));
+  auto prompt = text_->RenderChat(request);
+  if (!prompt.ok()) return Refuse(prompt.status());
+  // The template wrote the special tokens (BOS, role markers) itself.
+  auto ids = text_->Encode(*prompt, /*add_special_tokens=*/false);
+  if (!ids.ok()) return Refuse(ids.status());
+  if (ids->empty()) {
+    return Refuse(absl::InvalidArgumentError("the chat template rendered an empty prompt"));
+  }
+  return Start(FromProto(request, *std::move(ids)));
 }
 
 grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
-                                                     const v1::TokenizeRequest* request,
-                                                     v1::TokenizeResponse* response) {
+                                                     const grpc::ByteBuffer* bytes,
+                                                     grpc::ByteBuffer* response) {
   auto* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                               "Tokenize needs the tokenizer, which this build does not have yet"));
+  v1::TokenizeRequest request;
+  absl::Status status = ParseRawRequest(*bytes, &request);
+  if (status.ok() && text_ == nullptr) status = NoTokenizer("Tokenize");
+  absl::StatusOr<std::vector<int32_t>> ids;
+  if (status.ok()) {
+    ids = text_->Encode(request.text(), request.add_special_tokens());
+    status = ids.status();
+  }
+  if (!status.ok()) {
+    reactor->Finish(ToGrpc(status));
+    return reactor;
+  }
+  v1::TokenizeResponse out;
+  for (int32_t id : *ids) {
+    out.add_ids(static_cast<uint32_t>(id));
+    if (request.return_tokens()) {
+      out.add_tokens(std::string(text_->tokenizer().IdToToken(id).value_or("")));
+    }
+  }
+  *response = SerializeRawResponse(out);
+  reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 
@@ -281,6 +364,13 @@ grpc::Status CoordinatorService::Connect(
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("worker ", reg.worker_id(),
                                      " registered without a KV cache or model description"));
+  }
+  if (text_ != nullptr) {
+    if (absl::Status s = text_->CheckModelVocab(reg.model().vocab_size(),
+                                                absl::StrCat("worker ", reg.worker_id()));
+        !s.ok()) {
+      return ToGrpc(s);
+    }
   }
   auto attached = loop_.Attach(reg);
   if (!attached.ok()) return ToGrpc(attached.status());

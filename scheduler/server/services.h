@@ -15,6 +15,7 @@
 #include "moeserve/worker/v1/worker.grpc.pb.h"
 #include "scheduler/admission/request_validator.h"
 #include "scheduler/server/engine_loop.h"
+#include "scheduler/server/text_frontend.h"
 
 namespace moeserve {
 
@@ -23,28 +24,49 @@ namespace moeserve {
 grpc::Status ToGrpc(const absl::Status& status);
 
 // Turns a proto request into a plain one (no validation beyond the proto's
-// own shape). Token-id input only until the tokenizer lands.
-absl::StatusOr<GenerationRequest> FromProto(const v1::GenerateRequest& request);
+// own shape). Text input is encoded with `text`'s tokenizer; without one
+// (null) it is FAILED_PRECONDITION.
+absl::StatusOr<GenerationRequest> FromProto(const v1::GenerateRequest& request,
+                                            const TextFrontend* text);
+// The same for a chat whose rendered prompt encodes to `prompt_ids`.
+GenerationRequest FromProto(const v1::ChatRequest& request, std::vector<int32_t> prompt_ids);
 
-class InferenceService final : public v1::Inference::CallbackService {
+// Generate, Chat and Tokenize are raw methods (ByteBuffer in and out; see
+// raw_messages.h) so that text that is not UTF-8 is INVALID_ARGUMENT, not a
+// silent UNIMPLEMENTED from the generated parser.
+using InferenceServiceBase = v1::Inference::WithRawCallbackMethod_Generate<
+    v1::Inference::WithRawCallbackMethod_Chat<v1::Inference::WithRawCallbackMethod_Tokenize<
+        v1::Inference::WithCallbackMethod_GetModelInfo<v1::Inference::Service>>>>;
+
+class InferenceService final : public InferenceServiceBase {
  public:
-  InferenceService(EngineLoop& loop, CoordinatorMetrics& metrics)
-      : loop_(loop), metrics_(metrics) {}
+  // `text`: the model's tokenizer and chat template (--tokenizer), or null:
+  // token ids only, text features FAILED_PRECONDITION.
+  InferenceService(EngineLoop& loop, CoordinatorMetrics& metrics,
+                   std::shared_ptr<const TextFrontend> text = nullptr)
+      : loop_(loop), metrics_(metrics), text_(std::move(text)) {}
 
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
-      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Chat(grpc::CallbackServerContext* context,
-                                                       const v1::ChatRequest* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Chat(grpc::CallbackServerContext* context,
+                                                   const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
-                                     const v1::TokenizeRequest* request,
-                                     v1::TokenizeResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
 
  private:
+  // Validates `request` against the served model and hands it to the loop;
+  // the stream's responses carry text when the service has a tokenizer.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Start(GenerationRequest request);
+  // A refused request: counted under `reason`, its stream ended with `status`.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Refuse(const absl::Status& status);
+
   EngineLoop& loop_;
   CoordinatorMetrics& metrics_;  // counts requests refused before they reach the loop
+  const std::shared_ptr<const TextFrontend> text_;
 };
 
 class AdminService final : public v1::Admin::CallbackService {
@@ -70,7 +92,10 @@ class AdminService final : public v1::Admin::CallbackService {
 // Welcome, plans and results. Health follows the engine loop's readiness.
 class CoordinatorService final : public worker::v1::Coordinator::Service {
  public:
-  explicit CoordinatorService(EngineLoop& loop) : loop_(loop) {}
+  // With `text`, a worker whose model's vocabulary is smaller than the
+  // tokenizer's is refused at registration (FAILED_PRECONDITION).
+  explicit CoordinatorService(EngineLoop& loop, std::shared_ptr<const TextFrontend> text = nullptr)
+      : loop_(loop), text_(std::move(text)) {}
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<worker::v1::CoordinatorMessage,
@@ -82,6 +107,7 @@ class CoordinatorService final : public worker::v1::Coordinator::Service {
 
  private:
   EngineLoop& loop_;
+  const std::shared_ptr<const TextFrontend> text_;
   std::mutex store_mu_;
   // Keys of the newest group generation only ("moeserve/group-<n>/...").
   uint64_t store_generation_ = 0;

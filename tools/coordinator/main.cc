@@ -19,6 +19,7 @@
 #include "scheduler/server/engine_loop.h"
 #include "scheduler/server/metrics.h"
 #include "scheduler/server/services.h"
+#include "scheduler/server/text_frontend.h"
 #include "tools/moeserve/args.h"
 
 namespace moeserve {
@@ -38,6 +39,13 @@ port. Health is NOT_SERVING until every worker rank is ready and while draining.
                             RESOURCE_EXHAUSTED (default 1024)
   --step-timeout-seconds S  a worker that takes longer for one step is lost (default 60)
   --no-prefix-caching       do not reuse KV blocks of common prompt prefixes
+  --tokenizer DIR           the served model's tokenizer and chat template:
+                            a directory holding tokenizer.json and
+                            tokenizer_config.json (the model directory works).
+                            Needed for text input, streamed text, stop
+                            strings, Chat and Tokenize; without it requests
+                            take token ids only. A worker whose vocabulary is
+                            smaller than the tokenizer's is refused.
 
 Expert parallelism:
   --ep-size N               worker ranks of the group; each holds a slice of the
@@ -69,13 +77,13 @@ int Fail(const absl::Status& s) {
 }
 
 int Main(const std::vector<std::string>& argv) {
-  auto args =
-      Args::Parse(argv,
-                  {"listen", "metrics-port", "max-batch-tokens", "max-running-seqs", "max-waiting",
-                   "step-timeout-seconds", "ep-size", "redundant-experts", "placement",
-                   "communicator-timeout-seconds", "group-timeout-seconds",
-                   "expert-load-window-steps", "emulated-link-latency-us", "emulated-link-gbps"},
-                  {"no-prefix-caching", "no-overlap", "help"});
+  auto args = Args::Parse(
+      argv,
+      {"listen", "metrics-port", "max-batch-tokens", "max-running-seqs", "max-waiting",
+       "step-timeout-seconds", "ep-size", "redundant-experts", "placement",
+       "communicator-timeout-seconds", "group-timeout-seconds", "expert-load-window-steps",
+       "emulated-link-latency-us", "emulated-link-gbps", "tokenizer"},
+      {"no-prefix-caching", "no-overlap", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << kUsage;
@@ -144,6 +152,20 @@ int Main(const std::vector<std::string>& argv) {
     placement = *std::move(parsed);
   }
 
+  std::shared_ptr<const TextFrontend> text;
+  if (auto dir = args->Get("tokenizer"); dir.has_value()) {
+    auto loaded = TextFrontend::Load(*dir);
+    if (!loaded.ok()) {
+      // Bad or missing files are the operator's input: exit 2 like a bad flag.
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--tokenizer ", *dir, ": ", loaded.status().message())));
+    }
+    text = *std::move(loaded);
+    std::cerr << "moeserve-coordinator: tokenizer from " << *dir << " ("
+              << text->tokenizer().vocab_size() << " tokens), "
+              << (text->has_chat_template() ? "with" : "without") << " a chat template\n";
+  }
+
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -192,12 +214,12 @@ int Main(const std::vector<std::string>& argv) {
   options.on_ready_changed = set_serving;
   EngineLoop loop(options, metrics);
   std::unique_ptr<grpc::Server> server;
-  InferenceService inference(loop, metrics);
+  InferenceService inference(loop, metrics, text);
   AdminService admin(loop, [&] {
     draining = true;
     set_serving(false);
   });
-  CoordinatorService coordinator(loop);
+  CoordinatorService coordinator(loop, text);
   grpc::ServerBuilder builder;
   int bound_port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &bound_port);
