@@ -1,6 +1,9 @@
 #include "tests/runtime/model/model_test_util.h"
 
+#include <unistd.h>
+
 #include <filesystem>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "tools/tiny_model/tiny_model.h"
@@ -83,9 +86,22 @@ std::vector<float> RunChunked(LoadedModel& m, const std::vector<int32_t>& tokens
 }
 
 std::string MakeTinyForTest(const std::string& arch, const std::string& dtype, uint64_t seed) {
-  static int counter = 0;
+  // Named by process: ctest runs tests side by side, and one process
+  // rewriting a model another has mapped crashes the other. Removed when the
+  // process exits (each holds tens of MB of embeddings).
+  struct Dirs {
+    std::vector<std::string> made;
+    pid_t owner = getpid();  // a forked child exiting leaves them alone
+    ~Dirs() {
+      if (getpid() != owner) return;
+      for (const std::string& d : made) std::filesystem::remove_all(d);
+    }
+  };
+  static Dirs dirs;
   const std::string dir = ::testing::TempDir() + "/tiny_" + arch + "_" + dtype + "_" +
-                          std::to_string(seed) + "_" + std::to_string(counter++);
+                          std::to_string(seed) + "_" + std::to_string(getpid()) + "_" +
+                          std::to_string(dirs.made.size());
+  dirs.made.push_back(dir);
   std::filesystem::remove_all(dir);
   TinyModelOptions o;
   auto a = ParseTinyArch(arch);
