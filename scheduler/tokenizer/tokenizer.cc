@@ -17,6 +17,10 @@ namespace {
 
 using nlohmann::json;
 
+// Larger ids would make the per-id tables (and Load) absurd; published
+// vocabularies have up to a few hundred thousand tokens.
+constexpr int32_t kMaxTokens = 1 << 24;
+
 absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -194,61 +198,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
     return absl::InvalidArgumentError(absl::StrCat(tokenizer_file, ": ", e.what()));
   }
 
-  // Ids: the model's vocabulary, then the added tokens over it.
-  int32_t size = 0;
-  for (const auto& [token, id] : t->bpe_->vocab()) size = std::max(size, id + 1);
-  for (const AddedToken& a : added) size = std::max(size, a.id + 1);
-  t->id_tokens_.resize(size);
-  t->has_token_.assign(size, false);
-  t->is_special_.assign(size, false);
-  for (const auto& [token, id] : t->bpe_->vocab()) {
-    t->id_tokens_[id] = token;
-    t->has_token_[id] = true;
-  }
-  for (const AddedToken& a : added) {
-    t->id_tokens_[a.id] = a.content;
-    t->has_token_[a.id] = true;
-    t->added_ids_[a.content] = a.id;
-  }
-  // What each id decodes to, as the ByteLevel decoder has it: the bytes its
-  // characters stand for, or the token's own UTF-8 when one is outside the
-  // byte alphabet (special tokens like "<｜begin▁of▁sentence｜>").
-  t->id_bytes_.resize(size);
-  for (int32_t id = 0; id < size; ++id) {
-    std::optional<std::string> bytes = ByteLevelToBytes(t->id_tokens_[id]);
-    t->id_bytes_[id] = bytes.has_value() ? *std::move(bytes) : t->id_tokens_[id];
-  }
-
+  if (absl::Status s = t->BuildIdTables(added); !s.ok()) return InFile(tokenizer_file, s);
+  if (absl::Status s = t->MarkSpecialTokens(added, config); !s.ok()) return InFile(config_file, s);
   const auto lookup = [&](const std::string& token) { return t->TokenToId(token); };
-  for (const AddedToken& a : added) {
-    if (a.special) t->is_special_[a.id] = true;
-  }
-  // The tokens the config names are special too.
-  std::vector<std::pair<std::string, std::optional<std::string>>> named = {
-      {"bos_token", config.bos_token},
-      {"eos_token", config.eos_token},
-      {"pad_token", config.pad_token},
-      {"unk_token", config.unk_token}};
-  for (size_t i = 0; i < config.additional_special_tokens.size(); ++i) {
-    named.emplace_back(absl::StrCat("additional_special_tokens[", i, "]"),
-                       config.additional_special_tokens[i]);
-  }
-  for (const auto& [field, content] : named) {
-    if (!content.has_value()) continue;
-    const std::optional<int32_t> id = lookup(*content);
-    if (!id.has_value()) {
-      return absl::InvalidArgumentError(absl::StrCat(config_file, ": ", field, ": \"", *content,
-                                                     "\" is not a token of tokenizer.json"));
-    }
-    t->is_special_[*id] = true;
-    if (field == "bos_token") t->bos_id_ = id;
-    if (field == "eos_token") t->eos_id_ = id;
-    if (field == "pad_token") t->pad_id_ = id;
-  }
-  for (int32_t id = 0; id < size; ++id) {
-    if (t->is_special_[id]) t->special_ids_.push_back(id);
-  }
-
   try {
     absl::StatusOr<SpecialTokenTemplate> tmpl = BuildSpecialTokenTemplate(
         config, Member(*tj, "post_processor"), lookup, config_file, tokenizer_file);
@@ -273,6 +225,72 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
   t->normalized_added_ = std::make_unique<AddedTokenMatcher>(normalized);
   t->split_special_tokens_ = config.split_special_tokens;
   return t;
+}
+
+absl::Status Tokenizer::BuildIdTables(const std::vector<AddedToken>& added) {
+  // Ids: the model's vocabulary, then the added tokens over it.
+  int64_t largest = -1;
+  for (const auto& [token, id] : bpe_->vocab()) largest = std::max<int64_t>(largest, id);
+  for (const AddedToken& a : added) largest = std::max<int64_t>(largest, a.id);
+  if (largest >= kMaxTokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the largest token id is ", largest, "; at most ", kMaxTokens, " tokens are supported"));
+  }
+  const auto size = static_cast<int32_t>(largest + 1);
+  id_tokens_.resize(size);
+  has_token_.assign(size, false);
+  is_special_.assign(size, false);
+  for (const auto& [token, id] : bpe_->vocab()) {
+    id_tokens_[id] = token;
+    has_token_[id] = true;
+  }
+  for (const AddedToken& a : added) {
+    id_tokens_[a.id] = a.content;
+    has_token_[a.id] = true;
+    added_ids_[a.content] = a.id;
+  }
+  // What each id decodes to, as the ByteLevel decoder has it: the bytes its
+  // characters stand for, or the token's own UTF-8 when one is outside the
+  // byte alphabet (special tokens like "<｜begin▁of▁sentence｜>").
+  id_bytes_.resize(size);
+  for (int32_t id = 0; id < size; ++id) {
+    std::optional<std::string> bytes = ByteLevelToBytes(id_tokens_[id]);
+    id_bytes_[id] = bytes.has_value() ? *std::move(bytes) : id_tokens_[id];
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Tokenizer::MarkSpecialTokens(const std::vector<AddedToken>& added,
+                                          const TokenizerConfig& config) {
+  for (const AddedToken& a : added) {
+    if (a.special) is_special_[a.id] = true;
+  }
+  // The tokens the config names are special too.
+  std::vector<std::pair<std::string, std::optional<std::string>>> named = {
+      {"bos_token", config.bos_token},
+      {"eos_token", config.eos_token},
+      {"pad_token", config.pad_token},
+      {"unk_token", config.unk_token}};
+  for (size_t i = 0; i < config.additional_special_tokens.size(); ++i) {
+    named.emplace_back(absl::StrCat("additional_special_tokens[", i, "]"),
+                       config.additional_special_tokens[i]);
+  }
+  for (const auto& [field, content] : named) {
+    if (!content.has_value()) continue;
+    const std::optional<int32_t> id = TokenToId(*content);
+    if (!id.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": \"", *content, "\" is not a token of tokenizer.json"));
+    }
+    is_special_[*id] = true;
+    if (field == "bos_token") bos_id_ = id;
+    if (field == "eos_token") eos_id_ = id;
+    if (field == "pad_token") pad_id_ = id;
+  }
+  for (int32_t id = 0; id < vocab_size(); ++id) {
+    if (is_special_[id]) special_ids_.push_back(id);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,

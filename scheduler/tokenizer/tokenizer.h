@@ -31,6 +31,7 @@
 #include "scheduler/tokenizer/bpe.h"
 #include "scheduler/tokenizer/normalizer.h"
 #include "scheduler/tokenizer/pre_tokenizer.h"
+#include "scheduler/tokenizer/special_tokens.h"
 
 namespace moeserve {
 
@@ -104,6 +105,12 @@ class Tokenizer {
 
  private:
   Tokenizer() = default;
+
+  // Load steps: the per-id tables from the vocabulary and the added tokens;
+  // then which ids are special and which are BOS, EOS and padding.
+  absl::Status BuildIdTables(const std::vector<AddedToken>& added);
+  absl::Status MarkSpecialTokens(const std::vector<AddedToken>& added,
+                                 const TokenizerConfig& config);
 
   // Ids of one run of text between raw-matched added tokens.
   void EncodeRun(std::string_view run, std::vector<int32_t>* ids) const;

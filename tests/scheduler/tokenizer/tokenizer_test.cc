@@ -301,6 +301,10 @@ TEST(LoadTest, UnsupportedOrMalformedFilesAreErrorsNamingFileAndField) {
          f.tokenizer["added_tokens"] = {{{"content", "<x>"}}};
        },
        "added_tokens[0]: expected an object with an integer \"id\""},
+      {[](Files& f) {
+         f.tokenizer["added_tokens"] = {{{"id", 2000000000}, {"content", "<x>"}}};
+       },
+       "small/tokenizer.json: the largest token id is 2000000000"},
       {[](Files& f) { f.config["bos_token"] = "<nope>"; },
        "small/tokenizer_config.json: bos_token: \"<nope>\" is not a token of tokenizer.json"},
       {[](Files& f) { f.config["clean_up_tokenization_spaces"] = true; },
@@ -418,6 +422,44 @@ TEST(PublishedTokenizerTest, ConcurrentEncodesGiveTheSameIds) {
   }
   for (std::thread& th : threads) th.join();
   EXPECT_THAT(mismatches, ElementsAre(0, 0, 0, 0));
+}
+
+// Any bytes: valid UTF-8 encodes (and, without a normalizer, decodes back),
+// anything else is InvalidArgument; nothing crashes. Code points are drawn
+// from all of Unicode, unassigned and private use included.
+TEST(PublishedTokenizerTest, ArbitraryInputEncodesOrFailsCleanly) {
+  for (const char* name : {"deepseek_v3", "qwen3"}) {
+    const Tokenizer* t = testing::SharedTokenizer(name);
+    ASSERT_NE(t, nullptr);
+    const bool normalizes = std::string(name) == "qwen3";
+    std::mt19937 rng(11);
+    int invalid = 0;
+    for (int trial = 0; trial < 3000; ++trial) {
+      std::string text;
+      const int n = static_cast<int>(rng() % 24);
+      for (int i = 0; i < n; ++i) {
+        if (trial % 2 == 0) {  // raw bytes, biased to UTF-8 lead/continuation bytes and '<'
+          const uint32_t r = rng() % 4;
+          text.push_back(static_cast<char>(r == 0 ? '<' : r == 1 ? 0x80 + rng() % 0x80 : rng()));
+        } else {  // any scalar value
+          char32_t cp = rng() % 0x110000;
+          if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD;
+          AppendUtf8(cp, &text);
+        }
+      }
+      const absl::StatusOr<std::vector<int32_t>> ids = t->Encode(text, true);
+      if (!ValidateUtf8(text).ok()) {
+        EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+        ++invalid;
+        continue;
+      }
+      ASSERT_TRUE(ids.ok()) << ids.status();
+      if (!normalizes) {
+        EXPECT_EQ(*t->Decode(*ids, {.skip_special_tokens = true}), text) << trial;
+      }
+    }
+    EXPECT_GT(invalid, 500) << "the raw-byte half should be mostly ill-formed";
+  }
 }
 
 // Random ids, single bytes of split characters and special tokens included:
