@@ -1,10 +1,11 @@
 // Expert-parallel step time with the two-micro-batch overlap off and on.
 //
-//   build/tools/bench/ep_bench [--quick] [--ranks 2,4] [--ratios 0.5,1,1.5]
+//   build/tools/bench/ep_bench [--quick] [--ranks 2,4] [--ratios 0.5,1,1.5] [--layers 8]
 //
 // Ranks are threads of this process, each with its own copy of the "small"
 // DeepSeek-V3-architecture model (hidden 1024, 64 routed experts, top-6; its
-// slice of the experts), KV cache and sequences, joined by a real Gloo group
+// slice of the experts; 8 layers, the first dense, unless --layers says
+// otherwise), KV cache and sequences, joined by a real Gloo group
 // over loopback TCP. OpenBLAS runs single-threaded per rank.
 //
 // A CPU box has no NVLink or InfiniBand to measure, so the communicator runs
@@ -193,6 +194,7 @@ int Main(int argc, char** argv) {
   bool quick = false;
   std::vector<double> ranks_list = {2, 4};
   std::vector<double> ratios = {0.5, 1.0, 1.5};
+  int layers = 8;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") {
@@ -201,8 +203,11 @@ int Main(int argc, char** argv) {
       ranks_list = ParseList(argv[++i]);
     } else if (a == "--ratios" && i + 1 < argc) {
       ratios = ParseList(argv[++i]);
+    } else if (a == "--layers" && i + 1 < argc) {
+      layers = static_cast<int>(ParseList(argv[++i]).at(0));
     } else {
-      std::fprintf(stderr, "usage: ep_bench [--quick] [--ranks 2,4] [--ratios 0.5,1,1.5]\n");
+      std::fprintf(stderr,
+                   "usage: ep_bench [--quick] [--ranks 2,4] [--ratios 0.5,1,1.5] [--layers 8]\n");
       return 2;
     }
   }
@@ -214,13 +219,16 @@ int Main(int argc, char** argv) {
   to.size = quick ? TinySize::kTiny : TinySize::kSmall;
   to.out_dir = dir;
   to.seed = 5;
+  to.num_layers = quick ? 0 : layers;
   if (absl::Status s = MakeTinyModel(to); !s.ok()) {
     std::fprintf(stderr, "ep_bench: %s\n", std::string(s.message()).c_str());
     return 1;
   }
   std::printf(
-      "model: %s DeepSeek-V3 architecture; decode steps of %d sequences per rank, context %d\n",
-      quick ? "tiny" : "small (hidden 1024, 64 experts, top-6)", quick ? 8 : 32, 32);
+      "model: %s DeepSeek-V3 architecture, %d layers (the first dense); decode steps of %d "
+      "sequences per rank, context %d\n",
+      quick ? "tiny" : "small (hidden 1024, 64 experts, top-6)", quick ? 3 : layers, quick ? 8 : 32,
+      32);
   std::printf("%5s %6s %11s %10s %10s %10s %12s %11s %8s %8s\n", "ranks", "ratio", "compute_ms",
               "latency_us", "off_ms", "on_ms", "a2a_ms/step", "exposed_ms", "hidden", "speedup");
   for (double rd : ranks_list) {

@@ -568,7 +568,12 @@ absl::Status MakeTinyModel(const TinyModelOptions& options) {
   std::vector<Group> groups;
   switch (options.arch) {
     case TinyArch::kDeepseekV3: {
-      const MlaDims dims = options.size == TinySize::kSmall ? SmallDims() : MlaDims{};
+      MlaDims dims = options.size == TinySize::kSmall ? SmallDims() : MlaDims{};
+      if (options.num_layers < 0 || options.num_layers > 256) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tiny model: num_layers is ", options.num_layers, "; expected 0 to 256"));
+      }
+      if (options.num_layers > 0) dims.layers = options.num_layers;
       config = DeepseekFamilyConfig(options.arch, dims);
       groups = DeepseekWeights(dims);
       break;

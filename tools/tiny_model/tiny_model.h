@@ -41,6 +41,10 @@ struct TinyModelOptions {
   std::string out_dir;  // created if missing; existing model files are overwritten
   uint64_t seed = 0;
   int num_shards = 3;  // >= 1; 1 writes a single model.safetensors and no index
+  // Decoder layers of a deepseek_v3 model (the first dense, the rest MoE);
+  // 0 keeps the size's own (3 tiny, 4 small). Benchmarks of the overlap
+  // want more MoE layers per step.
+  int num_layers = 0;
   // Holds the tokenizer.json and tokenizer_config.json copied into a kTiny
   // model; empty: DefaultTokenizerDir(arch). (kSmall models get no
   // tokenizer: their vocabulary is smaller than one.)
