@@ -1,11 +1,14 @@
 // moeserve: the command-line entry point.
 //
 //   moeserve generate --model DIR --prompt-ids 0,17,42 [...]
+//   moeserve generate --server localhost:50051 "Once upon a time" [...]
+//   moeserve chat --server localhost:50051 "Hello!" [...]
 //   moeserve make-tiny-model --arch deepseek_v3 --dtype bf16 --out DIR
 //   moeserve bench --server localhost:50051 [...]
 //   moeserve tokenize --tokenizer DIR < text.txt
 //   moeserve detokenize --tokenizer DIR < ids.json
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -18,6 +21,7 @@
 #include "tools/moeserve/placement_command.h"
 #include "tools/moeserve/tokenize_command.h"
 #ifdef MOESERVE_HAVE_GRPC
+#include "google/protobuf/util/json_util.h"
 #include "tools/moeserve/bench_command.h"
 #include "tools/moeserve/remote_generate.h"
 #endif
@@ -31,7 +35,8 @@ constexpr char kUsage[] = R"(moeserve - serving runtime for Mixture-of-Experts l
 Usage: moeserve <command> [flags]
 
 Commands:
-  generate         Generate tokens from a prompt with the in-process CPU engine.
+  generate         Generate from a prompt, in process on the CPU or on a server.
+  chat             Send a conversation to a server (the model's chat template).
   make-tiny-model  Write a small random checkpoint in the published layout.
   bench            Load-test a running coordinator and report latency and throughput.
   tokenize         Print the token ids of UTF-8 text read from stdin.
@@ -45,11 +50,14 @@ constexpr char kGenerateUsage[] = R"(Usage: moeserve generate --model DIR --prom
 
 With --model, runs the model in this process on the CPU and prints the
 generated tokens. With --server, sends the request to a running coordinator
-(e.g. localhost:50051) and prints the tokens as they stream in.
+(e.g. localhost:50051) and prints the stream as it arrives: the text for a
+text prompt (the coordinator needs --tokenizer), the tokens for --prompt-ids.
 
   --model DIR          Hugging Face checkpoint directory (config.json + safetensors)
   --server ADDR        coordinator address (host:port) instead of --model
   --prompt-ids IDS     comma-separated prompt token ids, e.g. 0,17,42
+  --stop STR           with --server: stop when the text contains STR (not printed)
+  --tokens             with --server and a text prompt: print the tokens, not the text
   --max-tokens N       tokens to generate (default 16)
   --temperature T      0 for greedy decoding (default 0)
   --top-p P            nucleus sampling: keep the smallest set of tokens whose
@@ -64,9 +72,31 @@ generated tokens. With --server, sends the request to a running coordinator
                        {"prompt_logprobs": [null, lp1, ...] or null,
                         "tokens": [{"id": .., "logprob": ..}, ...],
                         "finish_reason": "length" | "stop"}
+                       (with --server also "text" and "stop_reason", and
+                       finish_reason "stop_string")
   --kv-cache-tokens N  KV cache capacity in tokens (default 16384)
   --max-batch-tokens N tokens per forward pass; longer prompts are prefilled in
                        chunks of this size (default 2048)
+)";
+
+constexpr char kChatUsage[] =
+    R"(Usage: moeserve chat --server ADDR ("MESSAGE" | --messages FILE) [flags]
+
+Sends a conversation to a running coordinator, which formats it with the
+model's chat template (it needs --tokenizer), and prints the reply as it
+streams in.
+
+  --server ADDR        coordinator address (host:port)
+  --messages FILE      the conversation: a JSON list of {"role", "content"}
+                       objects ("-" reads stdin), instead of one user MESSAGE
+  --system TEXT        a system message before MESSAGE
+  --thinking on|off    turn the model's thinking mode on or off (Qwen3's
+                       enable_thinking); default: the template's
+  --template-kwargs JSON  further template variables, a JSON object
+  --max-tokens N       tokens to generate (default 256)
+  --temperature T, --top-p P, --top-k K, --min-p P, --seed S, --stop STR,
+  --ignore-eos, --logprobs N   as for generate
+  --json               print one JSON object at the end (as generate --json)
 )";
 
 constexpr char kMakeTinyUsage[] =
@@ -161,6 +191,40 @@ const char* FinishReasonName(FinishReason r) {
   return r == FinishReason::kStop ? "stop" : "length";
 }
 
+#ifdef MOESERVE_HAVE_GRPC
+// The sampling and stopping flags that generate --server and chat share.
+absl::Status RemoteParams(const Args& args, int64_t default_max_tokens,
+                          v1::SamplingParams* sampling, v1::StoppingCriteria* stopping,
+                          uint32_t* num_logprobs) {
+  auto max_tokens = args.Int("max-tokens", default_max_tokens);
+  auto temperature = args.Double("temperature", 0.0);
+  auto top_p = args.Double("top-p", 1.0);
+  auto top_k = args.Int("top-k", 0);
+  auto min_p = args.Double("min-p", 0.0);
+  auto seed = args.Uint("seed", 0);
+  auto logprobs = args.Int("logprobs", 1);
+  for (const absl::Status& s : {max_tokens.status(), temperature.status(), top_p.status(),
+                                top_k.status(), min_p.status(), seed.status(), logprobs.status()}) {
+    if (!s.ok()) return s;
+  }
+  if (*max_tokens < 1 || *max_tokens > UINT32_MAX || *top_k < 0 || *top_k > INT32_MAX ||
+      *logprobs < 0 || *logprobs > 20) {
+    return absl::InvalidArgumentError(
+        "--max-tokens must be positive, --top-k non-negative, --logprobs in [0, 20]");
+  }
+  stopping->set_max_tokens(static_cast<uint32_t>(*max_tokens));
+  stopping->set_ignore_eos(args.Has("ignore-eos"));
+  if (auto stop = args.Get("stop"); stop.has_value()) stopping->add_stop(*stop);
+  sampling->set_temperature(static_cast<float>(*temperature));
+  sampling->set_top_p(static_cast<float>(*top_p));
+  sampling->set_top_k(static_cast<int32_t>(*top_k));
+  sampling->set_min_p(static_cast<float>(*min_p));
+  sampling->set_seed(*seed);
+  *num_logprobs = static_cast<uint32_t>(*logprobs);
+  return absl::OkStatus();
+}
+#endif
+
 // generate --server: the same flags, sent to a coordinator.
 int RunRemote(const Args& args, const std::vector<int32_t>& ids, const std::string& text) {
 #ifdef MOESERVE_HAVE_GRPC
@@ -170,35 +234,106 @@ int RunRemote(const Args& args, const std::vector<int32_t>& ids, const std::stri
   } else {
     for (int32_t id : ids) request.mutable_token_ids()->add_ids(static_cast<uint32_t>(id));
   }
-  auto max_tokens = args.Int("max-tokens", 16);
-  auto temperature = args.Double("temperature", 0.0);
-  auto top_p = args.Double("top-p", 1.0);
-  auto top_k = args.Int("top-k", 0);
-  auto min_p = args.Double("min-p", 0.0);
-  auto seed = args.Uint("seed", 0);
-  auto logprobs = args.Int("logprobs", 1);
-  for (const absl::Status& s : {max_tokens.status(), temperature.status(), top_p.status(),
-                                top_k.status(), min_p.status(), seed.status(), logprobs.status()}) {
-    if (!s.ok()) return Fail(s);
+  uint32_t logprobs = 0;
+  if (absl::Status s =
+          RemoteParams(args, 16, request.mutable_sampling(), request.mutable_stopping(), &logprobs);
+      !s.ok()) {
+    return Fail(s);
   }
-  if (*max_tokens < 1 || *max_tokens > UINT32_MAX || *top_k < 0 || *top_k > INT32_MAX ||
-      *logprobs < 0 || *logprobs > 20) {
-    return Fail(absl::InvalidArgumentError(
-        "--max-tokens must be positive, --top-k non-negative, --logprobs in [0, 20]"));
-  }
-  request.mutable_stopping()->set_max_tokens(static_cast<uint32_t>(*max_tokens));
-  request.mutable_stopping()->set_ignore_eos(args.Has("ignore-eos"));
-  request.mutable_sampling()->set_temperature(static_cast<float>(*temperature));
-  request.mutable_sampling()->set_top_p(static_cast<float>(*top_p));
-  request.mutable_sampling()->set_top_k(static_cast<int32_t>(*top_k));
-  request.mutable_sampling()->set_min_p(static_cast<float>(*min_p));
-  request.mutable_sampling()->set_seed(*seed);
-  request.set_logprobs(static_cast<uint32_t>(*logprobs));
+  request.set_logprobs(logprobs);
   request.set_prompt_logprobs(args.Has("prompt-logprobs"));
-  return RunRemoteGenerate(*args.Get("server"), request, args.Has("json"));
+  const StreamOutput output = args.Has("json")                     ? StreamOutput::kJson
+                              : text.empty() || args.Has("tokens") ? StreamOutput::kTokens
+                                                                   : StreamOutput::kText;
+  return RunRemoteGenerate(*args.Get("server"), request, output);
 #else
   return Fail(absl::UnimplementedError(
       "this moeserve was built without gRPC (MOESERVE_GRPC=OFF): --server is not available"));
+#endif
+}
+
+int RunChat(const std::vector<std::string>& argv) {
+  auto args =
+      Args::Parse(argv,
+                  {"server", "messages", "system", "thinking", "template-kwargs", "max-tokens",
+                   "temperature", "top-p", "top-k", "min-p", "seed", "stop", "logprobs"},
+                  {"ignore-eos", "json", "help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->Has("help")) {
+    std::cout << kChatUsage;
+    return 0;
+  }
+#ifdef MOESERVE_HAVE_GRPC
+  auto server = args->Required("server");
+  if (!server.ok()) return Fail(server.status());
+  v1::ChatRequest request;
+  if (auto system = args->Get("system"); system.has_value()) {
+    v1::ChatMessage* m = request.add_messages();
+    m->set_role("system");
+    m->set_content(*system);
+  }
+  if (auto file = args->Get("messages"); file.has_value()) {
+    if (!args->positional().empty()) {
+      return Fail(absl::InvalidArgumentError("give either --messages FILE or one MESSAGE"));
+    }
+    std::ifstream in_file;
+    if (*file != "-") in_file.open(*file);
+    std::istream& in = *file == "-" ? std::cin : in_file;
+    if (!in)
+      return Fail(absl::InvalidArgumentError(absl::StrCat("cannot read --messages ", *file)));
+    const nlohmann::json messages = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!messages.is_array()) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--messages ", *file, " must hold a JSON list of {\"role\", \"content\"} objects")));
+    }
+    for (const nlohmann::json& m : messages) {
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+          (m.contains("content") && !m["content"].is_string() && !m["content"].is_null())) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            "--messages ", *file,
+            ": each message needs a string \"role\" and a string (or null) \"content\", not ",
+            m.dump())));
+      }
+      v1::ChatMessage* out = request.add_messages();
+      out->set_role(m["role"].get<std::string>());
+      if (m.contains("content") && m["content"].is_string()) {
+        out->set_content(m["content"].get<std::string>());
+      }
+    }
+  } else if (args->positional().size() == 1) {
+    v1::ChatMessage* m = request.add_messages();
+    m->set_role("user");
+    m->set_content(args->positional().front());
+  } else {
+    return Fail(absl::InvalidArgumentError(
+        "give the message as one quoted argument, or the conversation with --messages FILE"));
+  }
+  if (auto thinking = args->Get("thinking"); thinking.has_value()) {
+    if (*thinking != "on" && *thinking != "off") {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--thinking must be on or off, got \"", *thinking, "\"")));
+    }
+    request.set_enable_thinking(*thinking == "on");
+  }
+  if (auto kwargs = args->Get("template-kwargs"); kwargs.has_value()) {
+    if (!google::protobuf::util::JsonStringToMessage(*kwargs, request.mutable_template_kwargs())
+             .ok()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--template-kwargs must be a JSON object, got ", *kwargs)));
+    }
+  }
+  uint32_t logprobs = 0;
+  if (absl::Status s = RemoteParams(*args, 256, request.mutable_sampling(),
+                                    request.mutable_stopping(), &logprobs);
+      !s.ok()) {
+    return Fail(s);
+  }
+  request.set_logprobs(logprobs);
+  return RunRemoteChat(*server, request,
+                       args->Has("json") ? StreamOutput::kJson : StreamOutput::kText);
+#else
+  return Fail(absl::UnimplementedError(
+      "this moeserve was built without gRPC (MOESERVE_GRPC=OFF): chat is not available"));
 #endif
 }
 
@@ -206,8 +341,8 @@ int RunGenerate(const std::vector<std::string>& argv) {
   auto args =
       Args::Parse(argv,
                   {"model", "server", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k",
-                   "min-p", "seed", "kv-cache-tokens", "max-batch-tokens", "logprobs"},
-                  {"prompt-logprobs", "json", "ignore-eos", "help"});
+                   "min-p", "seed", "kv-cache-tokens", "max-batch-tokens", "logprobs", "stop"},
+                  {"prompt-logprobs", "json", "ignore-eos", "tokens", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << kGenerateUsage;
@@ -222,6 +357,9 @@ int RunGenerate(const std::vector<std::string>& argv) {
   if (!args->positional().empty()) {
     return Fail(absl::InvalidArgumentError(
         "a text prompt needs --server (the in-process engine takes --prompt-ids only)"));
+  }
+  if (!args->Has("server") && (args->Has("stop") || args->Has("tokens"))) {
+    return Fail(absl::InvalidArgumentError("--stop and --tokens need --server"));
   }
   auto ids_text = args->Required("prompt-ids");
   if (!ids_text.ok()) return Fail(ids_text.status());
@@ -392,6 +530,7 @@ int main(int argc, char** argv) {
   const std::string command = args[0];
   args.erase(args.begin());
   if (command == "generate") return moeserve::RunGenerate(args);
+  if (command == "chat") return moeserve::RunChat(args);
   if (command == "make-tiny-model") return moeserve::RunMakeTinyModel(args);
   if (command == "bench") return moeserve::RunBenchCommand(args);
   if (command == "tokenize") return moeserve::RunTokenizeCommand(args, /*encode=*/true);

@@ -1,5 +1,5 @@
-// `moeserve generate --server ADDR`: a client of a running coordinator that
-// streams the generated tokens to the terminal as they arrive.
+// `moeserve generate --server ADDR` and `moeserve chat --server ADDR`:
+// clients of a running coordinator that print the stream as it arrives.
 #ifndef MOESERVE_TOOLS_MOESERVE_REMOTE_GENERATE_H_
 #define MOESERVE_TOOLS_MOESERVE_REMOTE_GENERATE_H_
 
@@ -9,11 +9,21 @@
 
 namespace moeserve {
 
-// Sends `request` to `server` and prints the stream: token ids (and
-// logprobs) as they arrive, then the finish reason and usage; with `json`,
-// one object at the end in the format of the local `generate --json`.
-// Returns the process exit code.
-int RunRemoteGenerate(const std::string& server, const v1::GenerateRequest& request, bool json);
+// How the stream is printed.
+enum class StreamOutput {
+  kText,    // the text deltas as they arrive, then a summary line on stderr
+  kTokens,  // one line per token: id, logprob and the token's text; then a summary
+  kJson,    // one object at the end, in the format of the local `generate --json`
+            // plus "text" (the deltas joined) and "stop_reason"
+};
+
+// Sends `request` to `server` and prints the stream. Returns the process exit
+// code: 0, 2 when the server refused the request as invalid, 1 otherwise.
+int RunRemoteGenerate(const std::string& server, const v1::GenerateRequest& request,
+                      StreamOutput output);
+
+// The same for a chat.
+int RunRemoteChat(const std::string& server, const v1::ChatRequest& request, StreamOutput output);
 
 }  // namespace moeserve
 
