@@ -20,6 +20,8 @@ using nlohmann::json;
 constexpr size_t kMaxCachedWordBytes = 256;
 constexpr size_t kCacheShards = 32;
 constexpr size_t kCacheWordsPerShard = 4096;
+// Per-thread merge scratch kept between words, in symbols.
+constexpr size_t kKeptScratchSymbols = 1 << 16;
 
 absl::Status FieldError(absl::string_view field, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", message));
@@ -275,6 +277,10 @@ void BpeModel::MergeWord(std::string_view word, std::vector<int32_t>* ids) const
     push(top.pos);
   }
   for (int32_t i = 0; i >= 0 && i < n; i = symbols[i].next) ids->push_back(symbols[i].id);
+  if (symbols.capacity() > kKeptScratchSymbols) {  // one huge word: give the memory back
+    symbols = {};
+    heap = {};
+  }
 }
 
 BpeModel::CacheStats BpeModel::cache_stats() const { return cache_->stats(); }

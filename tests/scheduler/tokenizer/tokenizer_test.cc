@@ -130,13 +130,18 @@ TEST(BpeTest, IgnoreMergesTakesWholeWordsFromTheVocabulary) {
 
 TEST(BpeTest, LongWordsAndWordsBeyondTheCacheGiveTheSameIds) {
   const Files f = SmallTokenizer({"ab"}, {{"a", "b"}});
-  std::string word;
-  std::vector<int32_t> expected;
-  for (int i = 0; i < 300; ++i) {  // 600 bytes: longer than the cache takes
-    word += "ab";
-    expected.push_back(256);
+  // 600 bytes: longer than the cache takes; 200 kB: more than the merge
+  // scratch keeps between words.
+  for (int pairs : {300, 100000}) {
+    std::string word;
+    std::vector<int32_t> expected;
+    for (int i = 0; i < pairs; ++i) {
+      word += "ab";
+      expected.push_back(256);
+    }
+    EXPECT_EQ(Ids(f, word), expected);
+    EXPECT_EQ(Ids(f, "ab"), std::vector<int32_t>{256}) << "and after it";
   }
-  EXPECT_EQ(Ids(f, word), expected);
 }
 
 TEST(AddedTokensTest, LongestMatchWinsAndSpecialTokensAreFoundInText) {
