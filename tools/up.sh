@@ -5,7 +5,9 @@
 #   tools/up.sh [--model DIR] [--port N] [--metrics-port N] [--build-dir DIR]
 #
 # Without --model it serves a tiny DeepSeek-V3-layout checkpoint (written once
-# into the build directory). Logs go to <build-dir>/up/.
+# into the build directory). When the model directory holds tokenizer.json and
+# tokenizer_config.json, the coordinator gets them (--tokenizer) and serves
+# text; otherwise token ids only. Logs go to <build-dir>/up/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,7 @@ while [ $# -gt 0 ]; do
     --port) port=$2; shift 2 ;;
     --metrics-port) metrics_port=$2; shift 2 ;;
     --build-dir) build=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "tools/up.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -30,7 +32,13 @@ for bin in "$cli" "$build/tools/coordinator/moeserve-coordinator" "$build/tools/
 done
 if [ -z "$model" ]; then
   model=$build/models/tiny-deepseek-v3
-  [ -f "$model/config.json" ] || "$cli" make-tiny-model --arch deepseek_v3 --dtype fp8 --out "$model"
+  # (Re)written when missing or from before tiny models carried the tokenizer.
+  [ -f "$model/config.json" ] && [ -f "$model/tokenizer.json" ] ||
+    "$cli" make-tiny-model --arch deepseek_v3 --dtype fp8 --out "$model"
+fi
+tokenizer_flags=()
+if [ -f "$model/tokenizer.json" ] && [ -f "$model/tokenizer_config.json" ]; then
+  tokenizer_flags=(--tokenizer "$model")
 fi
 
 logs=$build/up
@@ -43,7 +51,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 "$build/tools/coordinator/moeserve-coordinator" --listen "127.0.0.1:$port" \
-  --metrics-port "$metrics_port" > "$logs/coordinator.log" 2>&1 &
+  --metrics-port "$metrics_port" "${tokenizer_flags[@]}" > "$logs/coordinator.log" 2>&1 &
 pids+=($!)
 "$build/tools/worker/moeserve-worker" --coordinator "127.0.0.1:$port" --model "$model" \
   --connect-timeout-seconds 30 > "$logs/worker.log" 2>&1 &
@@ -68,8 +76,15 @@ done
 echo
 echo "moeserve is serving on 127.0.0.1:$port (metrics: http://127.0.0.1:$metrics_port/metrics)"
 echo "example request:"
-echo "  $cli generate --server 127.0.0.1:$port --prompt-ids 0,17,42 --max-tokens 8"
-"$cli" generate --server "127.0.0.1:$port" --prompt-ids 0,17,42 --max-tokens 8
+if [ ${#tokenizer_flags[@]} -gt 0 ]; then
+  # A tiny random model: the text is random too, but it streams.
+  echo "  $cli generate --server 127.0.0.1:$port \"The capital of France is\" --max-tokens 16"
+  "$cli" generate --server "127.0.0.1:$port" "The capital of France is" --max-tokens 16
+  echo "  (also: $cli chat --server 127.0.0.1:$port \"Hello!\")"
+else
+  echo "  $cli generate --server 127.0.0.1:$port --prompt-ids 0,17,42 --max-tokens 8"
+  "$cli" generate --server "127.0.0.1:$port" --prompt-ids 0,17,42 --max-tokens 8
+fi
 echo
 echo "serving until Ctrl-C; logs in $logs/"
 wait
