@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Starts a moeserve coordinator and one CPU worker on this machine, sends one
+# Starts a moeserve coordinator and CPU workers on this machine, sends one
 # example request, and serves until Ctrl-C.
 #
-#   tools/up.sh [--model DIR] [--port N] [--metrics-port N] [--build-dir DIR]
+#   tools/up.sh [--model DIR] [--workers N] [--port N] [--metrics-port N] [--build-dir DIR]
 #
+# --workers N starts an expert-parallel group of N worker ranks (default 1),
+# each holding a slice of the experts (docs/expert_parallelism.md).
 # Without --model it serves a tiny DeepSeek-V3-layout checkpoint (written once
 # into the build directory). When the model directory holds tokenizer.json and
 # tokenizer_config.json, the coordinator gets them (--tokenizer) and serves
@@ -15,16 +17,22 @@ build=build
 model=""
 port=50051
 metrics_port=9400
+workers=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model=$2; shift 2 ;;
+    --workers) workers=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --metrics-port) metrics_port=$2; shift 2 ;;
     --build-dir) build=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "tools/up.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+
+case "$workers" in
+  ''|*[!0-9]*|0) echo "tools/up.sh: --workers must be a positive number, got '$workers'" >&2; exit 2 ;;
+esac
 
 cli=$build/tools/moeserve/moeserve
 for bin in "$cli" "$build/tools/coordinator/moeserve-coordinator" "$build/tools/worker/moeserve-worker"; do
@@ -51,11 +59,16 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 "$build/tools/coordinator/moeserve-coordinator" --listen "127.0.0.1:$port" \
-  --metrics-port "$metrics_port" "${tokenizer_flags[@]}" > "$logs/coordinator.log" 2>&1 &
+  --metrics-port "$metrics_port" --ep-size "$workers" "${tokenizer_flags[@]}" \
+  > "$logs/coordinator.log" 2>&1 &
 pids+=($!)
-"$build/tools/worker/moeserve-worker" --coordinator "127.0.0.1:$port" --model "$model" \
-  --connect-timeout-seconds 30 > "$logs/worker.log" 2>&1 &
-pids+=($!)
+for ((rank = 0; rank < workers; rank++)); do
+  log=$logs/worker.log
+  [ "$workers" -eq 1 ] || log=$logs/worker$rank.log
+  "$build/tools/worker/moeserve-worker" --coordinator "127.0.0.1:$port" --model "$model" \
+    --rank "$rank" --ep-size "$workers" --connect-timeout-seconds 30 > "$log" 2>&1 &
+  pids+=($!)
+done
 
 echo "waiting for the worker to load $model ..."
 for _ in $(seq 1 120); do
