@@ -64,12 +64,14 @@ absl::Status ParseRawRequest(const grpc::ByteBuffer& bytes, google::protobuf::Me
       data.append(reinterpret_cast<const char*>(s.begin()), s.size());
     }
   }
-  if (message->ParseFromString(data)) return absl::OkStatus();
+  // Strings are checked first, so that protobuf never meets a bad one: it
+  // would log an error per request, which a client could use to flood the log.
   UnknownFieldSet fields;
   if (fields.ParseFromString(data)) {
     if (auto bad = FindInvalidUtf8(fields, *message->GetDescriptor(), "", 0)) {
       return absl::InvalidArgumentError(*bad);
     }
+    if (message->ParseFromString(data)) return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat("the request is not a valid ",
                                                  message->GetDescriptor()->full_name(), " (",
