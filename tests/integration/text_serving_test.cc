@@ -42,6 +42,20 @@ std::string ScratchDir() {
   return dir;
 }
 
+// Removes the scratch directory (models and logs) at the end when every test
+// passed; a failure leaves it for a look at the logs.
+class ScratchCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (::testing::UnitTest::GetInstance()->Passed()) {
+      std::error_code ignored;
+      fs::remove_all(ScratchDir(), ignored);
+    }
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kScratchCleanup =
+    ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
+
 // A tiny checkpoint of `arch` with the published tokenizer files, once per process.
 std::string TinyModel(const std::string& arch) {
   const std::string dir = ScratchDir() + "/" + arch;
