@@ -132,6 +132,12 @@ expertParallel.size that disagrees with the pods and GPUs asked for.
     {{- if not $c.prefixCaching }}
     - --no-prefix-caching
     {{- end }}
+    {{- if .Values.model.mountInCoordinator }}
+    # The model directory holds tokenizer.json and tokenizer_config.json:
+    # text prompts, Chat and Tokenize.
+    - --tokenizer
+    - {{ .Values.model.path | quote }}
+    {{- end }}
     {{- range $c.extraArgs }}
     - {{ . | quote }}
     {{- end }}
