@@ -177,7 +177,6 @@ bool EngineLoop::Busy() const {
 void EngineLoop::Run() {
   for (;;) {
     std::deque<Command> commands;
-    bool members_changed = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
       const bool busy = Busy() || state_ == GroupState::kForming;
@@ -186,7 +185,6 @@ void EngineLoop::Run() {
                    [&] { return stop_ || !commands_.empty() || members_changed_; });
       if (stop_) break;
       commands.swap(commands_);
-      members_changed = members_changed_;
       members_changed_ = false;
     }
     // A broken member (its worker gone) loses the group, whatever its state.
@@ -206,7 +204,6 @@ void EngineLoop::Run() {
     if (state_ == GroupState::kForming) CheckForming();
     for (Command& c : commands) Apply(std::move(c));
     if (state_ == GroupState::kServing && Busy()) RunStep();
-    (void)members_changed;
     PublishSnapshot();
   }
   FailRequests(absl::UnavailableError("the coordinator is shutting down"));

@@ -161,7 +161,7 @@ class EngineLoop {
   std::condition_variable cv_;
   std::deque<Command> commands_;
   std::vector<std::shared_ptr<WorkerLink>> members_;  // by rank; null while missing
-  bool members_changed_ = false;
+  bool members_changed_ = false;  // wakes the loop to form the group
   bool stop_ = false;
   int64_t admitted_ = 0;  // submitted and not finished, for the queue bound
   Snapshot snapshot_;

@@ -58,7 +58,6 @@ struct Result {
   double all_to_all_ms = 0;  // in that step, mean over ranks
   double exposed_ms = 0;     // in that step, mean over ranks
   double compute_ms = 0;     // per step in the layers' compute stages, mean over ranks
-  int64_t collectives = 0;   // per step and rank
 };
 
 // One rank: loads the model with its experts, prefills its sequences, then
