@@ -36,6 +36,8 @@ std::string DescribeDeviceErrors(uint32_t bits) {
       {kErrRowOutsideMatrix, "row index outside the matrix"},
       {kErrExpertOutsideRange, "expert id outside [0, num_experts)"},
       {kErrPositionNegative, "negative position"},
+      {kErrBadSlotTable,
+       "MoE slot table: a replica count outside [1, max_replicas] or a slot outside the group"},
   };
   std::string out;
   for (const Name& n : kNames) {

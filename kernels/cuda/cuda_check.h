@@ -42,6 +42,7 @@ enum DeviceError : uint32_t {
   kErrRowOutsideMatrix = 1u << 1,
   kErrExpertOutsideRange = 1u << 2,
   kErrPositionNegative = 1u << 3,
+  kErrBadSlotTable = 1u << 4,  // MoeSlotTable: replica count or slot out of range
 };
 // "token id outside the vocabulary; ..." for the bits set in `bits`.
 std::string DescribeDeviceErrors(uint32_t bits);

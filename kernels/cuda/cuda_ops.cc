@@ -47,7 +47,7 @@ void RequireSeq(const SeqSlice& seq, int64_t batch_rows, const PagedCacheView& c
 
 void CudaOps::StreamDeleter::operator()(CUstream_st* stream) const {
   (void)cudaStreamSynchronize(stream);
-  (void)cudaStreamDestroy(stream);
+  if (owned) (void)cudaStreamDestroy(stream);
 }
 
 void CudaOps::DeviceFree::operator()(uint32_t* p) const { (void)cudaFree(p); }
@@ -73,12 +73,16 @@ absl::StatusOr<std::unique_ptr<CudaOps>> CudaOps::Create(const Options& options)
       !s.ok()) {
     return s;
   }
-  cudaStream_t stream = nullptr;
-  // A blocking stream: the legacy default stream (cudaMemcpy) waits for it.
-  if (absl::Status s = CudaStatus(cudaStreamCreate(&stream), "cudaStreamCreate"); !s.ok()) {
-    return s;
+  cudaStream_t stream = options.stream;
+  // Our own stream is a blocking one: the legacy default stream (cudaMemcpy)
+  // waits for it.
+  if (stream == nullptr) {
+    if (absl::Status s = CudaStatus(cudaStreamCreate(&stream), "cudaStreamCreate"); !s.ok()) {
+      return s;
+    }
   }
-  std::unique_ptr<CUstream_st, StreamDeleter> stream_owner(stream);
+  std::unique_ptr<CUstream_st, StreamDeleter> stream_owner(
+      stream, StreamDeleter{.owned = options.stream == nullptr});
   void* word = nullptr;
   if (absl::Status s = CudaStatus(cudaMalloc(&word, sizeof(uint32_t)), "error word"); !s.ok()) {
     return s;
@@ -105,6 +109,7 @@ CudaOps::CudaOps(int device, int sm_count, std::unique_ptr<CUstream_st, StreamDe
       scratch_(stream_),
       sample_meta_(stream_),
       moe_(stream_),
+      moe_rows_(stream_),
       rope_freqs_(stream_),
       write_meta_(stream_),
       absorbed_meta_(stream_),

@@ -15,8 +15,18 @@
 //
 // Execution. Ops queue work on one CUDA stream and return without waiting,
 // except PermuteByExpert (it reads group sizes back to size the GEMMs).
-// Results are complete after Synchronize(). The stream is a blocking stream,
-// so the synchronous copies of device_tensor.h also wait for queued ops.
+// Results are complete after Synchronize(). The stream is the op set's own
+// blocking stream, so the synchronous copies of device_tensor.h also wait for
+// queued ops; or, with Options::stream, a stream of the caller's (the CUDA
+// backend's non-blocking streams: order the synchronous copies yourself).
+//
+// Graph capture. The fixed-capacity MoE ops (MoeDispatchLayout,
+// GroupedGatedFfn, MoeCombineReduce) read no count on the host and upload no
+// descriptor, so they can be captured, once an eager call of the same sizes
+// has grown the scratch buffers and planned the products (a buffer that grows
+// during capture allocates inside the graph). Ops that upload host
+// descriptors (attention, CacheWrite, Rope, Sample) go through a ring of
+// pinned buffers that a replay would read after reuse: not capturable yet.
 //
 // Weights. Linear and GatedFfn take F32, BF16 or F8E4M3 weights (gemm.h);
 // Embedding tables and RmsNorm weights F32 or BF16; MLA's wkv_b F32 or BF16
@@ -61,6 +71,9 @@ class CudaOps final : public Ops {
   struct Options {
     int device = 0;
     size_t gemm_workspace_bytes = size_t{32} << 20;  // cuBLASLt's, as NVIDIA advises for Hopper
+    // Queue everything on this stream (of `device`; not owned, must outlive
+    // the op set). Null: the op set creates and owns a blocking stream.
+    cudaStream_t stream = nullptr;
   };
   // Unavailable when there is no usable device.
   static absl::StatusOr<std::unique_ptr<CudaOps>> Create(const Options& options);
@@ -105,6 +118,32 @@ class CudaOps final : public Ops {
   void Sample(ConstMatView logits, std::span<const SamplingParams> params,
               std::span<const uint64_t> draw_index, std::span<int32_t> token_ids,
               std::span<float> logprobs) override;
+
+  // ---- The MoE block in fixed-capacity buffers (moe_fixed_capacity.cc) ----
+  // Every span is device memory; MoeSlotTable's arrays too. No count is read
+  // back to the host.
+  //  - MoeDispatchLayout: the CPU twin's rows, counts and loads exactly
+  //    (integer logic, moe_dispatch.h); rows past the counts are untouched.
+  //  - GroupedGatedFfn: each local expert over all sources * capacity rows
+  //    of its groups (rows past the counts zero-filled), one GatedFfn per
+  //    expert: products of sources * capacity rows whatever the counts. Rows
+  //    past the counts of `out` are untouched. Numerics: GatedFfn's.
+  //  - MoeCombineReduce: the CPU twin's float sum to the bit.
+  // What one grouped launch needs and cuBLASLt 13.1 lacks: a grouped
+  // (ragged) matmul whose per-group row counts are read from device memory;
+  // its POINTER_ARRAY batch mode takes one m/n/k for all problems and one
+  // scale pointer per operand, so it cannot carry per-expert FP8 block
+  // scales, and bf16 batches would still compute every row of the capacity.
+  void MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_ids, int64_t top_k,
+                         const MoeSlotTable& table, int32_t rank, int64_t capacity, MatView send,
+                         std::span<int32_t> send_counts, std::span<int32_t> pair_rows,
+                         std::span<int64_t> expert_load) override;
+  void GroupedGatedFfn(ConstMatView x, std::span<const int32_t> counts, int64_t sources,
+                       int64_t capacity, std::span<const ExpertFfnWeights> experts,
+                       MatView out) override;
+  void MoeCombineReduce(ConstMatView combined, std::span<const int32_t> pair_rows,
+                        std::span<const int32_t> expert_ids, std::span<const float> gains,
+                        int64_t top_k, ConstMatView shared, MatView out) override;
 
   // ---- The grouped MoE path (beyond Ops) ----
   // Replaces the per-expert GatherRows / GatedFfn / ScatterAddRows loop of a
@@ -152,7 +191,8 @@ class CudaOps final : public Ops {
 
  private:
   struct StreamDeleter {
-    void operator()(CUstream_st* stream) const;  // synchronizes, then destroys
+    bool owned = true;                           // false: Options::stream, the caller's
+    void operator()(CUstream_st* stream) const;  // synchronizes, then destroys if owned
   };
   struct DeviceFree {
     void operator()(uint32_t* p) const;
@@ -178,6 +218,7 @@ class CudaOps final : public Ops {
   DeviceBuffer scratch_;      // one op's temporaries
   DeviceBuffer sample_meta_;  // Sample's per-row parameters and sort segments
   DeviceBuffer moe_;          // PermuteByExpert's arrays
+  DeviceBuffer moe_rows_;     // GroupedGatedFfn's gathered rows of one expert and their outputs
   CachedUpload rope_freqs_;   // RopeTable::inv_freq
   CachedUpload write_meta_;   // CacheWrite's destination rows
   CachedUpload absorbed_meta_, prefill_meta_, gqa_meta_;  // attention batches
