@@ -26,6 +26,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/kv_cache_layout.h"
 #include "kernels/tensor.h"
 
 namespace moeserve {
@@ -70,16 +71,28 @@ double YarnMscale(double factor, double mscale);
 // Paged KV cache and ragged batches.
 
 // One layer's cache: fixed-size blocks of `block_size` token rows, each row
-// `width` floats. Token slot s of block b lives at
-//   data + b * block_size * width + s * width.
+// `width` logical float values stored in `row_bytes()` bytes by the row
+// layout of kernels/kv_cache_layout.h (dtype, and for FP8 which leading
+// columns are quantized in tiles of how many values). Token slot s of block b
+// lives at
+//   data + (b * block_size + s) * row_bytes() bytes.
+// CacheWrite stores rows in this layout; the attention ops read them back as
+// float32 (DequantizeKvRow's values), so their math is the same for every
+// dtype. The default layout is float32 (data may then point at floats).
 struct PagedCacheView {
-  float* data = nullptr;
+  void* data = nullptr;
   int64_t num_blocks = 0;
   int64_t block_size = 0;  // tokens per block
-  int64_t width = 0;       // floats per token
+  int64_t width = 0;       // logical floats per token
+  KvCacheDtype dtype = KvCacheDtype::kF32;
+  int64_t quantized_cols = 0;  // FP8 only: leading columns stored as e4m3
+  int64_t quant_tile = 0;      // FP8 only: values per float32 scale
 
-  float* token(int32_t block, int64_t slot) const {
-    return data + (static_cast<int64_t>(block) * block_size + slot) * width;
+  KvRowLayout layout() const { return {dtype, width, quantized_cols, quant_tile}; }
+  int64_t row_bytes() const { return layout().row_bytes(); }
+  uint8_t* token(int32_t block, int64_t slot) const {
+    return static_cast<uint8_t*>(data) +
+           (static_cast<int64_t>(block) * block_size + slot) * row_bytes();
   }
 };
 
@@ -142,8 +155,9 @@ class Ops {
   virtual void Rope(MatView x, int64_t heads_per_token, std::span<const int32_t> positions,
                     const RopeTable& table) = 0;
 
-  // Copies rows of `values` (one per batch token, width = cache.width) to the
-  // cache slots of their positions, for every sequence of the batch.
+  // Stores rows of `values` (one per batch token, width = cache.width) in the
+  // cache slots of their positions, for every sequence of the batch, in the
+  // cache's dtype (quantizing as kernels/kv_cache_layout.h says).
   virtual void CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
                           const PagedCacheView& cache) = 0;
 

@@ -24,14 +24,17 @@ namespace {
 // Upper bound on the floats of one score tile (64 MiB).
 constexpr int64_t kScoreBudgetFloats = int64_t{1} << 24;
 
-// Copies the cache rows of positions [0, len) of `seq` into a contiguous
-// [len, cache.width] tensor. RequireSeq() has validated the block table.
+// Reads the cache rows of positions [0, len) of `seq` into a contiguous
+// float32 [len, cache.width] tensor, dequantizing them (kv_cache_layout.h):
+// whatever the cache dtype, the attention math after this is float32.
+// RequireSeq() has validated the block table.
 Tensor GatherContext(const PagedCacheView& cache, const SeqSlice& seq, int64_t len) {
+  const KvRowLayout layout = cache.layout();
+  Require(layout.valid(), "attention: invalid cache row layout");
   Tensor ctx = Tensor::Empty(DType::kF32, {len, cache.width});
-  const size_t row_bytes = static_cast<size_t>(cache.width) * sizeof(float);
   for (int64_t p = 0; p < len; ++p) {
     const int32_t block = seq.block_table[static_cast<size_t>(p / cache.block_size)];
-    std::memcpy(ctx.f32() + p * cache.width, cache.token(block, p % cache.block_size), row_bytes);
+    DequantizeKvRow(layout, cache.token(block, p % cache.block_size), ctx.f32() + p * cache.width);
   }
   return ctx;
 }

@@ -140,14 +140,16 @@ void CpuOps::CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
                         const PagedCacheView& cache) {
   RequireView(values, "cache write values");
   Require(values.cols == cache.width, "cache write: values.cols != cache.width");
+  const KvRowLayout layout = cache.layout();
+  Require(layout.valid(), "cache write: invalid cache row layout");
   for (const SeqSlice& seq : seqs) {
     RequireSeq(seq, values.rows, cache);
     const int64_t first_pos = seq.context_len - seq.num_tokens;
     for (int64_t j = 0; j < seq.num_tokens; ++j) {
       const int64_t p = first_pos + j;
       const int32_t block = seq.block_table[static_cast<size_t>(p / cache.block_size)];
-      std::memcpy(cache.token(block, p % cache.block_size), values.row(seq.token_begin + j),
-                  static_cast<size_t>(cache.width) * sizeof(float));
+      QuantizeKvRow(layout, values.row(seq.token_begin + j),
+                    cache.token(block, p % cache.block_size));
     }
   }
 }

@@ -41,9 +41,9 @@ void CudaOps::GqaAttention(ConstMatView q, const PagedCacheView& cache,
   p.out = out.data;
   p.out_token_stride = out.stride;
   p.out_head_stride = hd;
-  p.kv = cache.data;
+  p.kv = static_cast<const uint8_t*>(cache.data);
+  p.kv_row = ToDevice(cache.layout());
   p.block_size = cache.block_size;
-  p.width = cache.width;
   p.k_offset = 0;
   p.k_head_stride = hd;
   p.v_offset = kv_heads * hd;

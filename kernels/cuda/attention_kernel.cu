@@ -6,6 +6,7 @@
 #include "kernels/cuda/attention_kernel.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernel_util.cuh"
+#include "kernels/cuda/kv_cache_load.cuh"
 
 namespace moeserve::cuda {
 namespace {
@@ -83,13 +84,14 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(AttnParams p) {
       float* vd = v_s + c * vp;
       if (pos < end) {
         const int32_t block = p.block_tables[seq.table_offset + pos / p.block_size];
-        const float* row =
-            p.kv + (static_cast<int64_t>(block) * p.block_size + pos % p.block_size) * p.width;
-        const float* krow = row + p.k_offset + static_cast<int64_t>(kvh) * p.k_head_stride;
-        for (int d = lane; d < dk; d += kWarp) kd[d] = krow[d];
+        const uint8_t* row =
+            p.kv +
+            (static_cast<int64_t>(block) * p.block_size + pos % p.block_size) * p.kv_row.row_bytes;
+        const int64_t kcol = p.k_offset + static_cast<int64_t>(kvh) * p.k_head_stride;
+        for (int d = lane; d < dk; d += kWarp) kd[d] = LoadKv(p.kv_row, row, kcol + d);
         if (v_separate) {
-          const float* vrow = row + p.v_offset + static_cast<int64_t>(kvh) * p.v_head_stride;
-          for (int d = lane; d < dv; d += kWarp) vd[d] = vrow[d];
+          const int64_t vcol = p.v_offset + static_cast<int64_t>(kvh) * p.v_head_stride;
+          for (int d = lane; d < dv; d += kWarp) vd[d] = LoadKv(p.kv_row, row, vcol + d);
         }
       } else {
         for (int d = lane; d < dk; d += kWarp) kd[d] = 0.0f;

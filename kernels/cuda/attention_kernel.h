@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cuda/kv_cache.h"
+
 namespace moeserve::cuda {
 
 inline constexpr int kAttnRows = 32;  // query rows per block
@@ -53,12 +55,14 @@ struct AttnParams {
   // Output row likewise, dv floats.
   float* out = nullptr;
   int64_t out_token_stride = 0, out_head_stride = 0;
-  // Paged rows of `width` floats; position p of a sequence lives in block
+  // Paged rows in the layout `kv_row` (kv_cache.h: float32, bf16 or FP8,
+  // dequantized on load); position p of a sequence lives in block
   // table[p / block_size], slot p % block_size. Head h reads KV head
-  // h / group: keys at k_offset + kvh * k_head_stride (dk floats), values at
-  // v_offset + kvh * v_head_stride (dv floats).
-  const float* kv = nullptr;
-  int64_t block_size = 0, width = 0;
+  // h / group: keys at column k_offset + kvh * k_head_stride (dk values),
+  // values at column v_offset + kvh * v_head_stride (dv values).
+  const uint8_t* kv = nullptr;
+  KvRowDevice kv_row;
+  int64_t block_size = 0;
   int64_t k_offset = 0, k_head_stride = 0;
   int64_t v_offset = 0, v_head_stride = 0;
   int32_t group = 1;

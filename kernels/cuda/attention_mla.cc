@@ -15,6 +15,7 @@
 #include "kernels/cuda/contracts.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/kv_cache.h"
 #include "kernels/cuda/quantize.h"
 
 namespace moeserve::cuda {
@@ -151,9 +152,9 @@ void CudaOps::MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b, const Pa
   p.out = o_lat;
   p.out_token_stride = heads * lora;
   p.out_head_stride = lora;
-  p.kv = cache.data;
+  p.kv = static_cast<const uint8_t*>(cache.data);
+  p.kv_row = ToDevice(cache.layout());
   p.block_size = cache.block_size;
-  p.width = width;
   p.group = static_cast<int32_t>(heads);
   p.v_in_k = 0;
   p.scale = shape.softmax_scale;
@@ -255,10 +256,16 @@ void CudaOps::MlaPrefillOne(ConstMatView q, const Tensor& wkv_b, const PagedCach
   float* ctx_buf = At<float>(base, ctx_off);
   float* kv = At<float>(base, kv_off);
 
-  // The context rows [latent | k_pe], [ctx, width].
-  LaunchGatherRows(cache.data, width, cache.num_blocks * cache.block_size, width,
-                   DeviceAt<int32_t>(device_meta, rows_off), ctx, ctx_buf, width, false,
-                   error_word_.get(), stream_);
+  // The context rows [latent | k_pe], [ctx, width], read back as float32.
+  if (cache.dtype == KvCacheDtype::kF32) {
+    LaunchGatherRows(static_cast<const float*>(cache.data), width,
+                     cache.num_blocks * cache.block_size, width,
+                     DeviceAt<int32_t>(device_meta, rows_off), ctx, ctx_buf, width, false,
+                     error_word_.get(), stream_);
+  } else {
+    LaunchKvGatherRows(static_cast<const uint8_t*>(cache.data), ToDevice(cache.layout()),
+                       DeviceAt<int32_t>(device_meta, rows_off), ctx, ctx_buf, width, stream_);
+  }
   MatmulArgs dec;  // [k_nope or v of head h] = latent W^T
   dec.trans_a = true;
   dec.n = ctx;
@@ -301,9 +308,9 @@ void CudaOps::MlaPrefillOne(ConstMatView q, const Tensor& wkv_b, const PagedCach
     a.out = out.data + seq.token_begin * out.stride + h0 * vd;
     a.out_token_stride = out.stride;
     a.out_head_stride = vd;
-    a.kv = kv;
+    a.kv = reinterpret_cast<const uint8_t*>(kv);
+    a.kv_row = F32Rows(chunk * kvw);
     a.block_size = ctx;
-    a.width = chunk * kvw;
     a.k_offset = 0;
     a.k_head_stride = kvw;
     a.v_offset = nope + rope;

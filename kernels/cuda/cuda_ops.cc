@@ -12,6 +12,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/kv_cache.h"
 #include "kernels/cuda/norm_rope.h"
 #include "kernels/cuda/routing.h"
 
@@ -213,8 +214,8 @@ void CudaOps::CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
   HostPack pack;
   pack.Put(dst);
   const auto* rows = static_cast<const int64_t*>(Upload(pack.bytes(), write_meta_));
-  LaunchCopyRowsTo(values.data, values.stride, values.rows, values.cols, rows, cache.data,
-                   cache.width, stream_);
+  LaunchKvCacheWrite(values.data, values.stride, values.rows, rows,
+                     static_cast<uint8_t*>(cache.data), ToDevice(cache.layout()), stream_);
 }
 
 void CudaOps::GatherRows(ConstMatView x, std::span<const int32_t> rows, MatView out) {

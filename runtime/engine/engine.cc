@@ -24,7 +24,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   auto engine = std::unique_ptr<Engine>(new Engine());
   engine->options_ = options;
   auto runner = ModelRunner::Create(
-      {options.model_dir, options.kv_cache_tokens, options.kv_block_tokens, options.model});
+      {options.model_dir, options.kv_cache_tokens, options.kv_block_tokens, options.model,
+       options.kv_cache_dtype});
   if (!runner.ok()) return runner.status();
   engine->runner_ = *std::move(runner);
   engine->blocks_ = std::make_unique<BlockAllocator>(engine->runner_->cache().options().num_blocks);

@@ -31,6 +31,7 @@ struct EngineOptions {
   int64_t kv_block_tokens = kDefaultKvBlockTokens;
   int64_t max_batch_tokens = 2048;  // tokens per forward pass; longer prompts prefill in chunks
   ModelOptions model;
+  KvCacheDtypeChoice kv_cache_dtype;  // --kv-cache-dtype (auto: fp32 on the CPU)
 };
 
 struct GenerateRequest {

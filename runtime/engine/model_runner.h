@@ -13,6 +13,7 @@
 #include "kernels/ops.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/engine/step_executor.h"
+#include "runtime/kv_cache/kv_cache_dtype.h"
 #include "runtime/kv_cache/paged_kv_cache.h"
 #include "runtime/model/model.h"
 
@@ -25,6 +26,8 @@ class ModelRunner {
     int64_t kv_cache_tokens = 16384;  // capacity, rounded up to whole blocks
     int64_t kv_block_tokens = kDefaultKvBlockTokens;
     ModelOptions model;
+    // --kv-cache-dtype; auto resolves for the CPU op set (fp32).
+    KvCacheDtypeChoice kv_cache_dtype;
   };
   // Opens the checkpoint, loads the model and allocates the KV cache.
   // InvalidArgument for a non-positive cache size; checkpoint and model

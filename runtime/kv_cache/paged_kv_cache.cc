@@ -1,7 +1,9 @@
 #include "runtime/kv_cache/paged_kv_cache.h"
 
 #include <cassert>
+#include <cstdint>
 #include <new>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -16,29 +18,47 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const Options
                      "), block size (", options.block_size, ") and width (", options.width,
                      ") must all be positive"));
   }
+  const KvRowLayout row = options.row();
+  if (!row.valid()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV cache: ", std::string(KvCacheDtypeName(options.dtype)), " rows of width ",
+                     options.width, " need 0 < quantized columns (", options.quantized_cols,
+                     ") <= width and a positive tile (", options.quant_tile, ")"));
+  }
+  const int64_t row_bytes = row.row_bytes();
+  if (options.num_blocks > INT64_MAX / options.block_size / row_bytes / options.num_layers) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "KV cache: ", options.num_layers, " layers x ", options.num_blocks, " blocks x ",
+        options.block_size, " tokens x ", row_bytes, " bytes overflows"));
+  }
+  const auto layer_bytes = static_cast<size_t>(options.num_blocks * options.block_size * row_bytes);
   auto cache = std::unique_ptr<PagedKvCache>(new PagedKvCache(options));
   try {
     for (int64_t l = 0; l < options.num_layers; ++l) {
-      cache->layers_.push_back(
-          Tensor::Zeros(DType::kF32, {options.num_blocks * options.block_size, options.width}));
+      cache->layers_.push_back(std::make_unique<uint8_t[]>(layer_bytes));  // zeroed
     }
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "KV cache: cannot allocate ", options.num_layers, " layers x ", options.num_blocks,
-        " blocks x ", options.block_size, " tokens x ", options.width, " floats"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache: cannot allocate ", options.num_layers, " layers x ",
+                     options.num_blocks, " blocks x ", options.block_size, " tokens x ", row_bytes,
+                     " bytes (", std::string(KvCacheDtypeName(options.dtype)), ")"));
   }
   return cache;
 }
 
 PagedCacheView PagedKvCache::layer(int64_t index) {
   assert(index >= 0 && index < options_.num_layers);
-  return {layers_[static_cast<size_t>(index)].f32(), options_.num_blocks, options_.block_size,
-          options_.width};
+  return {layers_[static_cast<size_t>(index)].get(),
+          options_.num_blocks,
+          options_.block_size,
+          options_.width,
+          options_.dtype,
+          options_.quantized_cols,
+          options_.quant_tile};
 }
 
 int64_t PagedKvCache::capacity_bytes() const {
-  return options_.num_layers * options_.num_blocks * options_.block_size * options_.width *
-         static_cast<int64_t>(sizeof(float));
+  return options_.num_layers * options_.num_blocks * options_.block_size * row_bytes();
 }
 
 BlockAllocator::BlockAllocator(int64_t num_blocks) : num_blocks_(num_blocks) {

@@ -1,9 +1,11 @@
 // Paged KV cache memory and the free list of its blocks.
 //
-// Memory is one buffer per layer of num_blocks x block_size token rows, each
-// row kv_cache_width floats: for MLA the normalized 512-wide latent plus the
-// 64-wide rope key (576 floats for DeepSeek-V3), never per-head K/V; for GQA
-// the keys and values of every KV head.
+// Memory is one byte buffer per layer of num_blocks x block_size token rows,
+// each row `width` logical values (for MLA the normalized 512-wide latent
+// plus the 64-wide rope key, 576 for DeepSeek-V3, never per-head K/V; for GQA
+// the keys and values of every KV head) stored in the cache dtype by the row
+// layout of kernels/kv_cache_layout.h. Per token and layer, DeepSeek-V3:
+// fp32 2,304 bytes, bf16 1,152, fp8 656.
 #ifndef MOESERVE_RUNTIME_KV_CACHE_PAGED_KV_CACHE_H_
 #define MOESERVE_RUNTIME_KV_CACHE_PAGED_KV_CACHE_H_
 
@@ -24,19 +26,35 @@ class PagedKvCache {
     int64_t num_layers = 0;
     int64_t num_blocks = 0;
     int64_t block_size = kDefaultKvBlockTokens;  // tokens per block
-    int64_t width = 0;                           // floats per token and layer
+    int64_t width = 0;                           // logical values per token and layer
+    KvCacheDtype dtype = KvCacheDtype::kF32;
+    // FP8 only (ModelConfig::kv_cache_row gives them): the leading columns
+    // quantized to e4m3 (the rest stay bf16) and the values per scale.
+    int64_t quantized_cols = 0;
+    int64_t quant_tile = 0;
+
+    KvRowLayout row() const { return {dtype, width, quantized_cols, quant_tile}; }
+    void set_row(const KvRowLayout& r) {
+      width = r.width;
+      dtype = r.dtype;
+      quantized_cols = r.quantized_cols;
+      quant_tile = r.tile;
+    }
   };
-  // Fails if a dimension is not positive or the cache would not fit in memory.
+  // Fails if a dimension is not positive, the FP8 split does not fit the
+  // width, or the cache would not fit in memory.
   static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const Options& options);
 
   PagedCacheView layer(int64_t index);
   const Options& options() const { return options_; }
+  // The bytes the cache holds: layers x blocks x block_size x row bytes.
   int64_t capacity_bytes() const;
+  int64_t row_bytes() const { return options_.row().row_bytes(); }
 
  private:
   explicit PagedKvCache(const Options& options) : options_(options) {}
   Options options_;
-  std::vector<Tensor> layers_;  // [num_blocks * block_size, width] each
+  std::vector<std::unique_ptr<uint8_t[]>> layers_;  // num_blocks * block_size rows each, zeroed
 };
 
 // Hands out block ids in [0, num_blocks). Not thread safe.

@@ -294,6 +294,13 @@ int64_t ModelConfig::kv_cache_width() const {
   return 2 * num_key_value_heads * head_dim;
 }
 
+KvRowLayout ModelConfig::kv_cache_row(KvCacheDtype dtype) const {
+  if (arch == Architecture::kDeepseekV3) {
+    return MlaKvRowLayout(dtype, kv_lora_rank, qk_rope_head_dim);
+  }
+  return GqaKvRowLayout(dtype, num_key_value_heads, head_dim);
+}
+
 bool ModelConfig::IsMoeLayer(int64_t layer) const {
   if (arch == Architecture::kDeepseekV3) return layer >= first_k_dense_replace;
   if (std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) != mlp_only_layers.end()) {

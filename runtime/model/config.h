@@ -63,6 +63,10 @@ struct ModelConfig {
   // Floats per token and layer in the KV cache: the 576-wide latent + rope
   // key for MLA (kv_lora_rank + qk_rope_head_dim), K and V for GQA.
   int64_t kv_cache_width() const;
+  // The cache row of kv_cache_width() values in `dtype`: MLA quantizes the
+  // latent and keeps the rope key bf16 in FP8, GQA quantizes per KV head
+  // (kernels/kv_cache_layout.h).
+  KvRowLayout kv_cache_row(KvCacheDtype dtype) const;
   bool IsMoeLayer(int64_t layer) const;
   // Attention softmax scale including YaRN's mscale correction.
   float softmax_scale() const;

@@ -40,6 +40,7 @@ class Worker {
     std::string model_dir;            // Hugging Face checkpoint directory
     int64_t kv_cache_tokens = 16384;  // KV capacity, rounded up to whole blocks
     int64_t kv_block_tokens = kDefaultKvBlockTokens;
+    KvCacheDtypeChoice kv_cache_dtype;  // --kv-cache-dtype (auto: fp32 on the CPU)
     std::string worker_id;        // stable identity reported at registration (pod name, host:pid)
     int32_t requested_rank = -1;  // the rank to ask for (e.g. a pod ordinal), or -1 for any
     // The group size this worker was deployed for; a Welcome for another
@@ -82,6 +83,15 @@ class Worker {
   const ModelConfig& config() const { return config_; }
   int64_t kv_num_blocks() const {
     return CeilDiv(options_.kv_cache_tokens, options_.kv_block_tokens);
+  }
+  // The KV cache's dtype (auto resolved for the CPU op set) and the bytes it
+  // allocates once the weights are loaded.
+  KvCacheDtype kv_cache_dtype() const {
+    return ResolveKvCacheDtype(options_.kv_cache_dtype, KvCacheDevice::kCpu);
+  }
+  int64_t kv_cache_bytes() const {
+    return config_.num_hidden_layers * kv_num_blocks() * options_.kv_block_tokens *
+           config_.kv_cache_row(kv_cache_dtype()).row_bytes();
   }
   // Whether the last Run joined a group (welcomed, weights loaded, Ready sent).
   bool joined_group_in_last_run() const { return joined_group_in_last_run_; }

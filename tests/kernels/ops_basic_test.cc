@@ -164,7 +164,8 @@ TEST_F(OpsBasicTest, CacheWriteFollowsTheBlockTable) {
   ops_->CacheWrite(values.mat(), seqs, cache.view);
   auto expect_row = [&](int32_t block, int64_t slot, int64_t batch_row) {
     for (int64_t c = 0; c < width; ++c) {
-      EXPECT_EQ(cache.view.token(block, slot)[c], values.f32()[batch_row * width + c])
+      EXPECT_EQ(reinterpret_cast<const float*>(cache.view.token(block, slot))[c],
+                values.f32()[batch_row * width + c])
           << "block " << block << " slot " << slot;
     }
   };

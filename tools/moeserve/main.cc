@@ -75,6 +75,9 @@ text prompt (the coordinator needs --tokenizer), the tokens for --prompt-ids.
                        (with --server also "text" and "stop_reason", and
                        finish_reason "stop_string")
   --kv-cache-tokens N  KV cache capacity in tokens (default 16384)
+  --kv-cache-dtype D   with --model: how the KV cache stores keys, auto, fp32,
+                       bf16 or fp8 (e4m3 with float32 scales). auto picks fp32
+                       on the CPU (exact) and bf16 on CUDA (default auto)
   --max-batch-tokens N tokens per forward pass; longer prompts are prefilled in
                        chunks of this size (default 2048)
 )";
@@ -338,11 +341,11 @@ int RunChat(const std::vector<std::string>& argv) {
 }
 
 int RunGenerate(const std::vector<std::string>& argv) {
-  auto args =
-      Args::Parse(argv,
-                  {"model", "server", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k",
-                   "min-p", "seed", "kv-cache-tokens", "max-batch-tokens", "logprobs", "stop"},
-                  {"prompt-logprobs", "json", "ignore-eos", "tokens", "help"});
+  auto args = Args::Parse(
+      argv,
+      {"model", "server", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k", "min-p",
+       "seed", "kv-cache-tokens", "kv-cache-dtype", "max-batch-tokens", "logprobs", "stop"},
+      {"prompt-logprobs", "json", "ignore-eos", "tokens", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << kGenerateUsage;
@@ -350,6 +353,11 @@ int RunGenerate(const std::vector<std::string>& argv) {
   }
   if (args->positional().size() > 1) {
     return Fail(absl::InvalidArgumentError("give the prompt text as one quoted argument"));
+  }
+  if (args->Has("server") && args->Has("kv-cache-dtype")) {
+    return Fail(absl::InvalidArgumentError(
+        "--kv-cache-dtype is for the in-process engine (--model); a server's workers take "
+        "their own --kv-cache-dtype"));
   }
   if (args->Has("server") && !args->positional().empty() && !args->Has("prompt-ids")) {
     return RunRemote(*args, {}, args->positional().front());  // text prompt
@@ -398,6 +406,9 @@ int RunGenerate(const std::vector<std::string>& argv) {
   if (*kv_tokens <= 0)
     return Fail(absl::InvalidArgumentError("--kv-cache-tokens must be positive"));
   options.kv_cache_tokens = *kv_tokens;
+  auto kv_dtype = ParseKvCacheDtype(args->Get("kv-cache-dtype").value_or("auto"));
+  if (!kv_dtype.ok()) return Fail(kv_dtype.status());
+  options.kv_cache_dtype = *kv_dtype;
   options.max_batch_tokens = *batch_tokens;
 
   auto engine = Engine::Create(options);

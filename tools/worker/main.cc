@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/kv_cache/kv_cache_dtype.h"
 #include "runtime/worker/worker.h"
 #include "tools/moeserve/args.h"
 
@@ -33,6 +34,10 @@ coordinator restarts, it registers again, keeping its weights.
                              (required)
   --kv-cache-tokens N        KV cache capacity in tokens, rounded up to whole
                              blocks of 64 (default 16384)
+  --kv-cache-dtype D         how the KV cache stores keys: auto, fp32, bf16 or fp8
+                             (fp8: e4m3 with float32 scales, FlashMLA's layout for
+                             MLA). auto picks fp32 on the CPU (exact) and bf16 on
+                             CUDA (default auto)
   --worker-id ID             identity reported to the coordinator, e.g. the pod name
                              (default HOSTNAME:PID)
   --rank N                   the rank to ask the coordinator for, e.g. pod ordinal
@@ -85,6 +90,9 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
         absl::StrCat("--kv-cache-tokens must be positive, got ", *kv_tokens));
   }
   o.kv_cache_tokens = *kv_tokens;
+  auto kv_dtype = ParseKvCacheDtype(args.Get("kv-cache-dtype").value_or("auto"));
+  if (!kv_dtype.ok()) return kv_dtype.status();
+  o.kv_cache_dtype = *kv_dtype;
   o.worker_id = args.Get("worker-id").value_or(DefaultWorkerId());
   if (o.worker_id.empty()) return absl::InvalidArgumentError("--worker-id is empty");
   auto rank = args.Int("rank", -1);
@@ -126,7 +134,7 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
 int Main(const std::vector<std::string>& argv) {
   auto args =
       Args::Parse(argv,
-                  {"coordinator", "model", "kv-cache-tokens", "worker-id", "rank",
+                  {"coordinator", "model", "kv-cache-tokens", "kv-cache-dtype", "worker-id", "rank",
                    "connect-timeout-seconds", "communicator-host", "reconnect-seconds", "ep-size"},
                   {"help"});
   if (!args.ok()) return BadFlags(args.status());
@@ -153,8 +161,10 @@ int Main(const std::vector<std::string>& argv) {
   const ModelConfig& c = (*worker)->config();
   std::cerr << kPrefix << "checked " << c.model_type << " in " << options->model_dir
             << " (vocabulary " << c.vocab_size << "), KV cache " << (*worker)->kv_num_blocks()
-            << " blocks of " << options->kv_block_tokens << " tokens; worker id "
-            << options->worker_id << std::endl;
+            << " blocks of " << options->kv_block_tokens << " tokens ("
+            << KvCacheDtypeName((*worker)->kv_cache_dtype()) << ", "
+            << (*worker)->kv_cache_bytes() / (1 << 20) << " MiB); worker id " << options->worker_id
+            << std::endl;
   // A broken session (the group re-forming after a lost rank, a coordinator
   // restart) is followed by a new registration; the weights stay loaded.
   auto lost_since = std::chrono::steady_clock::now();

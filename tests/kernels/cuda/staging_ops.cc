@@ -66,12 +66,14 @@ const Tensor& StagingOps::Weight(const Tensor& host) {
 PagedCacheView StagingOps::Mirror(const PagedCacheView& host) {
   auto it = caches_.find(host.data);
   if (it == caches_.end()) {
-    const int64_t rows = host.num_blocks * host.block_size;
-    Tensor t = cuda::AllocateDevice(DType::kF32, {rows, host.width}).value();
-    EXPECT_TRUE(cuda::CopyToDevice(t.raw(), host.data, t.nbytes()).ok());
+    const int64_t bytes = host.num_blocks * host.block_size * host.row_bytes();
+    Tensor t = cuda::AllocateDevice(DType::kF32, {CeilDiv(bytes, 4)}).value();
+    EXPECT_TRUE(cuda::CopyToDevice(t.raw(), host.data, static_cast<size_t>(bytes)).ok());
     it = caches_.emplace(host.data, std::move(t)).first;
   }
-  return {it->second.f32(), host.num_blocks, host.block_size, host.width};
+  PagedCacheView device = host;  // same layout, device bytes
+  device.data = it->second.raw();
+  return device;
 }
 
 void StagingOps::Embedding(const Tensor& table, std::span<const int32_t> ids, MatView out) {
@@ -114,9 +116,9 @@ void StagingOps::CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
   for (const SeqSlice& seq : seqs) {  // keep the host cache the same (the CPU twin's write)
     for (int64_t j = 0; j < seq.num_tokens; ++j) {
       const int64_t p = seq.context_len - seq.num_tokens + j;
-      std::memcpy(cache.token(seq.block_table[static_cast<size_t>(p / cache.block_size)],
-                              p % cache.block_size),
-                  values.row(seq.token_begin + j), static_cast<size_t>(cache.width) * 4);
+      QuantizeKvRow(cache.layout(), values.row(seq.token_begin + j),
+                    cache.token(seq.block_table[static_cast<size_t>(p / cache.block_size)],
+                                p % cache.block_size));
     }
   }
   EXPECT_TRUE(gpu_.Synchronize().ok());  // d_values is freed on return

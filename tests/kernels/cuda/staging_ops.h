@@ -67,7 +67,7 @@ class StagingOps final : public Ops {
   cuda::CudaOps& gpu_;
   WeightMode mode_;
   std::map<const void*, CachedWeight> weights_;  // by host address
-  std::map<const float*, Tensor> caches_;        // device mirrors, by host address
+  std::map<const void*, Tensor> caches_;         // device mirrors, by host address
 };
 
 }  // namespace moeserve::testing

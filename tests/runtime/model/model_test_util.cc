@@ -11,7 +11,7 @@
 namespace moeserve::testing {
 
 LoadedModel LoadForTest(const std::string& dir, const ModelOptions& options, int64_t cache_blocks,
-                        int64_t block_size) {
+                        int64_t block_size, KvCacheDtype kv_dtype) {
   LoadedModel m;
   m.ops = CreateCpuOps();
   auto checkpoint = Checkpoint::Open(dir);
@@ -26,7 +26,7 @@ LoadedModel LoadForTest(const std::string& dir, const ModelOptions& options, int
   co.num_layers = m.model->config().num_hidden_layers;
   co.num_blocks = cache_blocks;
   co.block_size = block_size;
-  co.width = m.model->config().kv_cache_width();
+  co.set_row(m.model->config().kv_cache_row(kv_dtype));
   auto cache = PagedKvCache::Create(co);
   EXPECT_TRUE(cache.ok()) << cache.status();
   m.cache = *std::move(cache);

@@ -22,9 +22,11 @@ struct LoadedModel {
   std::unique_ptr<BlockAllocator> blocks;
 };
 
-// Loads `dir` (asserting success) with a KV cache of `cache_blocks` blocks.
+// Loads `dir` (asserting success) with a KV cache of `cache_blocks` blocks
+// in `kv_dtype`.
 LoadedModel LoadForTest(const std::string& dir, const ModelOptions& options = {},
-                        int64_t cache_blocks = 64, int64_t block_size = kDefaultKvBlockTokens);
+                        int64_t cache_blocks = 64, int64_t block_size = kDefaultKvBlockTokens,
+                        KvCacheDtype kv_dtype = KvCacheDtype::kF32);
 
 // A sequence being fed through the model in pieces.
 struct TestSequence {
