@@ -123,6 +123,28 @@ struct RoutingParams {
   float routed_scaling_factor = 1.0f;
 };
 
+// Where the replicas of each logical expert live, for MoeDispatchLayout.
+// The arrays are backend memory; the sizes are host values. Global slot g is
+// local slot g % slots_per_rank of rank g / slots_per_rank.
+struct MoeSlotTable {
+  const int32_t* replica_slots = nullptr;   // [num_experts * max_replicas]: expert e's
+                                            // replicas at [e * max_replicas, + count)
+  const int32_t* replica_counts = nullptr;  // [num_experts], each >= 1
+  int64_t num_experts = 0;
+  int64_t max_replicas = 0;
+  int64_t ranks = 0;
+  int64_t slots_per_rank = 0;
+  int64_t slots() const { return ranks * slots_per_rank; }
+};
+
+// One local expert's weights for GroupedGatedFfn; null pointers for an
+// expert a weight selection left out (its rows come out zero).
+struct ExpertFfnWeights {
+  const Tensor* gate = nullptr;
+  const Tensor* up = nullptr;
+  const Tensor* down = nullptr;
+};
+
 struct SamplingParams {
   float temperature = 0.0f;  // 0: greedy
   int32_t top_k = 0;         // 0: off
@@ -213,6 +235,43 @@ class Ops {
   // y[rows[i]] += weights[i] * x[i].
   virtual void ScatterAddRows(ConstMatView x, std::span<const int32_t> rows,
                               std::span<const float> weights, MatView y) = 0;
+
+  // ---- The MoE block in fixed-capacity buffers (DeepEP's low-latency
+  // layout): every count lives in backend memory, so a step makes no
+  // device-to-host round trip per layer and the same buffers serve every
+  // step (graph capture). A buffer of `slots` groups of `capacity` rows holds
+  // group g's rows at [g * capacity, g * capacity + counts[g]); rows past the
+  // count are never read.
+
+  // Packs a micro-batch's (token, expert) pairs for the dispatch. x: [T,
+  // hidden]; expert_ids: [T * top_k], token-major. Pair p of expert e goes to
+  // replica (rank + k) % replica_counts[e] of e, where k counts the pairs of
+  // e before p: the replicas take an expert's pairs in turn. send: [slots *
+  // capacity, hidden] gets x of each pair's token in its slot's group, in
+  // pair order; send_counts: [slots]; pair_rows[p]: the send row of pair p;
+  // expert_load[e] += the pairs routed to e (accumulates over calls).
+  // capacity >= T (a slot holds one expert and a token picks it at most once).
+  virtual void MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_ids,
+                                 int64_t top_k, const MoeSlotTable& table, int32_t rank,
+                                 int64_t capacity, MatView send, std::span<int32_t> send_counts,
+                                 std::span<int32_t> pair_rows, std::span<int64_t> expert_load) = 0;
+
+  // The local experts over the rows a dispatch received, in one launch. x and
+  // out: [sources * experts.size() * capacity, hidden], group (r, s) at
+  // r * experts.size() + s holding counts[that] rows from source rank r for
+  // local slot s. Each expert sees its rows in source order (as if gathered
+  // into one matrix) and its outputs land in the same rows of out.
+  virtual void GroupedGatedFfn(ConstMatView x, std::span<const int32_t> counts, int64_t sources,
+                               int64_t capacity, std::span<const ExpertFfnWeights> experts,
+                               MatView out) = 0;
+
+  // out[t] = shared[t] (zero when shared has no rows), then for each of token
+  // t's top_k pairs in ascending expert id (ties in pair order), out[t] +=
+  // gains[p] * combined[pair_rows[p]], one pair at a time: the same float sum
+  // whatever the placement, replicas or micro-batching.
+  virtual void MoeCombineReduce(ConstMatView combined, std::span<const int32_t> pair_rows,
+                                std::span<const int32_t> expert_ids, std::span<const float> gains,
+                                int64_t top_k, ConstMatView shared, MatView out) = 0;
 
   // out = log_softmax(x) per row. In place allowed.
   virtual void LogSoftmax(ConstMatView x, MatView out) = 0;

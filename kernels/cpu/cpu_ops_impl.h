@@ -3,6 +3,7 @@
 //   attention.cc  MLA (prefill and absorbed forms) and GQA attention
 //   routing.cc    MoE top-k routing
 //   sampling.cc   token sampling
+//   moe.cc        the MoE block's fixed-capacity dispatch, experts and reduce
 // Internal to kernels/cpu/: everything else reaches it through CreateCpuOps().
 //
 // Shape contracts are checked on every call with Require() (always on, also
@@ -61,6 +62,16 @@ class CpuOps final : public Ops {
   void GatherRows(ConstMatView x, std::span<const int32_t> rows, MatView out) override;
   void ScatterAddRows(ConstMatView x, std::span<const int32_t> rows, std::span<const float> weights,
                       MatView y) override;
+  void MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_ids, int64_t top_k,
+                         const MoeSlotTable& table, int32_t rank, int64_t capacity, MatView send,
+                         std::span<int32_t> send_counts, std::span<int32_t> pair_rows,
+                         std::span<int64_t> expert_load) override;
+  void GroupedGatedFfn(ConstMatView x, std::span<const int32_t> counts, int64_t sources,
+                       int64_t capacity, std::span<const ExpertFfnWeights> experts,
+                       MatView out) override;
+  void MoeCombineReduce(ConstMatView combined, std::span<const int32_t> pair_rows,
+                        std::span<const int32_t> expert_ids, std::span<const float> gains,
+                        int64_t top_k, ConstMatView shared, MatView out) override;
   void LogSoftmax(ConstMatView x, MatView out) override;
   void Sample(ConstMatView logits, std::span<const SamplingParams> params,
               std::span<const uint64_t> draw_index, std::span<int32_t> token_ids,

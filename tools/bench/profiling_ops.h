@@ -77,6 +77,31 @@ class ProfilingOps final : public Ops {
                       MatView y) override {
     Timed("ScatterAddRows", [&] { inner_.ScatterAddRows(x, r, w, y); });
   }
+  void MoeDispatchLayout(ConstMatView x, std::span<const int32_t> e, int64_t k,
+                         const MoeSlotTable& t, int32_t r, int64_t cap, MatView s,
+                         std::span<int32_t> sc, std::span<int32_t> pr,
+                         std::span<int64_t> load) override {
+    Timed("MoeDispatchLayout",
+          [&] { inner_.MoeDispatchLayout(x, e, k, t, r, cap, s, sc, pr, load); });
+  }
+  // Runs on a CPU stream's thread, after the dispatch: the counts are there.
+  void GroupedGatedFfn(ConstMatView x, std::span<const int32_t> counts, int64_t sources,
+                       int64_t cap, std::span<const ExpertFfnWeights> w, MatView out) override {
+    for (size_t s = 0; s < w.size(); ++s) {
+      if (w[s].gate == nullptr) continue;
+      int64_t rows = 0;
+      for (int64_t r = 0; r < sources; ++r) rows += counts[static_cast<size_t>(r) * w.size() + s];
+      Count(rows, *w[s].gate);
+      Count(rows, *w[s].up);
+      Count(rows, *w[s].down);
+    }
+    Timed("GatedFfn", [&] { inner_.GroupedGatedFfn(x, counts, sources, cap, w, out); });
+  }
+  void MoeCombineReduce(ConstMatView c, std::span<const int32_t> pr, std::span<const int32_t> e,
+                        std::span<const float> g, int64_t k, ConstMatView sh,
+                        MatView out) override {
+    Timed("MoeCombineReduce", [&] { inner_.MoeCombineReduce(c, pr, e, g, k, sh, out); });
+  }
   void LogSoftmax(ConstMatView x, MatView out) override {
     Timed("LogSoftmax", [&] { inner_.LogSoftmax(x, out); });
   }
