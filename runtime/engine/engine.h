@@ -32,6 +32,7 @@ struct EngineOptions {
   int64_t max_batch_tokens = 2048;  // tokens per forward pass; longer prompts prefill in chunks
   ModelOptions model;
   KvCacheDtypeChoice kv_cache_dtype;  // --kv-cache-dtype (auto: fp32 on the CPU)
+  DeviceId device;                    // --device: where the model runs
 };
 
 struct GenerateRequest {

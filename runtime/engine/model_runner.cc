@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/backend_factory.h"
 #include "kernels/cpu/cpu_ops.h"
 
 namespace moeserve {
@@ -13,11 +14,14 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const Options& 
                      options.kv_cache_tokens, " tokens in blocks of ", options.kv_block_tokens));
   }
   auto runner = std::unique_ptr<ModelRunner>(new ModelRunner());
-  runner->ops_ = CreateCpuOps();
+  auto backend = CreateBackend(options.device);
+  if (!backend.ok()) return backend.status();
+  runner->backend_ = *std::move(backend);
+  runner->host_ops_ = CreateCpuOps();
   auto checkpoint = Checkpoint::Open(options.model_dir);
   if (!checkpoint.ok()) return checkpoint.status();
   runner->checkpoint_ = *std::move(checkpoint);
-  auto model = LoadModel(*runner->checkpoint_, WeightSelection{}, *runner->ops_, options.model);
+  auto model = LoadModel(*runner->checkpoint_, WeightSelection{}, *runner->backend_, options.model);
   if (!model.ok()) return model.status();
   runner->model_ = *std::move(model);
   const ModelConfig& c = runner->model_->config();
@@ -26,12 +30,15 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const Options& 
   cache_options.block_size = options.kv_block_tokens;
   cache_options.num_blocks = CeilDiv(options.kv_cache_tokens, options.kv_block_tokens);
   cache_options.set_row(
-      c.kv_cache_row(ResolveKvCacheDtype(options.kv_cache_dtype, KvCacheDevice::kCpu)));
-  auto cache = PagedKvCache::Create(cache_options);
+      c.kv_cache_row(ResolveKvCacheDtype(options.kv_cache_dtype,
+                                         options.device.kind == DeviceKind::kCuda
+                                             ? KvCacheDevice::kCuda
+                                             : KvCacheDevice::kCpu)));
+  auto cache = PagedKvCache::Create(cache_options, runner->backend_.get());
   if (!cache.ok()) return cache.status();
   runner->cache_ = *std::move(cache);
   runner->executor_ =
-      std::make_unique<StepExecutor>(*runner->model_, *runner->cache_, *runner->ops_);
+      std::make_unique<StepExecutor>(*runner->model_, *runner->cache_, *runner->host_ops_);
   return runner;
 }
 

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
 #include "runtime/checkpoint/checkpoint.h"
+#include "kernels/backend.h"
 #include "runtime/engine/step_executor.h"
 #include "runtime/kv_cache/kv_cache_dtype.h"
 #include "runtime/kv_cache/paged_kv_cache.h"
@@ -28,6 +29,8 @@ class ModelRunner {
     ModelOptions model;
     // --kv-cache-dtype; auto resolves for the CPU op set (fp32).
     KvCacheDtypeChoice kv_cache_dtype;
+    // Where the model runs: the CPU backend, or a CUDA device when built.
+    DeviceId device;
   };
   // Opens the checkpoint, loads the model and allocates the KV cache.
   // InvalidArgument for a non-positive cache size; checkpoint and model
@@ -37,18 +40,19 @@ class ModelRunner {
   const ModelConfig& config() const { return model_->config(); }
   Model& model() { return *model_; }
   const Checkpoint& checkpoint() const { return *checkpoint_; }
-  Ops& ops() { return *ops_; }
+  Backend& backend() { return *backend_; }
   PagedKvCache& cache() { return *cache_; }
   StepExecutor& executor() { return *executor_; }
 
  private:
   ModelRunner() = default;
 
-  std::unique_ptr<Ops> ops_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Ops> host_ops_;  // the step executor's sampling, on host logits
   std::unique_ptr<Checkpoint> checkpoint_;
-  std::unique_ptr<Model> model_;  // uses ops_
+  std::unique_ptr<Model> model_;  // runs on backend_
   std::unique_ptr<PagedKvCache> cache_;
-  std::unique_ptr<StepExecutor> executor_;  // over model_, cache_ and ops_
+  std::unique_ptr<StepExecutor> executor_;  // over model_, cache_ and host_ops_
 };
 
 }  // namespace moeserve

@@ -10,7 +10,8 @@
 
 namespace moeserve {
 
-absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const Options& options) {
+absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const Options& options,
+                                                                    Backend* backend) {
   if (options.num_layers <= 0 || options.num_blocks <= 0 || options.block_size <= 0 ||
       options.width <= 0) {
     return absl::InvalidArgumentError(
@@ -33,9 +34,24 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const Options
   }
   const auto layer_bytes = static_cast<size_t>(options.num_blocks * options.block_size * row_bytes);
   auto cache = std::unique_ptr<PagedKvCache>(new PagedKvCache(options));
+  if (backend != nullptr) {
+    std::unique_ptr<Stream> stream = backend->CreateStream();
+    for (int64_t l = 0; l < options.num_layers; ++l) {
+      auto memory = backend->Allocate(layer_bytes);
+      if (!memory.ok()) {
+        return absl::Status(memory.status().code(),
+                            absl::StrCat("KV cache layer ", l, " of ", options.num_layers, ": ",
+                                         memory.status().message()));
+      }
+      stream->Fill(memory->get(), 0, layer_bytes);
+      cache->layers_.push_back(*std::move(memory));
+    }
+    if (absl::Status s = stream->Synchronize(); !s.ok()) return s;
+    return cache;
+  }
   try {
     for (int64_t l = 0; l < options.num_layers; ++l) {
-      cache->layers_.push_back(std::make_unique<uint8_t[]>(layer_bytes));  // zeroed
+      cache->layers_.push_back(std::shared_ptr<std::byte[]>(new std::byte[layer_bytes]()));
     }
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(

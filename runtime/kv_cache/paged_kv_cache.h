@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/backend.h"
 #include "kernels/ops.h"
 
 namespace moeserve {
@@ -42,8 +43,10 @@ class PagedKvCache {
     }
   };
   // Fails if a dimension is not positive, the FP8 split does not fit the
-  // width, or the cache would not fit in memory.
-  static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const Options& options);
+  // width, or the cache would not fit in memory. The memory is `backend`'s
+  // (zeroed before Create returns), or host memory when it is null.
+  static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const Options& options,
+                                                              Backend* backend = nullptr);
 
   PagedCacheView layer(int64_t index);
   const Options& options() const { return options_; }
@@ -54,7 +57,7 @@ class PagedKvCache {
  private:
   explicit PagedKvCache(const Options& options) : options_(options) {}
   Options options_;
-  std::vector<std::unique_ptr<uint8_t[]>> layers_;  // num_blocks * block_size rows each, zeroed
+  std::vector<std::shared_ptr<std::byte[]>> layers_;  // num_blocks * block_size rows each, zeroed
 };
 
 // Hands out block ids in [0, num_blocks). Not thread safe.

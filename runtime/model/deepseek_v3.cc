@@ -17,16 +17,15 @@ namespace {
 
 class DeepseekV3 final : public Model {
  public:
-  DeepseekV3(const ModelConfig& config, Ops& ops, const ModelOptions& options)
+  DeepseekV3(const ModelConfig& config, const ModelOptions& options)
       : config_(config),
-        ops_(ops),
         options_(options),
         rope_(MakeRopeTable(config.rope, RopeStyle::kInterleaved)) {}
 
-  absl::Status Load(Checkpoint& checkpoint, const WeightSelection& given,
-                    const ParallelOptions& parallel) {
-    if (absl::Status s = stack_.Init(config_, ops_, parallel); !s.ok()) return s;
-    const WeightSelection selection = parallel.comm != nullptr ? stack_.Selection() : given;
+  absl::Status Load(Checkpoint& checkpoint, const WeightSelection& given, Backend& backend) {
+    if (absl::Status s = stack_.Init(config_, backend, options_); !s.ok()) return s;
+    const WeightSelection selection =
+        options_.parallel.comm != nullptr ? stack_.Selection() : given;
     auto io = LoadEmbeddingAndHead(checkpoint, config_);
     if (!io.ok()) return io.status();
     io_ = *std::move(io);
@@ -40,7 +39,7 @@ class DeepseekV3 final : public Model {
       if (!attn.ok()) return attn.status();
       layer.attn = *std::move(attn);
     }
-    return absl::OkStatus();
+    return stack_.Plan(io_, layers_, AttentionFn{this});
   }
 
   const ModelConfig& config() const override { return config_; }
@@ -48,14 +47,10 @@ class DeepseekV3 final : public Model {
   absl::StatusOr<Tensor> Forward(const ForwardBatch& batch, PagedKvCache& cache) override {
     // An invalid batch still goes through the layers, empty: the other
     // ranks of an expert-parallel group wait for this one in every MoE layer.
-    const absl::Status valid = ValidateBatch(batch, config_, cache);
+    absl::Status valid = ValidateBatch(batch, config_, cache);
+    if (valid.ok()) valid = stack_.CheckPlanned(batch);
     const ForwardBatch nothing;
-    auto logits = stack_.Run(io_, layers_, valid.ok() ? batch : nothing,
-                             [&](size_t l, const Layer& layer, std::span<const SeqSlice> seqs,
-                                 std::span<const int32_t> positions, ConstMatView x, MatView out) {
-                               MlaForward(ops_, layer.attn, config_, rope_, options_.mla_form, seqs,
-                                          positions, cache.layer(static_cast<int64_t>(l)), x, out);
-                             });
+    auto logits = stack_.Run(io_, layers_, valid.ok() ? batch : nothing, &cache, AttentionFn{this});
     if (!valid.ok()) return valid;
     return logits;
   }
@@ -68,8 +63,18 @@ class DeepseekV3 final : public Model {
     MlaWeights attn;
   };
 
+  // Layer l's attention over one micro-batch.
+  struct AttentionFn {
+    const DeepseekV3* self;
+    void operator()(StepContext& step, size_t, const Layer& layer, std::span<const SeqSlice> seqs,
+                    std::span<const int32_t> positions, const PagedCacheView& cache,
+                    ConstMatView x, MatView out) const {
+      MlaForward(step, layer.attn, self->config_, self->rope_, self->options_.mla_form, seqs,
+                 positions, cache, x, out);
+    }
+  };
+
   const ModelConfig config_;
-  Ops& ops_;
   const ModelOptions options_;
   const RopeTable rope_;
   EmbeddingAndHead io_;
@@ -81,10 +86,11 @@ class DeepseekV3 final : public Model {
 
 absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3(Checkpoint& checkpoint,
                                                       const ModelConfig& config,
-                                                      const WeightSelection& selection, Ops& ops,
+                                                      const WeightSelection& selection,
+                                                      Backend& backend,
                                                       const ModelOptions& options) {
-  auto model = std::make_unique<DeepseekV3>(config, ops, options);
-  if (absl::Status s = model->Load(checkpoint, selection, options.parallel); !s.ok()) return s;
+  auto model = std::make_unique<DeepseekV3>(config, options);
+  if (absl::Status s = model->Load(checkpoint, selection, backend); !s.ok()) return s;
   return model;
 }
 

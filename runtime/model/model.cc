@@ -18,8 +18,8 @@ bool WeightSelection::WantsExpert(int64_t layer, int32_t expert) const {
 }
 
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(Checkpoint& checkpoint,
-                                                 const WeightSelection& selection, Ops& ops,
-                                                 const ModelOptions& options) {
+                                                 const WeightSelection& selection,
+                                                 Backend& backend, const ModelOptions& options) {
   auto config = ParseModelConfig(checkpoint.config_json());
   if (!config.ok()) {
     return absl::Status(config.status().code(),
@@ -39,9 +39,9 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(Checkpoint& checkpoint,
   }
   switch (config->arch) {
     case Architecture::kDeepseekV3:
-      return LoadDeepseekV3(checkpoint, *config, selection, ops, options);
+      return LoadDeepseekV3(checkpoint, *config, selection, backend, options);
     case Architecture::kQwen3Moe:
-      return LoadQwen3Moe(checkpoint, *config, selection, ops, options);
+      return LoadQwen3Moe(checkpoint, *config, selection, backend, options);
   }
   return absl::InternalError("unknown architecture");
 }
@@ -105,19 +105,6 @@ absl::Status ValidateBatch(const ForwardBatch& batch, const ModelConfig& config,
     }
   }
   return absl::OkStatus();
-}
-
-Tensor ComputeLogits(Ops& ops, ConstMatView hidden, const Tensor& final_norm, const Tensor& lm_head,
-                     std::span<const int64_t> rows, float eps) {
-  const auto n = static_cast<int64_t>(rows.size());
-  Tensor logits = Tensor::Empty(DType::kF32, {n, lm_head.dim(0)});
-  if (n == 0) return logits;
-  std::vector<int32_t> rows32(rows.begin(), rows.end());
-  Tensor picked = Tensor::Empty(DType::kF32, {n, hidden.cols});
-  ops.GatherRows(hidden, rows32, picked.mat());
-  ops.RmsNorm(picked.mat(), final_norm, eps, picked.mat());
-  ops.Linear(picked.mat(), lm_head, logits.mat());
-  return logits;
 }
 
 absl::Status ReadWeight(Checkpoint& checkpoint, const std::string& name, std::vector<int64_t> shape,

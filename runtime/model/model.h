@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/backend.h"
 #include "kernels/ops.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/kv_cache/paged_kv_cache.h"
@@ -62,6 +63,9 @@ enum class MlaForm { kAuto, kPrefill, kAbsorbed };
 struct ModelOptions {
   MlaForm mla_form = MlaForm::kAuto;
   ParallelOptions parallel;
+  // The most tokens one Forward takes. The step workspace is planned for it
+  // at load time, and it is every micro-batch's MoE exchange capacity.
+  int64_t max_batch_tokens = 2048;
 };
 
 // One forward pass. Sequences are laid out one after another: seqs[i] covers
@@ -80,8 +84,9 @@ class Model {
   virtual const ModelConfig& config() const = 0;
 
   // Runs every layer, writes the new tokens' keys into `cache` and returns
-  // logits [logit_rows.size(), vocab_size] (float32). Fails, without touching
-  // the cache, on token ids outside the vocabulary or malformed slices.
+  // logits [logit_rows.size(), vocab_size] (float32, host memory). Fails,
+  // without touching the cache, on token ids outside the vocabulary,
+  // malformed slices or more tokens than options.max_batch_tokens.
   // In an expert-parallel group every rank must call Forward for every step,
   // with an empty batch if it has no sequences; a failed collective fails it
   // with UNAVAILABLE.
@@ -92,10 +97,13 @@ class Model {
 };
 
 // Reads config.json of `checkpoint`, the weights in `selection`, and returns
-// the model. `ops` must outlive the model. With options.parallel.comm set, the
-// selection must be empty: the rank's placement decides its experts.
+// the model, running on `backend` (which must outlive it): its own compute
+// and communication streams, op set and step workspace. With
+// options.parallel.comm set, the selection must be empty: the rank's
+// placement decides its experts.
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(Checkpoint& checkpoint,
-                                                 const WeightSelection& selection, Ops& ops,
+                                                 const WeightSelection& selection,
+                                                 Backend& backend,
                                                  const ModelOptions& options = {});
 
 // Positions of the batch's tokens, derived from the slices.

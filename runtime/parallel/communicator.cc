@@ -67,6 +67,93 @@ class EmulatedLinkCommunicator final : public Communicator {
 
 }  // namespace
 
+void Communicator::QueueAllToAllRows(Stream& stream, const RowExchange& exchange) {
+  stream.HostFunction([this, exchange] {
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status s = ExchangeRowsOnHost(exchange);
+    AddExchangeTime(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count());
+    return s;
+  });
+}
+
+// Each peer's message: its `groups` counts (int32 bits in float slots), then
+// the rows in use, group after group.
+absl::Status Communicator::ExchangeRowsOnHost(const RowExchange& ex) {
+  const auto ranks = static_cast<size_t>(size());
+  const auto groups = static_cast<size_t>(ex.groups);
+  const auto width = static_cast<size_t>(ex.width);
+  std::vector<int64_t> send_floats(ranks), recv_floats(ranks);
+  size_t total_send = 0;
+  for (size_t p = 0; p < ranks; ++p) {
+    size_t rows = 0;
+    for (size_t g = 0; g < groups; ++g) {
+      const int32_t n = ex.send_counts[p * groups + g];
+      if (n < 0 || n > ex.capacity) {
+        return absl::InternalError(absl::StrCat("rank ", rank(), " has ", n,
+                                                " rows to send in a group of capacity ",
+                                                ex.capacity));
+      }
+      rows += static_cast<size_t>(n);
+    }
+    send_floats[p] = static_cast<int64_t>(groups + rows * width);
+    total_send += static_cast<size_t>(send_floats[p]);
+  }
+  if (absl::Status s = AllToAllCounts(send_floats, recv_floats); !s.ok()) return s;
+  size_t total_recv = 0;
+  for (size_t p = 0; p < ranks; ++p) {
+    if (recv_floats[p] < static_cast<int64_t>(groups)) {
+      return absl::InternalError(absl::StrCat("rank ", rank(), " got ", recv_floats[p],
+                                              " floats from rank ", p, ", less than the ",
+                                              groups, " counts every message starts with"));
+    }
+    total_recv += static_cast<size_t>(recv_floats[p]);
+  }
+  if (send_staging_.size() < total_send) send_staging_.resize(total_send);
+  if (recv_staging_.size() < total_recv) recv_staging_.resize(total_recv);
+  float* out = send_staging_.data();
+  for (size_t p = 0; p < ranks; ++p) {
+    std::memcpy(out, ex.send_counts + p * groups, groups * sizeof(int32_t));
+    out += groups;
+    for (size_t g = 0; g < groups; ++g) {
+      const auto n = static_cast<size_t>(ex.send_counts[p * groups + g]);
+      const float* rows = ex.send + ((p * groups + g) * static_cast<size_t>(ex.capacity)) * width;
+      std::memcpy(out, rows, n * width * sizeof(float));
+      out += n * width;
+    }
+  }
+  if (absl::Status s = AllToAllV({send_staging_.data(), total_send}, send_floats,
+                                 {recv_staging_.data(), total_recv}, recv_floats);
+      !s.ok()) {
+    return s;
+  }
+  const float* in = recv_staging_.data();
+  for (size_t p = 0; p < ranks; ++p) {
+    const float* end = in + recv_floats[p];
+    int32_t* counts = ex.recv_counts + p * groups;
+    std::memcpy(counts, in, groups * sizeof(int32_t));
+    in += groups;
+    for (size_t g = 0; g < groups; ++g) {
+      const int32_t n = counts[g];
+      if (n < 0 || n > ex.capacity || in + static_cast<size_t>(n) * width > end) {
+        return absl::InternalError(absl::StrCat(
+            "rank ", rank(), " got ", n, " rows from rank ", p, " for a group of capacity ",
+            ex.capacity, ": the ranks disagree on the step's shapes or the expert placement"));
+      }
+      float* rows = ex.recv + ((p * groups + g) * static_cast<size_t>(ex.capacity)) * width;
+      std::memcpy(rows, in, static_cast<size_t>(n) * width * sizeof(float));
+      in += static_cast<size_t>(n) * width;
+    }
+    if (in != end) {
+      return absl::InternalError(absl::StrCat("rank ", rank(), " got ", recv_floats[p],
+                                              " floats from rank ", p,
+                                              ", more than its counts describe"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status LocalCommunicator::AllToAllCounts(std::span<const int64_t> send,
                                                std::span<int64_t> recv) {
   if (absl::Status s = CheckSpans(*this, send.size(), recv.size()); !s.ok()) return s;
@@ -118,6 +205,18 @@ absl::Status ReplaceableCommunicator::AllToAllV(std::span<const float> send,
                                                 std::span<const int64_t> recv_counts) {
   if (inner_ == nullptr) return absl::UnavailableError("the group is not formed");
   return inner_->AllToAllV(send, send_counts, recv, recv_counts);
+}
+
+void ReplaceableCommunicator::QueueAllToAllRows(Stream& stream, const RowExchange& exchange) {
+  if (inner_ == nullptr) {
+    stream.HostFunction([] { return absl::UnavailableError("the group is not formed"); });
+    return;
+  }
+  inner_->QueueAllToAllRows(stream, exchange);
+}
+
+double ReplaceableCommunicator::exchange_seconds() const {
+  return inner_ == nullptr ? 0.0 : inner_->exchange_seconds();
 }
 
 std::unique_ptr<Communicator> WithEmulatedLink(std::unique_ptr<Communicator> inner,

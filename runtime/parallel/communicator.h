@@ -11,12 +11,15 @@
 #ifndef MOESERVE_RUNTIME_PARALLEL_COMMUNICATOR_H_
 #define MOESERVE_RUNTIME_PARALLEL_COMMUNICATOR_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "kernels/stream.h"
 
 namespace moeserve {
 
@@ -39,6 +42,42 @@ class Communicator {
   // the counts with AllToAllCounts first).
   virtual absl::Status AllToAllV(std::span<const float> send, std::span<const int64_t> send_counts,
                                  std::span<float> recv, std::span<const int64_t> recv_counts) = 0;
+
+  // The MoE dispatch and combine on backend buffers, queued on a stream.
+  // `send` holds size() chunks, chunk p for rank p, each of `groups` groups
+  // of `capacity` rows of `width` floats; group g of chunk p holds
+  // send_counts[p * groups + g] rows. Rank p's chunk for this rank lands in
+  // chunk p of `recv`, its counts in recv_counts[p * groups ...]. Rows past a
+  // count are neither sent nor written. Every array is backend memory, read
+  // and written when the stream reaches the exchange; a failure (a lost peer,
+  // a count above the capacity) fails the stream.
+  struct RowExchange {
+    const float* send = nullptr;
+    const int32_t* send_counts = nullptr;
+    float* recv = nullptr;
+    int32_t* recv_counts = nullptr;
+    int64_t groups = 0;
+    int64_t capacity = 0;
+    int64_t width = 0;
+  };
+  // The default stages through host memory (the CPU backend's memory is host
+  // memory): it exchanges the counts, then only the rows in use, with
+  // AllToAllCounts and AllToAllV. A device communicator (NCCL) overrides it.
+  virtual void QueueAllToAllRows(Stream& stream, const RowExchange& exchange);
+
+  // Seconds spent in QueueAllToAllRows' exchanges so far, as measured where
+  // they ran (0 for an implementation that cannot measure them).
+  virtual double exchange_seconds() const { return exchange_ns_.load() * 1e-9; }
+
+ protected:
+  void AddExchangeTime(int64_t ns) { exchange_ns_.fetch_add(ns); }
+
+ private:
+  absl::Status ExchangeRowsOnHost(const RowExchange& exchange);
+
+  std::atomic<int64_t> exchange_ns_{0};
+  // Host staging of the default exchange, reused: grown, never shrunk.
+  std::vector<float> send_staging_, recv_staging_;
 };
 
 // The group of one: both collectives are copies.
@@ -67,6 +106,9 @@ class ReplaceableCommunicator final : public Communicator {
   absl::Status AllToAllCounts(std::span<const int64_t> send, std::span<int64_t> recv) override;
   absl::Status AllToAllV(std::span<const float> send, std::span<const int64_t> send_counts,
                          std::span<float> recv, std::span<const int64_t> recv_counts) override;
+  // Forwards to the communicator in place when the exchange is queued.
+  void QueueAllToAllRows(Stream& stream, const RowExchange& exchange) override;
+  double exchange_seconds() const override;
 
  private:
   const int rank_;

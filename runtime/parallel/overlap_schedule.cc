@@ -1,19 +1,11 @@
 #include "runtime/parallel/overlap_schedule.h"
 
-#include <chrono>
 #include <map>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
 
 namespace moeserve {
-namespace {
-
-double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-}  // namespace
 
 bool IsCommunication(StageKind kind) {
   return kind == StageKind::kDispatch || kind == StageKind::kCombine;
@@ -115,108 +107,43 @@ OverlapSchedule BuildOverlapSchedule(const std::vector<bool>& moe_layers, int mi
   return s;
 }
 
-OverlapExecutor::OverlapExecutor() : thread_([this] { Loop(); }) {}
-
-OverlapExecutor::~OverlapExecutor() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  thread_.join();
-}
-
-void OverlapExecutor::Loop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  for (;;) {
-    cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stop_
-    Task task = std::move(queue_.front());
-    queue_.pop_front();
-    lock.unlock();
-    const auto start = std::chrono::steady_clock::now();
-    absl::Status status = task.fn();
-    const double seconds = SecondsSince(start);
-    lock.lock();
-    comm_seconds_ += seconds;
-    results_[task.index] = std::move(status);
-    done_[task.index] = true;
-    cv_.notify_all();
+OverlapExecutor::OverlapExecutor(Backend& backend, Stream& compute, Stream& comm,
+                                 const OverlapSchedule& schedule)
+    : compute_(compute), comm_(comm), schedule_(schedule) {
+  for (const ScheduleStep& step : schedule_.steps) {
+    if (step.action != ScheduleStep::kPost) continue;
+    ready_.push_back(backend.CreateEvent());
+    done_.push_back(backend.CreateEvent());
   }
 }
 
-absl::Status OverlapExecutor::Run(const OverlapSchedule& schedule,
-                                  const std::function<void(const Stage&)>& compute,
-                                  const std::function<absl::Status(const Stage&)>& communicate,
-                                  CommunicationTiming* timing) {
+void OverlapExecutor::Queue(const std::function<void(const Stage&)>& compute,
+                            const std::function<void(const Stage&, Stream&)>& communicate) {
   using Key = std::tuple<int, int, int64_t>;
   auto key = [](const Stage& s) { return Key(static_cast<int>(s.kind), s.micro_batch, s.layer); };
-  std::map<Key, size_t> posted;  // stage -> index in done_/results_
-  size_t num_posted = 0;
-  for (const ScheduleStep& step : schedule.steps) {
-    if (step.action == ScheduleStep::kPost) posted[key(step.stage)] = num_posted++;
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    done_.assign(num_posted, false);
-    results_.assign(num_posted, absl::OkStatus());
-    comm_seconds_ = 0;
-  }
-  double inline_seconds = 0, exposed_seconds = 0, compute_seconds = 0;
-  absl::Status failure;
-  size_t last_posted = 0;  // how many were posted before a failure stopped the run
-  for (const ScheduleStep& step : schedule.steps) {
-    if (!failure.ok()) break;
+  std::map<Key, size_t> posted;  // stage -> its events
+  for (const ScheduleStep& step : schedule_.steps) {
     switch (step.action) {
-      case ScheduleStep::kCompute: {
-        const auto start = std::chrono::steady_clock::now();
+      case ScheduleStep::kCompute:
         compute(step.stage);
-        compute_seconds += SecondsSince(start);
         break;
-      }
-      case ScheduleStep::kInline: {
-        const auto start = std::chrono::steady_clock::now();
-        failure = communicate(step.stage);
-        inline_seconds += SecondsSince(start);
+      case ScheduleStep::kInline:
+        communicate(step.stage, compute_);
         break;
-      }
       case ScheduleStep::kPost: {
-        const Stage stage = step.stage;
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          queue_.push_back(
-              {[&communicate, stage] { return communicate(stage); }, posted.at(key(stage))});
-        }
-        ++last_posted;
-        cv_.notify_all();
+        const size_t i = posted.size();
+        posted[key(step.stage)] = i;
+        compute_.Record(*ready_[i]);
+        comm_.Wait(*ready_[i]);
+        communicate(step.stage, comm_);
+        comm_.Record(*done_[i]);
         break;
       }
-      case ScheduleStep::kWait: {
-        const size_t index = posted.at(key(step.stage));
-        const auto start = std::chrono::steady_clock::now();
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return done_[index]; });
-        exposed_seconds += SecondsSince(start);
-        failure = results_[index];
+      case ScheduleStep::kWait:
+        compute_.Wait(*done_[posted.at(key(step.stage))]);
         break;
-      }
     }
   }
-  // Whatever was posted still references the caller's buffers: wait for it.
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] {
-    for (size_t i = 0; i < last_posted; ++i) {
-      if (!done_[i]) return false;
-    }
-    return true;
-  });
-  for (size_t i = 0; i < last_posted && failure.ok(); ++i) failure = results_[i];
-  if (timing != nullptr) {
-    timing->all_to_all_seconds += comm_seconds_ + inline_seconds;
-    timing->exposed_seconds += exposed_seconds + inline_seconds;
-    timing->compute_seconds += compute_seconds;
-  }
-  return failure;
 }
 
 }  // namespace moeserve

@@ -8,22 +8,21 @@
 //   comm:       dispatch(A) dispatch(B)            combine(A)            combine(B)
 //
 // With overlap off, the same stages of the same micro-batches run one after
-// another on one thread, so both modes compute exactly the same thing.
+// another on one stream, so both modes compute exactly the same thing.
 // Every rank builds the same schedule, so all ranks issue their collectives in
 // the same order.
 #ifndef MOESERVE_RUNTIME_PARALLEL_OVERLAP_SCHEDULE_H_
 #define MOESERVE_RUNTIME_PARALLEL_OVERLAP_SCHEDULE_H_
 
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
-#include <mutex>
+#include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "kernels/backend.h"
+#include "kernels/stream.h"
 
 namespace moeserve {
 
@@ -46,13 +45,13 @@ struct Stage {
   int64_t layer;
 };
 
-// What the compute thread does at one point of the schedule.
+// What the compute stream does at one point of the schedule.
 struct ScheduleStep {
   enum Action {
     kCompute,  // run a compute stage
-    kPost,     // hand a communication stage to the communication thread
+    kPost,     // hand a communication stage to the communication stream
     kWait,     // wait until that communication stage has finished
-    kInline,   // run a communication stage on the compute thread (overlap off)
+    kInline,   // run a communication stage on the compute stream (overlap off)
   };
   Action action;
   Stage stage;
@@ -71,7 +70,7 @@ OverlapSchedule BuildOverlapSchedule(const std::vector<bool>& moe_layers, int mi
                                      bool overlap);
 
 // Time spent in all-to-all: what the collectives took, and the part of it
-// the compute thread was blocked on (not hidden).
+// the compute stream was blocked on (not hidden).
 struct CommunicationTiming {
   double all_to_all_seconds = 0;
   double exposed_seconds = 0;
@@ -80,39 +79,44 @@ struct CommunicationTiming {
   double compute_seconds = 0;
 };
 
-// Runs schedules: compute stages and waits on the calling thread, posted
-// communication stages on a thread of its own, in posting order. Not thread
-// safe: one Run at a time.
+// Queues schedules on two streams: compute stages on the compute stream, each
+// posted communication stage on the communication stream after an event of
+// the compute stream (the point where its input is ready), each wait as a
+// wait of the compute stream on an event the communication stream recorded
+// after the stage. An inline stage (overlap off) is queued on the compute
+// stream. On the GPU these are CUDA streams and events; on the CPU, CPU
+// streams (kernels/cpu/cpu_stream.h) with the same semantics, so a schedule
+// that lacks a dependency fails the CPU tests too.
+//
+// A failed communication stage fails the communication stream; the compute
+// stream takes the failure on at its next wait and skips the rest, so the
+// pass ends without hanging and Synchronize() of the compute stream returns
+// the failure. Not thread safe: one host thread queues a pass at a time.
 class OverlapExecutor {
  public:
-  OverlapExecutor();
-  ~OverlapExecutor();
+  // The streams and `backend` must outlive the executor; the events of
+  // every post and wait point of `schedule` are created here, once.
+  OverlapExecutor(Backend& backend, Stream& compute, Stream& comm,
+                  const OverlapSchedule& schedule);
   OverlapExecutor(const OverlapExecutor&) = delete;
   OverlapExecutor& operator=(const OverlapExecutor&) = delete;
 
-  // Stops at the first failed communication stage: compute stages that need
-  // it are not run, stages already posted are waited for, and the failure is
-  // returned. Adds to *timing.
-  absl::Status Run(const OverlapSchedule& schedule,
-                   const std::function<void(const Stage&)>& compute,
-                   const std::function<absl::Status(const Stage&)>& communicate,
-                   CommunicationTiming* timing);
+  // Queues the schedule and returns; `compute(stage)` queues a compute
+  // stage's ops on the compute stream, `communicate(stage, stream)` queues a
+  // communication stage on `stream`.
+  void Queue(const std::function<void(const Stage&)>& compute,
+             const std::function<void(const Stage&, Stream&)>& communicate);
+
+  Stream& compute_stream() { return compute_; }
+  Stream& comm_stream() { return comm_; }
 
  private:
-  struct Task {
-    std::function<absl::Status()> fn;
-    size_t index;  // position in this Run's posted stages
-  };
-  void Loop();
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Task> queue_;
-  std::vector<bool> done_;             // by posted index, this Run
-  std::vector<absl::Status> results_;  // by posted index, this Run
-  double comm_seconds_ = 0;            // this Run, on the communication thread
-  bool stop_ = false;
-  std::thread thread_;  // last: starts after the fields above
+  Stream& compute_;
+  Stream& comm_;
+  const OverlapSchedule schedule_;
+  // By posted stage, in schedule order: recorded on the compute stream
+  // before the post, and on the communication stream after the stage.
+  std::vector<std::unique_ptr<Event>> ready_, done_;
 };
 
 }  // namespace moeserve

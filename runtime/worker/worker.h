@@ -52,6 +52,7 @@ class Worker {
     // (its pod IP on Kubernetes).
     std::string communicator_host = "127.0.0.1";
     ModelOptions model;
+    DeviceId device;  // --device: where the model runs
     // Receives one-line events an operator wants to see (connected, rank
     // assigned, a step that failed, shutdown), on the Run thread. May be empty.
     std::function<void(const std::string&)> log;
@@ -84,10 +85,12 @@ class Worker {
   int64_t kv_num_blocks() const {
     return CeilDiv(options_.kv_cache_tokens, options_.kv_block_tokens);
   }
-  // The KV cache's dtype (auto resolved for the CPU op set) and the bytes it
+  // The KV cache's dtype (auto resolved for the device) and the bytes it
   // allocates once the weights are loaded.
   KvCacheDtype kv_cache_dtype() const {
-    return ResolveKvCacheDtype(options_.kv_cache_dtype, KvCacheDevice::kCpu);
+    return ResolveKvCacheDtype(options_.kv_cache_dtype, options_.device.kind == DeviceKind::kCuda
+                                                            ? KvCacheDevice::kCuda
+                                                            : KvCacheDevice::kCpu);
   }
   int64_t kv_cache_bytes() const {
     return config_.num_hidden_layers * kv_num_blocks() * options_.kv_block_tokens *

@@ -32,7 +32,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "gloo/rendezvous/hash_store.h"
-#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/kv_cache/paged_kv_cache.h"
 #include "runtime/model/model.h"
@@ -79,13 +79,15 @@ void RunRank(const std::string& dir, const Config& c, int rank,
   EmulatedLink link;
   link.latency_us = c.link_latency_us;
   std::unique_ptr<Communicator> comm = WithEmulatedLink(*std::move(gloo), link);
-  auto ops = CreateCpuOps();
+  auto backend = CreateCpuBackend();
   auto checkpoint = Checkpoint::Open(dir);
   ModelOptions mo;
   mo.parallel.comm = comm.get();
   mo.parallel.micro_batches = 2;
   mo.parallel.overlap = c.overlap;
-  auto model = LoadModel(**checkpoint, WeightSelection{}, *ops, mo);
+  // The largest step is the prefill of every sequence of the rank at once.
+  mo.max_batch_tokens = c.seqs_per_rank * c.prompt_tokens;
+  auto model = LoadModel(**checkpoint, WeightSelection{}, *backend, mo);
   if (!model.ok()) {
     std::fprintf(stderr, "rank %d: %s\n", rank, std::string(model.status().message()).c_str());
     failed = true;

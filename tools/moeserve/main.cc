@@ -80,6 +80,8 @@ text prompt (the coordinator needs --tokenizer), the tokens for --prompt-ids.
                        on the CPU (exact) and bf16 on CUDA (default auto)
   --max-batch-tokens N tokens per forward pass; longer prompts are prefilled in
                        chunks of this size (default 2048)
+  --device D           with --model: where the model runs, cpu or cuda / cuda:N
+                       (default cpu)
 )";
 
 constexpr char kChatUsage[] =
@@ -344,7 +346,8 @@ int RunGenerate(const std::vector<std::string>& argv) {
   auto args = Args::Parse(
       argv,
       {"model", "server", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k", "min-p",
-       "seed", "kv-cache-tokens", "kv-cache-dtype", "max-batch-tokens", "logprobs", "stop"},
+       "seed", "kv-cache-tokens", "kv-cache-dtype", "max-batch-tokens", "logprobs", "stop",
+       "device"},
       {"prompt-logprobs", "json", "ignore-eos", "tokens", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
@@ -353,6 +356,11 @@ int RunGenerate(const std::vector<std::string>& argv) {
   }
   if (args->positional().size() > 1) {
     return Fail(absl::InvalidArgumentError("give the prompt text as one quoted argument"));
+  }
+  if (args->Has("server") && args->Has("device")) {
+    return Fail(absl::InvalidArgumentError(
+        "--device is for the in-process engine (--model); a server's workers take their own "
+        "--device"));
   }
   if (args->Has("server") && args->Has("kv-cache-dtype")) {
     return Fail(absl::InvalidArgumentError(
@@ -410,6 +418,11 @@ int RunGenerate(const std::vector<std::string>& argv) {
   if (!kv_dtype.ok()) return Fail(kv_dtype.status());
   options.kv_cache_dtype = *kv_dtype;
   options.max_batch_tokens = *batch_tokens;
+  auto device = ParseDeviceId(args->Get("device").value_or("cpu"));
+  if (!device.ok()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--device: ", device.status().message())));
+  }
+  options.device = *device;
 
   auto engine = Engine::Create(options);
   if (!engine.ok()) return Fail(engine.status());

@@ -1,6 +1,10 @@
 #include "runtime/model/blocks/decoder.h"
 
+#include <algorithm>
+#include <numeric>
+
 #include "absl/strings/str_cat.h"
+#include "kernels/null_ops.h"
 
 namespace moeserve {
 
@@ -66,11 +70,26 @@ std::vector<MicroBatch> SplitMicroBatches(const ForwardBatch& batch,
   return mbs;
 }
 
-absl::Status DecoderStack::Init(const ModelConfig& config, Ops& ops,
-                                const ParallelOptions& options) {
+namespace {
+
+// Rows of logits computed at a time: the workspace holds one chunk, copied
+// to the host before the next is computed (prompt log-probabilities of a long
+// prompt need one row per prompt token).
+constexpr int64_t kLogitChunkRows = 64;
+
+}  // namespace
+
+absl::Status DecoderStack::Init(const ModelConfig& config, Backend& backend,
+                                const ModelOptions& model_options) {
   config_ = &config;
-  ops_ = &ops;
-  options_ = options;
+  backend_ = &backend;
+  options_ = model_options.parallel;
+  max_tokens_ = model_options.max_batch_tokens;
+  const ParallelOptions& options = options_;
+  if (max_tokens_ <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max batch tokens must be positive, got ", max_tokens_));
+  }
   if (options.micro_batches != 1 && options.micro_batches != 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("micro-batches must be 1 or 2, got ", options.micro_batches));
@@ -111,9 +130,29 @@ absl::Status DecoderStack::Init(const ModelConfig& config, Ops& ops,
                        p.replicas.size(), " experts; the group has ", ranks,
                        " ranks and the model ", config.n_routed_experts, " experts"));
     }
+    max_slots_ = std::max<int64_t>(max_slots_, static_cast<int64_t>(p.ranks) * p.slots_per_rank);
   }
+
+  compute_ = backend.CreateStream();
+  comm_stream_ = backend.CreateStream();
+  ops_ = backend.CreateOps(*compute_);
+  null_ops_ = CreateNullOps();
+  auto iota = backend.AllocateTensor(DType::kI32, {max_tokens_});
+  if (!iota.ok()) return iota.status();
+  iota_ = *std::move(iota);
+  std::vector<int32_t> host_iota(static_cast<size_t>(max_tokens_));
+  std::iota(host_iota.begin(), host_iota.end(), 0);
+  compute_->CopyToDevice(iota_.raw(), host_iota.data(), host_iota.size() * sizeof(int32_t));
+  tables_.resize(layers);
+  for (size_t l = 0; l < layers; ++l) {
+    if (!moe_layers_[l]) continue;
+    auto table = MakeMoeLayerTable(backend, *compute_, options_.placement.layers[l]);
+    if (!table.ok()) return table.status();
+    tables_[l] = *std::move(table);
+  }
+  if (absl::Status s = compute_->Synchronize(); !s.ok()) return s;  // host_iota goes away
   schedule_ = BuildOverlapSchedule(moe_layers_, options_.micro_batches, options_.overlap);
-  executor_ = std::make_unique<OverlapExecutor>();
+  executor_ = std::make_unique<OverlapExecutor>(backend, *compute_, *comm_stream_, schedule_);
   return absl::OkStatus();
 }
 
@@ -128,65 +167,117 @@ WeightSelection DecoderStack::Selection() const {
   return selection;
 }
 
+absl::Status DecoderStack::CheckPlanned(const ForwardBatch& batch) const {
+  const auto tokens = static_cast<int64_t>(batch.tokens.size());
+  if (tokens > max_tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a step of ", tokens, " tokens is more than the ", max_tokens_,
+                     " this model's workspace was planned for (max batch tokens)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
   const ModelConfig& c = *config_;
-  Ops& ops = *ops_;
+  const bool planning = pass.planning;
+  std::unique_ptr<Workspace> plan_ws = planning ? Workspace::ForPlanning() : nullptr;
+  Workspace& ws = planning ? *plan_ws : *workspace_;
+  Ops& ops = planning ? *null_ops_ : *ops_;
+  Stream& stream = *compute_;
   const ForwardBatch& batch = *pass.batch;
   const auto tokens = static_cast<int64_t>(batch.tokens.size());
-  Tensor h = Tensor::Empty(DType::kF32, {tokens, c.hidden_size});
-  Tensor normed = Tensor::Empty(DType::kF32, {tokens, c.hidden_size});
-  Tensor delta = Tensor::Empty(DType::kF32, {tokens, c.hidden_size});
-  if (tokens > 0) ops.Embedding(pass.io->embed, batch.tokens, h.mat());
-  const std::vector<int32_t> positions = TokenPositions(batch);
-  const std::vector<MicroBatch> mbs = SplitMicroBatches(batch, positions, options_.micro_batches);
-  std::vector<MoeExchange> exchanges(mbs.size());
+  const int64_t hidden = c.hidden_size;
+  ws.Reset();
 
-  stats_.communication = {};
+  // The step's inputs, uploaded once. The host vectors stay alive until the
+  // streams are synchronized at the end of the pass.
+  MatView h = ws.Matrix(tokens, hidden);
+  MatView normed = ws.Matrix(tokens, hidden);
+  MatView delta = ws.Matrix(tokens, hidden);
+  std::span<int32_t> ids = ws.Array<int32_t>(tokens);
+  std::span<int32_t> pos = ws.Array<int32_t>(tokens);
+  const std::vector<int32_t> positions = TokenPositions(batch);
+  if (!planning && tokens > 0) {
+    stream.CopyToDevice(ids.data(), batch.tokens.data(), ids.size_bytes());
+    stream.CopyToDevice(pos.data(), positions.data(), pos.size_bytes());
+  }
+  const std::vector<MicroBatch> mbs = SplitMicroBatches(batch, pos, options_.micro_batches);
+
   stats_.expert_load.resize(moe_layers_.size());
+  std::vector<std::span<int64_t>> loads(moe_layers_.size());
+  std::vector<MoeExchange> exchanges(mbs.size());
   for (size_t l = 0; l < moe_layers_.size(); ++l) {
     stats_.expert_load[l].assign(moe_layers_[l] ? static_cast<size_t>(c.n_routed_experts) : 0, 0);
+    if (!moe_layers_[l]) continue;
+    loads[l] = ws.Array<int64_t>(c.n_routed_experts);
+    if (!planning) stream.Fill(loads[l].data(), 0, loads[l].size_bytes());
   }
-  auto moe_context = [&](int64_t l) {
-    MoeContext ctx;
-    ctx.weights = &pass.common(l).ffn.moe;
-    ctx.config = &c;
-    ctx.placement = &options_.placement.layer(l);
-    ctx.rank = comm_->rank();
-    ctx.expert_load = &stats_.expert_load[static_cast<size_t>(l)];
-    return ctx;
-  };
+  if (max_slots_ > 0) {
+    LayerPlacement widest;
+    widest.ranks = 1;
+    widest.slots_per_rank = static_cast<int32_t>(max_slots_);
+    for (size_t m = 0; m < mbs.size(); ++m) {
+      exchanges[m] = AllocateMoeExchange(ws, c, widest, mbs[m].rows, max_tokens_);
+    }
+  }
+  if (tokens > 0) ops.Embedding(pass.io->embed, ids, h);
 
+  StepContext ctx{ops, ws, std::span<const int32_t>(static_cast<const int32_t*>(iota_.raw()),
+                                                    static_cast<size_t>(max_tokens_))};
+  auto exchange_of = [&](int micro_batch, int64_t l) {
+    const LayerPlacement& p = options_.placement.layer(l);
+    return MoeExchangeForSlots(exchanges[static_cast<size_t>(micro_batch)],
+                               static_cast<int64_t>(p.ranks) * p.slots_per_rank);
+  };
+  auto moe_context = [&](int64_t l) {
+    MoeContext m;
+    m.weights = &pass.common(l).ffn.moe;
+    m.config = &c;
+    m.placement = &options_.placement.layer(l);
+    m.table = &tables_[static_cast<size_t>(l)].table;
+    m.rank = comm_->rank();
+    m.expert_load = loads[static_cast<size_t>(l)];
+    return m;
+  };
   auto compute = [&](const Stage& stage) {
     const MicroBatch& mb = mbs[static_cast<size_t>(stage.micro_batch)];
     const int64_t l = stage.layer;
     const DecoderLayerCommon& common = pass.common(l);
-    MatView hm = h.mat().Rows(mb.row_begin, mb.rows);
-    MatView nm = normed.mat().Rows(mb.row_begin, mb.rows);
-    MatView dm = delta.mat().Rows(mb.row_begin, mb.rows);
-    MoeExchange& ex = exchanges[static_cast<size_t>(stage.micro_batch)];
+    MatView hm = h.Rows(mb.row_begin, mb.rows);
+    MatView nm = normed.Rows(mb.row_begin, mb.rows);
+    MatView dm = delta.Rows(mb.row_begin, mb.rows);
     switch (stage.kind) {
-      case StageKind::kAttention:
+      case StageKind::kAttention: {
         if (mb.rows > 0) {
           ops.RmsNorm(hm, common.attn_norm, c.rms_norm_eps, nm);
-          pass.attention(l, mb, nm, dm);
+          const PagedCacheView cache_layer =
+              pass.cache != nullptr ? pass.cache->layer(l) : PagedCacheView{};
+          pass.attention(ctx, l, mb, cache_layer, nm, dm);
           ops.Add(dm, hm);
           ops.RmsNorm(hm, common.ffn_norm, c.rms_norm_eps, nm);
         }
         if (common.ffn.is_moe) {
+          MoeExchange ex = exchange_of(stage.micro_batch, l);
           MoeRoute(ops, moe_context(l), nm, ex);
         } else if (mb.rows > 0) {
           ops.GatedFfn(nm, common.ffn.dense.gate, common.ffn.dense.up, common.ffn.dense.down, dm);
           ops.Add(dm, hm);
         }
         break;
-      case StageKind::kShared:
+      }
+      case StageKind::kShared: {
+        MoeExchange ex = exchange_of(stage.micro_batch, l);
         MoeShared(ops, moe_context(l), nm, ex);
         break;
-      case StageKind::kExperts:
+      }
+      case StageKind::kExperts: {
+        MoeExchange ex = exchange_of(stage.micro_batch, l);
         MoeExperts(ops, moe_context(l), ex);
         break;
+      }
       case StageKind::kReduce:
         if (mb.rows > 0) {
+          MoeExchange ex = exchange_of(stage.micro_batch, l);
           MoeReduce(ops, moe_context(l), ex, dm);
           ops.Add(dm, hm);
         }
@@ -196,19 +287,85 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
         break;  // communication stages never reach compute
     }
   };
-  auto communicate = [&](const Stage& stage) -> absl::Status {
-    MoeExchange& ex = exchanges[static_cast<size_t>(stage.micro_batch)];
+  auto communicate = [&](const Stage& stage, Stream& on) {
+    MoeExchange ex = exchange_of(stage.micro_batch, stage.layer);
+    const LayerPlacement& p = options_.placement.layer(stage.layer);
     if (stage.kind == StageKind::kDispatch) {
-      return MoeDispatch(*comm_, options_.placement.layer(stage.layer).slots_per_rank, ex);
+      QueueMoeDispatch(*comm_, on, p, ex);
+    } else {
+      QueueMoeCombine(*comm_, on, p, ex);
     }
-    return MoeCombine(*comm_, ex);
   };
-  if (absl::Status s = executor_->Run(schedule_, compute, communicate, &stats_.communication);
-      !s.ok()) {
-    return s;
+
+  const double exchanged_before = comm_->exchange_seconds();
+  if (planning) {
+    // The same stages in schedule order; no exchange, no event.
+    for (const ScheduleStep& step : schedule_.steps) {
+      if (step.action == ScheduleStep::kCompute) compute(step.stage);
+    }
+  } else {
+    compute_->ResetTimes();
+    comm_stream_->ResetTimes();
+    executor_->Queue(compute, communicate);
   }
-  return ComputeLogits(ops, h.mat(), pass.io->final_norm, pass.io->lm_head, batch.logit_rows,
-                       c.rms_norm_eps);
+
+  // Logits of the asked rows, a chunk at a time, into host memory.
+  const auto n = static_cast<int64_t>(batch.logit_rows.size());
+  const int64_t vocab = pass.io->lm_head.dim(0);
+  const int64_t chunk = std::min(kLogitChunkRows, planning ? max_tokens_ : n);
+  std::vector<int32_t> rows32(batch.logit_rows.begin(), batch.logit_rows.end());
+  std::span<int32_t> rows = ws.Array<int32_t>(planning ? max_tokens_ : n);
+  MatView picked = ws.Matrix(chunk, hidden);
+  MatView chunk_logits = ws.Matrix(chunk, vocab);
+  Tensor logits = planning ? Tensor() : Tensor::Empty(DType::kF32, {n, vocab});
+  if (!planning && n > 0) {
+    stream.CopyToDevice(rows.data(), rows32.data(), rows.size_bytes());
+    for (int64_t begin = 0; begin < n; begin += chunk) {
+      const int64_t count = std::min(chunk, n - begin);
+      MatView p = picked.Rows(0, count);
+      MatView out = chunk_logits.Rows(0, count);
+      ops.GatherRows(h, rows.subspan(static_cast<size_t>(begin), static_cast<size_t>(count)), p);
+      ops.RmsNorm(p, pass.io->final_norm, c.rms_norm_eps, p);
+      ops.Linear(p, pass.io->lm_head, out);
+      stream.CopyToHost(logits.f32() + begin * vocab, out.data,
+                        static_cast<size_t>(count * vocab) * sizeof(float));
+    }
+  }
+  if (planning) {
+    // Room for a split of the tokens between micro-batches other than the
+    // planned one: each buffer rounds up to the alignment on its own.
+    const size_t bytes = ws.high_water_bytes() + (size_t{1} << 20);
+    auto created = Workspace::Create(*backend_, bytes);
+    if (!created.ok()) {
+      return absl::Status(created.status().code(),
+                          absl::StrCat("the step workspace for ", max_tokens_,
+                                       " tokens per step (", bytes, " bytes): ",
+                                       created.status().message()));
+    }
+    workspace_ = *std::move(created);
+    return Tensor();
+  }
+  for (size_t l = 0; l < moe_layers_.size(); ++l) {
+    if (!moe_layers_[l]) continue;
+    stream.CopyToHost(stats_.expert_load[l].data(), loads[l].data(), loads[l].size_bytes());
+  }
+  absl::Status status = compute_->Synchronize();
+  if (absl::Status s = comm_stream_->Synchronize(); status.ok()) status = s;
+
+  stats_.communication = {};
+  const double exchanged = comm_->exchange_seconds() - exchanged_before;
+  const StreamTimes busy = compute_->times();
+  CommunicationTiming& t = stats_.communication;
+  t.all_to_all_seconds = exchanged;
+  if (options_.overlap) {
+    t.exposed_seconds = busy.waiting_seconds;
+    t.compute_seconds = busy.busy_seconds;
+  } else {
+    t.exposed_seconds = exchanged;
+    t.compute_seconds = std::max(0.0, busy.busy_seconds - exchanged);
+  }
+  if (!status.ok()) return status;
+  return logits;
 }
 
 }  // namespace moeserve

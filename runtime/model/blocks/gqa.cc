@@ -33,39 +33,42 @@ absl::StatusOr<GqaWeights> LoadGqa(Checkpoint& checkpoint, const std::string& pr
   return w;
 }
 
-void GqaForward(Ops& ops, const GqaWeights& w, const ModelConfig& c, const RopeTable& rope,
-                std::span<const SeqSlice> seqs, std::span<const int32_t> positions,
-                const PagedCacheView& cache, ConstMatView x, MatView out) {
+void GqaForward(StepContext& step, const GqaWeights& w, const ModelConfig& c,
+                const RopeTable& rope, std::span<const SeqSlice> seqs,
+                std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
+                MatView out) {
+  Ops& ops = step.ops;
+  Workspace& ws = step.ws;
+  const Workspace::Mark mark = ws.mark();
   const int64_t tokens = x.rows;
   const int64_t d = c.head_dim;
   const int64_t q_dim = c.num_attention_heads * d;
   const int64_t kv_dim = c.num_key_value_heads * d;
 
-  Tensor q = Tensor::Empty(DType::kF32, {tokens, q_dim});
-  ops.Linear(x, w.q_proj, q.mat());
-  Tensor k = Tensor::Empty(DType::kF32, {tokens, kv_dim});
-  ops.Linear(x, w.k_proj, k.mat());
+  MatView q = ws.Matrix(tokens, q_dim);
+  ops.Linear(x, w.q_proj, q);
+  MatView k = ws.Matrix(tokens, kv_dim);
+  ops.Linear(x, w.k_proj, k);
   // The cache row of each token: [keys of every KV head | values].
-  Tensor kv = Tensor::Empty(DType::kF32, {tokens, 2 * kv_dim});
-  ops.Linear(x, w.v_proj, kv.mat().Columns(kv_dim, kv_dim));
+  MatView kv = ws.Matrix(tokens, 2 * kv_dim);
+  ops.Linear(x, w.v_proj, kv.Columns(kv_dim, kv_dim));
 
   // Per-head views: one row per (token, head).
-  MatView q_heads{q.f32(), tokens * c.num_attention_heads, d, d};
-  MatView k_heads{k.f32(), tokens * c.num_key_value_heads, d, d};
+  MatView q_heads{q.data, tokens * c.num_attention_heads, d, d};
+  MatView k_heads{k.data, tokens * c.num_key_value_heads, d, d};
   if (!w.q_norm.empty()) ops.RmsNorm(q_heads, w.q_norm, c.rms_norm_eps, q_heads);
   if (!w.k_norm.empty()) ops.RmsNorm(k_heads, w.k_norm, c.rms_norm_eps, k_heads);
   ops.Rope(q_heads, c.num_attention_heads, positions, rope);
   ops.Rope(k_heads, c.num_key_value_heads, positions, rope);
   // Place the finished keys beside the values (a gather with the identity).
-  std::vector<int32_t> identity(static_cast<size_t>(tokens));
-  for (int64_t t = 0; t < tokens; ++t) identity[static_cast<size_t>(t)] = static_cast<int32_t>(t);
-  ops.GatherRows(k.mat(), identity, kv.mat().Columns(0, kv_dim));
-  ops.CacheWrite(kv.mat(), seqs, cache);
+  ops.GatherRows(k, step.iota.subspan(0, static_cast<size_t>(tokens)), kv.Columns(0, kv_dim));
+  ops.CacheWrite(kv, seqs, cache);
 
   Ops::GqaShape shape{c.num_attention_heads, c.num_key_value_heads, d, c.softmax_scale()};
-  Tensor attn = Tensor::Empty(DType::kF32, {tokens, q_dim});
-  ops.GqaAttention(q.mat(), cache, seqs, shape, attn.mat());
-  ops.Linear(attn.mat(), w.o_proj, out);
+  MatView attn = ws.Matrix(tokens, q_dim);
+  ops.GqaAttention(q, cache, seqs, shape, attn);
+  ops.Linear(attn, w.o_proj, out);
+  ws.Release(mark);  // later work of this stream runs after these ops
 }
 
 }  // namespace moeserve

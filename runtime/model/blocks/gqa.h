@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
+#include "runtime/model/blocks/decoder.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/model/config.h"
 
@@ -27,7 +28,7 @@ absl::StatusOr<GqaWeights> LoadGqa(Checkpoint& checkpoint, const std::string& pr
 
 // Projects x, normalizes and rotates q and k per head, writes K and V to the
 // cache, attends causally and writes the output projection to `out`.
-void GqaForward(Ops& ops, const GqaWeights& weights, const ModelConfig& config,
+void GqaForward(StepContext& step, const GqaWeights& weights, const ModelConfig& config,
                 const RopeTable& rope, std::span<const SeqSlice> seqs,
                 std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
                 MatView out);

@@ -58,33 +58,37 @@ absl::StatusOr<MlaWeights> LoadMla(Checkpoint& checkpoint, const std::string& pr
   return w;
 }
 
-void MlaForward(Ops& ops, const MlaWeights& w, const ModelConfig& c, const RopeTable& rope,
-                MlaForm form, std::span<const SeqSlice> seqs, std::span<const int32_t> positions,
-                const PagedCacheView& cache, ConstMatView x, MatView out) {
+void MlaForward(StepContext& step, const MlaWeights& w, const ModelConfig& c,
+                const RopeTable& rope, MlaForm form, std::span<const SeqSlice> seqs,
+                std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
+                MatView out) {
+  Ops& ops = step.ops;
+  Workspace& ws = step.ws;
+  const Workspace::Mark mark = ws.mark();
   const int64_t tokens = x.rows;
   const int64_t heads = c.num_attention_heads;
   const int64_t qk_dim = c.qk_head_dim();
 
   // Queries: [T, heads * (nope + rope)], rope applied to each head's tail.
-  Tensor q = Tensor::Empty(DType::kF32, {tokens, heads * qk_dim});
+  MatView q = ws.Matrix(tokens, heads * qk_dim);
   if (c.q_lora_rank > 0) {
-    Tensor qa = Tensor::Empty(DType::kF32, {tokens, c.q_lora_rank});
-    ops.Linear(x, w.q_a_proj, qa.mat());
-    ops.RmsNorm(qa.mat(), w.q_a_norm, c.rms_norm_eps, qa.mat());
-    ops.Linear(qa.mat(), w.q_b_proj, q.mat());
+    MatView qa = ws.Matrix(tokens, c.q_lora_rank);
+    ops.Linear(x, w.q_a_proj, qa);
+    ops.RmsNorm(qa, w.q_a_norm, c.rms_norm_eps, qa);
+    ops.Linear(qa, w.q_b_proj, q);
   } else {
-    ops.Linear(x, w.q_proj, q.mat());
+    ops.Linear(x, w.q_proj, q);
   }
-  MatView q_heads{q.f32(), tokens * heads, qk_dim, qk_dim};
+  MatView q_heads{q.data, tokens * heads, qk_dim, qk_dim};
   ops.Rope(q_heads.Columns(c.qk_nope_head_dim, c.qk_rope_head_dim), heads, positions, rope);
 
   // The cache row of each token: [normalized latent | roped shared key].
-  Tensor kv = Tensor::Empty(DType::kF32, {tokens, c.kv_cache_width()});
-  ops.Linear(x, w.kv_a_proj, kv.mat());
-  MatView latent = kv.mat().Columns(0, c.kv_lora_rank);
+  MatView kv = ws.Matrix(tokens, c.kv_cache_width());
+  ops.Linear(x, w.kv_a_proj, kv);
+  MatView latent = kv.Columns(0, c.kv_lora_rank);
   ops.RmsNorm(latent, w.kv_a_norm, c.rms_norm_eps, latent);
-  ops.Rope(kv.mat().Columns(c.kv_lora_rank, c.qk_rope_head_dim), 1, positions, rope);
-  ops.CacheWrite(kv.mat(), seqs, cache);
+  ops.Rope(kv.Columns(c.kv_lora_rank, c.qk_rope_head_dim), 1, positions, rope);
+  ops.CacheWrite(kv, seqs, cache);
 
   Ops::MlaShape shape{heads,        c.qk_nope_head_dim, c.qk_rope_head_dim,
                       c.v_head_dim, c.kv_lora_rank,     c.softmax_scale()};
@@ -94,14 +98,16 @@ void MlaForward(Ops& ops, const MlaWeights& w, const ModelConfig& c, const RopeT
         form == MlaForm::kPrefill || (form == MlaForm::kAuto && PrefillIsCheaper(c, s));
     (prefill ? prefill_seqs : absorbed_seqs).push_back(s);
   }
-  Tensor attn = Tensor::Empty(DType::kF32, {tokens, heads * c.v_head_dim});
+  MatView attn = ws.Matrix(tokens, heads * c.v_head_dim);
   if (!prefill_seqs.empty()) {
-    ops.MlaAttentionPrefill(q.mat(), w.kv_b_proj, cache, prefill_seqs, shape, attn.mat());
+    ops.MlaAttentionPrefill(q, w.kv_b_proj, cache, prefill_seqs, shape, attn);
   }
   if (!absorbed_seqs.empty()) {
-    ops.MlaAttentionAbsorbed(q.mat(), w.kv_b_proj, cache, absorbed_seqs, shape, attn.mat());
+    ops.MlaAttentionAbsorbed(q, w.kv_b_proj, cache, absorbed_seqs, shape, attn);
   }
-  ops.Linear(attn.mat(), w.o_proj, out);
+  ops.Linear(attn, w.o_proj, out);
+  // Later work of this stream may reuse the memory: it runs after these ops.
+  ws.Release(mark);
 }
 
 }  // namespace moeserve

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
+#include "runtime/model/blocks/decoder.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/model/config.h"
 #include "runtime/model/model.h"
@@ -32,7 +33,7 @@ absl::StatusOr<MlaWeights> LoadMla(Checkpoint& checkpoint, const std::string& pr
 // Attention for every token of the batch: projects x, writes the tokens'
 // latent + rope key to `cache`, attends causally within each sequence, and
 // writes the output projection to `out` [T, hidden].
-void MlaForward(Ops& ops, const MlaWeights& weights, const ModelConfig& config,
+void MlaForward(StepContext& step, const MlaWeights& weights, const ModelConfig& config,
                 const RopeTable& rope, MlaForm form, std::span<const SeqSlice> seqs,
                 std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
                 MatView out);

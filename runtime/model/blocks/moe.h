@@ -1,9 +1,9 @@
 // The Mixture-of-Experts block: router, routed experts, shared experts.
 //
-// The block runs in five stages so that the two all-to-all exchanges of
+// The block runs in stages so that the two all-to-all exchanges of
 // expert parallelism can overlap other work (runtime/parallel/):
 //   MoeRoute    router, top-k, a replica for every (token, expert) pair, and
-//               the rows to send, grouped by destination rank;
+//               the rows to send, in fixed-capacity groups by destination slot;
 //   MoeDispatch all-to-all of the rows to the ranks holding the experts;
 //   MoeShared   the shared experts over the micro-batch's own tokens (needs
 //               nothing from the exchange, so it can run while dispatch flies);
@@ -18,7 +18,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/backend.h"
 #include "kernels/ops.h"
+#include "kernels/workspace.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/model/blocks/ffn.h"
 #include "runtime/model/config.h"
@@ -41,38 +43,70 @@ struct MoeWeights {
 absl::StatusOr<MoeWeights> LoadMoe(Checkpoint& checkpoint, const std::string& prefix, int64_t layer,
                                    const ModelConfig& config, const WeightSelection& selection);
 
-// One micro-batch's way through one MoE layer. Filled by MoeRoute and read by
-// the later stages; a rank with no tokens still goes through every stage.
+// Where a layer's experts live, as the MoE ops read it: the placement's
+// replica table in backend memory, uploaded once when the group is set up.
+struct MoeLayerTable {
+  Tensor replica_slots;   // I32 [num_experts * max_replicas]
+  Tensor replica_counts;  // I32 [num_experts]
+  MoeSlotTable table;     // points into the two tensors above
+};
+// Uploads `placement` on `stream` (and waits for it).
+absl::StatusOr<MoeLayerTable> MakeMoeLayerTable(Backend& backend, Stream& stream,
+                                                const LayerPlacement& placement);
+
+// One micro-batch's buffers for an MoE layer, carved from the step's
+// workspace and reused by every MoE layer of the step (each stage of layer
+// l + 1 that writes a buffer is ordered after the stages of layer l that
+// read it, by stream order or an event of the overlap schedule). `capacity`
+// is the most tokens any rank's micro-batch can hold, the same on every rank
+// (the planned maximum of a step): a slot never receives more rows than that
+// from one rank, so the buffers never overflow and no count has to reach the
+// host before the exchange. Every array is backend memory; the host never
+// reads them.
 struct MoeExchange {
   int64_t tokens = 0;
-  std::vector<int32_t> experts;                   // [tokens * top_k] logical expert of each pair
-  std::vector<float> gains;                       // [tokens * top_k] routing weight of each pair
-  std::vector<int32_t> send_pair;                 // pair of each row sent, by destination
-  std::vector<int64_t> send_rows, recv_rows;      // rows to / from each rank
-  std::vector<int64_t> send_counts, recv_counts;  // the same in floats
-  Tensor send;        // [pairs, hidden + 1]: x of the pair's token, then the local slot
-  Tensor recv;        // [rows received, hidden + 1]
-  Tensor expert_out;  // [rows received, hidden], in the order received
-  Tensor combined;    // [pairs, hidden], in the order sent
-  Tensor shared_out;  // [tokens, hidden]
+  int64_t capacity = 0;
+  MatView logits;                   // [tokens, num_experts] router logits
+  std::span<int32_t> experts;       // [tokens * top_k] logical expert of each pair
+  std::span<float> gains;           // [tokens * top_k] routing weight of each pair
+  std::span<int32_t> pair_rows;     // [tokens * top_k] send row of each pair
+  MatView send;                     // [slots * capacity, hidden], slots = ranks * slots_per_rank
+  std::span<int32_t> send_counts;   // [slots]
+  MatView recv;                     // [ranks * slots_per_rank * capacity, hidden]
+  std::span<int32_t> recv_counts;   // [ranks * slots_per_rank]
+  MatView expert_out;               // like recv
+  MatView combined;                 // like send
+  std::span<int32_t> combine_counts;  // [slots]: what the combine brought back
+  MatView shared_out;               // [tokens, hidden]; no rows without shared experts
 };
+MoeExchange AllocateMoeExchange(Workspace& ws, const ModelConfig& config,
+                                const LayerPlacement& placement, int64_t tokens,
+                                int64_t capacity);
+
+// The part of `ex` a layer of `slots` physical slots uses (layers may differ
+// in redundant slots; the buffers are sized for the largest).
+MoeExchange MoeExchangeForSlots(const MoeExchange& ex, int64_t slots);
 
 // What a micro-batch's MoE stages need to know about the group.
 struct MoeContext {
   const MoeWeights* weights = nullptr;
   const ModelConfig* config = nullptr;
   const LayerPlacement* placement = nullptr;
+  const MoeSlotTable* table = nullptr;
   int32_t rank = 0;
-  // Tokens routed to each logical expert by this rank; MoeRoute adds to it.
-  std::vector<int64_t>* expert_load = nullptr;
+  // [num_experts] in backend memory: MoeRoute adds each expert's pairs.
+  std::span<int64_t> expert_load;
 };
 
+// Each stage queues ops on the stream `ops` feeds (compute stages) or an
+// exchange on `stream` (communication stages); none waits for the device.
 void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
-// Fails when the all-to-all fails or a row names a slot outside [0, slots_per_rank).
-absl::Status MoeDispatch(Communicator& comm, int32_t slots_per_rank, MoeExchange& ex);
+void QueueMoeDispatch(Communicator& comm, Stream& stream, const LayerPlacement& placement,
+                      MoeExchange& ex);
 void MoeShared(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
 void MoeExperts(Ops& ops, const MoeContext& ctx, MoeExchange& ex);
-absl::Status MoeCombine(Communicator& comm, MoeExchange& ex);
+void QueueMoeCombine(Communicator& comm, Stream& stream, const LayerPlacement& placement,
+                     MoeExchange& ex);
 void MoeReduce(Ops& ops, const MoeContext& ctx, MoeExchange& ex, MatView out);
 
 // A decoder layer's feed-forward part: the dense MLP or the MoE block, as the

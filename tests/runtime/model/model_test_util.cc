@@ -14,11 +14,14 @@ LoadedModel LoadForTest(const std::string& dir, const ModelOptions& options, int
                         int64_t block_size, KvCacheDtype kv_dtype) {
   LoadedModel m;
   m.ops = CreateCpuOps();
+  CpuBackendOptions backend_options;
+  backend_options.poison_allocations = true;
+  m.backend = CreateCpuBackend(backend_options);
   auto checkpoint = Checkpoint::Open(dir);
   EXPECT_TRUE(checkpoint.ok()) << checkpoint.status();
   if (!checkpoint.ok()) return m;
   m.checkpoint = *std::move(checkpoint);
-  auto model = LoadModel(*m.checkpoint, WeightSelection{}, *m.ops, options);
+  auto model = LoadModel(*m.checkpoint, WeightSelection{}, *m.backend, options);
   EXPECT_TRUE(model.ok()) << model.status();
   if (!model.ok()) return m;
   m.model = *std::move(model);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/kv_cache/paged_kv_cache.h"
@@ -15,7 +16,10 @@
 namespace moeserve::testing {
 
 struct LoadedModel {
-  std::unique_ptr<Ops> ops;
+  // The CPU backend, its allocations poisoned with NaN so that a read of
+  // memory nothing wrote shows in the results.
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Ops> ops;  // synchronous CPU ops, for work on host logits
   std::unique_ptr<Checkpoint> checkpoint;
   std::unique_ptr<Model> model;
   std::unique_ptr<PagedKvCache> cache;

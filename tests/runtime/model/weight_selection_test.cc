@@ -51,10 +51,10 @@ TEST(WeightSelectionTest, ReadsOnlyTheSelectedExpertsAndSkipsTheMtpModule) {
       ++expected_tensors;  // weights and their scale_inv siblings alike
       expected_shards.insert(shard.get<std::string>());
     }
-    auto ops = CreateCpuOps();
+    auto backend = CreateCpuBackend();
     WeightSelection selection;
     selection.experts = {0, 3};
-    auto model = LoadModel(**checkpoint, selection, *ops);
+    auto model = LoadModel(**checkpoint, selection, *backend);
     ASSERT_TRUE(model.ok()) << model.status();
     ASSERT_LT(expected_shards.size(), 6u) << "the layout no longer isolates a shard";
     EXPECT_EQ((*checkpoint)->stats().tensors_read, expected_tensors) << dtype;
@@ -67,10 +67,10 @@ TEST(WeightSelectionTest, RejectsExpertIdsOutsideTheModel) {
   const std::string dir = MakeTinyForTest("qwen3_moe", "bf16");
   auto checkpoint = Checkpoint::Open(dir);
   ASSERT_TRUE(checkpoint.ok());
-  auto ops = CreateCpuOps();
+  auto backend = CreateCpuBackend();
   WeightSelection selection;
   selection.experts = {1, 99};
-  auto model = LoadModel(**checkpoint, selection, *ops);
+  auto model = LoadModel(**checkpoint, selection, *backend);
   ASSERT_FALSE(model.ok());
   EXPECT_NE(model.status().message().find("expert id 99"), std::string::npos);
 }

@@ -251,13 +251,13 @@ TEST(ExpertParallelModelOptionsTest, RejectsAPlacementForAnotherGroupOrModel) {
   options.parallel.placement = WithReplicas(probe.model->config(), 2, 2);  // for 2 ranks
   auto checkpoint = Checkpoint::Open(dir);
   ASSERT_TRUE(checkpoint.ok());
-  auto model = LoadModel(**checkpoint, WeightSelection{}, *probe.ops, options);
+  auto model = LoadModel(**checkpoint, WeightSelection{}, *probe.backend, options);
   ASSERT_FALSE(model.ok());
   EXPECT_NE(model.status().message().find("is for 2 ranks"), std::string::npos) << model.status();
   options = {};
   options.parallel.micro_batches = 1;
   options.parallel.overlap = true;
-  model = LoadModel(**checkpoint, WeightSelection{}, *probe.ops, options);
+  model = LoadModel(**checkpoint, WeightSelection{}, *probe.backend, options);
   ASSERT_FALSE(model.ok());
   EXPECT_NE(model.status().message().find("2 micro-batches"), std::string::npos);
 }

@@ -1,14 +1,18 @@
 #include "runtime/parallel/overlap_schedule.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
 
 namespace moeserve {
 namespace {
@@ -134,62 +138,188 @@ TEST(OverlapScheduleTest, CollectivesAreIssuedInTheSameOrderInBothModesPerMicroB
                                       "dispatchA1", "dispatchB1", "combineA1", "combineB1"}));
 }
 
-TEST(OverlapExecutorTest, CommunicationRunsBesideComputeAndIsTimed) {
-  const std::vector<bool> moe = {true, true, true};
-  OverlapExecutor executor;
-  std::atomic<int> comm_running{0};
-  std::atomic<bool> computed_during_comm{false};
-  std::vector<std::string> compute_order;
-  auto compute = [&](const Stage& s) {
-    if (comm_running.load() > 0) computed_during_comm = true;
-    compute_order.push_back(StageName(s.kind));
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  };
-  auto communicate = [&](const Stage&) {
-    ++comm_running;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    --comm_running;
-    return absl::OkStatus();
-  };
-  CommunicationTiming timing;
-  ASSERT_TRUE(executor.Run(BuildOverlapSchedule(moe, 2, true), compute, communicate, &timing).ok());
-  EXPECT_TRUE(computed_during_comm.load());
-  // 12 collectives of >= 5 ms each.
-  EXPECT_GE(timing.all_to_all_seconds, 12 * 0.005);
-  EXPECT_LE(timing.exposed_seconds, timing.all_to_all_seconds + 1e-3);
-  EXPECT_EQ(compute_order.size(), 3u * 2u * 4u);  // attention, shared, experts, reduce
+// The executor on CPU streams, whose work runs on threads of their own. Each
+// piece of work records that it ran; `Needs` checks, when a stage runs, that
+// what the schedule says it depends on has already run.
+class Recorder {
+ public:
+  void Ran(const std::string& what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_.insert(what);
+    order_.push_back(what);
+  }
+  bool Has(const std::string& what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_.count(what) > 0;
+  }
+  void Needs(const std::string& stage, const std::string& dependency) {
+    if (!Has(dependency)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      violations_.push_back(stage + " ran before " + dependency);
+    }
+  }
+  std::vector<std::string> violations() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return violations_;
+  }
 
-  // Inline: all of it is exposed, and it runs again on the same executor.
-  timing = {};
-  ASSERT_TRUE(
-      executor.Run(BuildOverlapSchedule(moe, 2, false), compute, communicate, &timing).ok());
-  EXPECT_DOUBLE_EQ(timing.exposed_seconds, timing.all_to_all_seconds);
+ private:
+  std::mutex mu_;
+  std::set<std::string> done_;
+  std::vector<std::string> order_;
+  std::vector<std::string> violations_;
+};
+
+std::string Name(StageKind kind, int mb, int64_t layer) {
+  return std::string(StageName(kind)) + (mb == 0 ? "A" : "B") + std::to_string(layer);
 }
 
-TEST(OverlapExecutorTest, AFailedCollectiveStopsThePassAndWaitsForWhatWasPosted) {
-  const std::vector<bool> moe = {true, true};
-  OverlapExecutor executor;
-  std::atomic<int> comm_calls{0};
-  std::vector<Stage> computed;
-  auto compute = [&](const Stage& s) { computed.push_back(s); };
-  auto communicate = [&](const Stage& s) -> absl::Status {
-    ++comm_calls;
-    if (s.kind == StageKind::kDispatch && s.layer == 0 && s.micro_batch == 0) {
-      return absl::UnavailableError("peer lost");
-    }
-    return absl::OkStatus();
+// Queues `schedule` with every stage a host function of its stream that
+// checks its dependencies: dispatch after its attention (router), experts
+// after its dispatch, combine after its experts, reduce after its combine.
+// `comm_delay` slows every piece of work on the communication stream.
+std::vector<std::string> RunChecked(const OverlapSchedule& schedule,
+                                    std::chrono::microseconds compute_delay,
+                                    std::chrono::microseconds comm_delay,
+                                    absl::Status* status = nullptr) {
+  CpuBackendOptions compute_options;
+  compute_options.stream.delay_per_item = compute_delay;
+  CpuBackendOptions comm_options;
+  comm_options.stream.delay_per_item = comm_delay;
+  auto backend = CreateCpuBackend(compute_options);
+  auto comm_backend = CreateCpuBackend(comm_options);
+  auto compute_stream = backend->CreateStream();
+  auto comm_stream = comm_backend->CreateStream();
+  OverlapExecutor executor(*backend, *compute_stream, *comm_stream, schedule);
+  Recorder rec;
+  auto compute = [&](const Stage& s) {
+    compute_stream->HostFunction([&rec, s] {
+      const std::string me = Name(s.kind, s.micro_batch, s.layer);
+      if (s.kind == StageKind::kExperts) {
+        rec.Needs(me, Name(StageKind::kDispatch, s.micro_batch, s.layer));
+      }
+      if (s.kind == StageKind::kReduce) {
+        rec.Needs(me, Name(StageKind::kCombine, s.micro_batch, s.layer));
+      }
+      rec.Ran(me);
+      return absl::OkStatus();
+    });
   };
+  auto communicate = [&](const Stage& s, Stream& on) {
+    on.HostFunction([&rec, s] {
+      const std::string me = Name(s.kind, s.micro_batch, s.layer);
+      rec.Needs(me, Name(s.kind == StageKind::kDispatch ? StageKind::kAttention
+                                                        : StageKind::kExperts,
+                         s.micro_batch, s.layer));
+      rec.Ran(me);
+      return absl::OkStatus();
+    });
+  };
+  executor.Queue(compute, communicate);
+  absl::Status s = compute_stream->Synchronize();
+  if (absl::Status c = comm_stream->Synchronize(); s.ok()) s = c;
+  if (status != nullptr) *status = s;
+  return rec.violations();
+}
+
+TEST(OverlapExecutorTest, EventsOrderEveryDependencyWhicheverStreamIsSlow) {
+  const std::vector<bool> moe = {true, false, true};
+  using us = std::chrono::microseconds;
   for (bool overlap : {true, false}) {
-    computed.clear();
-    comm_calls = 0;
-    absl::Status s =
-        executor.Run(BuildOverlapSchedule(moe, 2, overlap), compute, communicate, nullptr);
+    const OverlapSchedule schedule = BuildOverlapSchedule(moe, 2, overlap);
+    for (auto [compute_delay, comm_delay] : {std::pair{us(0), us(0)}, std::pair{us(0), us(2000)},
+                                             std::pair{us(2000), us(0)}}) {
+      absl::Status status;
+      EXPECT_THAT(RunChecked(schedule, compute_delay, comm_delay, &status), ::testing::IsEmpty())
+          << "overlap " << overlap;
+      EXPECT_TRUE(status.ok()) << status;
+    }
+  }
+}
+
+TEST(OverlapExecutorTest, AScheduleThatForgetsAWaitFailsOnCpuStreams) {
+  // Drop the wait before experts(A, 0): on a slow communication stream the
+  // experts then run before their dispatch, and the CPU twin shows it.
+  OverlapSchedule schedule = BuildOverlapSchedule({true}, 2, true);
+  auto& steps = schedule.steps;
+  const auto wait = std::find_if(steps.begin(), steps.end(), [](const ScheduleStep& s) {
+    return s.action == ScheduleStep::kWait && s.stage.kind == StageKind::kDispatch &&
+           s.stage.micro_batch == 0;
+  });
+  ASSERT_NE(wait, steps.end());
+  steps.erase(wait);
+  const std::vector<std::string> violations =
+      RunChecked(schedule, std::chrono::microseconds(0), std::chrono::microseconds(20000));
+  EXPECT_THAT(violations, ::testing::Contains("expertsA0 ran before dispatchA0"));
+}
+
+TEST(OverlapExecutorTest, CommunicationRunsBesideCompute) {
+  auto backend = CreateCpuBackend();
+  auto compute_stream = backend->CreateStream();
+  auto comm_stream = backend->CreateStream();
+  const OverlapSchedule schedule = BuildOverlapSchedule({true, true, true}, 2, true);
+  OverlapExecutor executor(*backend, *compute_stream, *comm_stream, schedule);
+  std::atomic<int> comm_running{0};
+  std::atomic<bool> computed_during_comm{false};
+  auto compute = [&](const Stage&) {
+    compute_stream->HostFunction([&] {
+      if (comm_running.load() > 0) computed_during_comm = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (comm_running.load() > 0) computed_during_comm = true;
+      return absl::OkStatus();
+    });
+  };
+  auto communicate = [&](const Stage&, Stream& on) {
+    on.HostFunction([&] {
+      ++comm_running;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      --comm_running;
+      return absl::OkStatus();
+    });
+  };
+  executor.Queue(compute, communicate);
+  ASSERT_TRUE(compute_stream->Synchronize().ok());
+  ASSERT_TRUE(comm_stream->Synchronize().ok());
+  EXPECT_TRUE(computed_during_comm.load());
+  // The compute stream measured its waits on the communication stream.
+  EXPECT_TRUE(compute_stream->times().measured);
+}
+
+TEST(OverlapExecutorTest, AFailedCollectiveFailsThePassWithoutRunningWhatDependsOnIt) {
+  const std::vector<bool> moe = {true, true};
+  for (bool overlap : {true, false}) {
+    auto backend = CreateCpuBackend();
+    auto compute_stream = backend->CreateStream();
+    auto comm_stream = backend->CreateStream();
+    OverlapExecutor executor(*backend, *compute_stream, *comm_stream,
+                             BuildOverlapSchedule(moe, 2, overlap));
+    std::mutex mu;
+    std::vector<Stage> computed;
+    auto compute = [&](const Stage& s) {
+      compute_stream->HostFunction([&, s] {
+        std::lock_guard<std::mutex> lock(mu);
+        computed.push_back(s);
+        return absl::OkStatus();
+      });
+    };
+    auto communicate = [&](const Stage& s, Stream& on) {
+      on.HostFunction([s]() -> absl::Status {
+        if (s.kind == StageKind::kDispatch && s.layer == 0 && s.micro_batch == 0) {
+          return absl::UnavailableError("peer lost");
+        }
+        return absl::OkStatus();
+      });
+    };
+    executor.Queue(compute, communicate);
+    const absl::Status s = compute_stream->Synchronize();
     EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
-    // No experts stage ran on the failed dispatch's data.
+    (void)comm_stream->Synchronize();
+    // No experts stage ran on the failed dispatch's data, nor anything after.
+    std::lock_guard<std::mutex> lock(mu);
     for (const Stage& st : computed) {
       EXPECT_NE(st.kind, StageKind::kExperts) << "overlap " << overlap;
+      EXPECT_NE(st.kind, StageKind::kReduce) << "overlap " << overlap;
     }
-    EXPECT_LE(comm_calls.load(), 2);
   }
 }
 
