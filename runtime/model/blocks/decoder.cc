@@ -8,36 +8,40 @@
 
 namespace moeserve {
 
-absl::StatusOr<EmbeddingAndHead> LoadEmbeddingAndHead(Checkpoint& checkpoint,
+absl::StatusOr<EmbeddingAndHead> LoadEmbeddingAndHead(const WeightReader& reader,
                                                       const ModelConfig& c) {
   EmbeddingAndHead io;
-  absl::Status s =
-      ReadWeight(checkpoint, "model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, &io.embed);
-  if (s.ok()) s = ReadWeight(checkpoint, "model.norm.weight", {c.hidden_size}, &io.final_norm);
+  absl::Status s = ReadWeight(reader, "model.embed_tokens.weight", {c.vocab_size, c.hidden_size},
+                              WeightUse::kEmbedding, &io.embed);
+  if (s.ok()) {
+    s = ReadWeight(reader, "model.norm.weight", {c.hidden_size}, WeightUse::kVector,
+                   &io.final_norm);
+  }
   if (s.ok()) {
     if (c.tie_word_embeddings) {
-      io.lm_head = io.embed;
+      io.lm_head = io.embed;  // every backend's embedding dtype is one Linear takes
     } else {
-      s = ReadWeight(checkpoint, "lm_head.weight", {c.vocab_size, c.hidden_size}, &io.lm_head);
+      s = ReadWeight(reader, "lm_head.weight", {c.vocab_size, c.hidden_size}, WeightUse::kMatrix,
+                     &io.lm_head);
     }
   }
   if (!s.ok()) return s;
   return io;
 }
 
-absl::StatusOr<DecoderLayerCommon> LoadDecoderLayerCommon(Checkpoint& checkpoint, int64_t layer,
+absl::StatusOr<DecoderLayerCommon> LoadDecoderLayerCommon(const WeightReader& reader, int64_t layer,
                                                           const ModelConfig& c,
                                                           const WeightSelection& selection) {
   DecoderLayerCommon common;
   const std::string prefix = absl::StrCat("model.layers.", layer);
-  absl::Status s = ReadWeight(checkpoint, prefix + ".input_layernorm.weight", {c.hidden_size},
-                              &common.attn_norm);
+  absl::Status s = ReadWeight(reader, prefix + ".input_layernorm.weight", {c.hidden_size},
+                              WeightUse::kVector, &common.attn_norm);
   if (s.ok()) {
-    s = ReadWeight(checkpoint, prefix + ".post_attention_layernorm.weight", {c.hidden_size},
-                   &common.ffn_norm);
+    s = ReadWeight(reader, prefix + ".post_attention_layernorm.weight", {c.hidden_size},
+                   WeightUse::kVector, &common.ffn_norm);
   }
   if (!s.ok()) return s;
-  auto ffn = LoadFeedForward(checkpoint, prefix + ".mlp", layer, c, selection);
+  auto ffn = LoadFeedForward(reader, prefix + ".mlp", layer, c, selection);
   if (!ffn.ok()) return ffn.status();
   common.ffn = *std::move(ffn);
   return common;
@@ -133,9 +137,7 @@ absl::Status DecoderStack::Init(const ModelConfig& config, Backend& backend,
     max_slots_ = std::max<int64_t>(max_slots_, static_cast<int64_t>(p.ranks) * p.slots_per_rank);
   }
 
-  compute_ = backend.CreateStream();
-  comm_stream_ = backend.CreateStream();
-  ops_ = backend.CreateOps(*compute_);
+  CreateStreams();
   null_ops_ = CreateNullOps();
   auto iota = backend.AllocateTensor(DType::kI32, {max_tokens_});
   if (!iota.ok()) return iota.status();
@@ -154,6 +156,17 @@ absl::Status DecoderStack::Init(const ModelConfig& config, Backend& backend,
   schedule_ = BuildOverlapSchedule(moe_layers_, options_.micro_batches, options_.overlap);
   executor_ = std::make_unique<OverlapExecutor>(backend, *compute_, *comm_stream_, schedule_);
   return absl::OkStatus();
+}
+
+void DecoderStack::CreateStreams() {
+  executor_.reset();  // holds the old streams
+  ops_.reset();
+  compute_ = backend_->CreateStream();
+  comm_stream_ = backend_->CreateStream();
+  ops_ = backend_->CreateOps(*compute_);
+  if (!schedule_.steps.empty() || !moe_layers_.empty()) {
+    executor_ = std::make_unique<OverlapExecutor>(*backend_, *compute_, *comm_stream_, schedule_);
+  }
 }
 
 WeightSelection DecoderStack::Selection() const {
@@ -364,7 +377,12 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
     t.exposed_seconds = exchanged;
     t.compute_seconds = std::max(0.0, busy.busy_seconds - exchanged);
   }
-  if (!status.ok()) return status;
+  if (!status.ok()) {
+    // A failed stream stays failed; the next step (after the group is
+    // formed again, say) gets fresh ones. The old ones have drained.
+    CreateStreams();
+    return status;
+  }
   return logits;
 }
 

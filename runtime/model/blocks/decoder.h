@@ -33,7 +33,7 @@ struct EmbeddingAndHead {
 };
 
 // Reads model.embed_tokens, model.norm and lm_head (or ties it).
-absl::StatusOr<EmbeddingAndHead> LoadEmbeddingAndHead(Checkpoint& checkpoint,
+absl::StatusOr<EmbeddingAndHead> LoadEmbeddingAndHead(const WeightReader& reader,
                                                       const ModelConfig& config);
 
 // A layer's parts outside attention.
@@ -44,7 +44,7 @@ struct DecoderLayerCommon {
 };
 
 // Reads model.layers.<layer>.{input_layernorm, post_attention_layernorm, mlp.*}.
-absl::StatusOr<DecoderLayerCommon> LoadDecoderLayerCommon(Checkpoint& checkpoint, int64_t layer,
+absl::StatusOr<DecoderLayerCommon> LoadDecoderLayerCommon(const WeightReader& reader, int64_t layer,
                                                           const ModelConfig& config,
                                                           const WeightSelection& selection);
 
@@ -126,6 +126,8 @@ class DecoderStack {
  private:
   struct Pass;
   absl::StatusOr<Tensor> RunPass(Pass& pass);
+  // (Re)creates the streams, their op set and the executor over them.
+  void CreateStreams();
 
   const ModelConfig* config_ = nullptr;
   Backend* backend_ = nullptr;
