@@ -1,6 +1,13 @@
 // Conversion of checkpoint weights to float32, the CPU compute dtype.
 #include <array>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/host_weight.h"
 #include "kernels/ops.h"
 
 namespace moeserve {
@@ -36,6 +43,37 @@ void DequantizeFp8Blocks(const uint8_t* q, int64_t rows, int64_t cols, const flo
 
 void ConvertBf16ToF32(const uint16_t* in, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = Bf16ToF32(in[i]);
+}
+
+absl::StatusOr<Tensor> HostWeightToF32(const HostWeight& w) {
+  Tensor out = Tensor::Empty(DType::kF32, std::vector<int64_t>(w.shape.begin(), w.shape.end()));
+  const auto n = out.numel();
+  switch (w.dtype) {
+    case DType::kF32:
+      if (n > 0) std::memcpy(out.f32(), w.data, static_cast<size_t>(n) * sizeof(float));
+      return out;
+    case DType::kBF16:
+      // The data need not be 2-byte aligned; copy out when it is not.
+      if (reinterpret_cast<uintptr_t>(w.data) % alignof(uint16_t) == 0) {
+        ConvertBf16ToF32(static_cast<const uint16_t*>(w.data), n, out.f32());
+      } else {
+        std::vector<uint16_t> aligned(static_cast<size_t>(n));
+        if (n > 0) std::memcpy(aligned.data(), w.data, aligned.size() * sizeof(uint16_t));
+        ConvertBf16ToF32(aligned.data(), n, out.f32());
+      }
+      return out;
+    case DType::kF8E4M3:
+      if (w.shape.size() != 2 || w.scale_inv == nullptr || w.block <= 0) break;
+      DequantizeFp8Blocks(static_cast<const uint8_t*>(w.data), w.shape[0], w.shape[1], w.scale_inv,
+                          w.block, out.f32());
+      return out;
+    default:
+      break;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor ", std::string(w.name), ": ", std::string(DTypeName(w.dtype)),
+                   w.dtype == DType::kF8E4M3 ? " weight without 2-D shape and block scales"
+                                             : " is not a weight dtype"));
 }
 
 }  // namespace moeserve

@@ -98,23 +98,6 @@ absl::Status ParseIndex(const json& index, const fs::path& path,
   return absl::OkStatus();
 }
 
-// Copies `bytes` into float32 `out` according to `dtype` (F32 or BF16).
-void WidenToF32(DType dtype, std::span<const std::byte> bytes, float* out) {
-  if (dtype == DType::kF32) {
-    std::memcpy(out, bytes.data(), bytes.size());
-    return;
-  }
-  const auto n = static_cast<int64_t>(bytes.size() / 2);
-  // The data section need not be 2-byte aligned; copy out when it is not.
-  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(uint16_t) == 0) {
-    ConvertBf16ToF32(reinterpret_cast<const uint16_t*>(bytes.data()), n, out);
-  } else {
-    std::vector<uint16_t> aligned(static_cast<size_t>(n));
-    std::memcpy(aligned.data(), bytes.data(), bytes.size());
-    ConvertBf16ToF32(aligned.data(), n, out);
-  }
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
@@ -208,8 +191,8 @@ absl::StatusOr<TensorInfo> Checkpoint::Info(std::string_view name) {
   return *(*shard)->Find(name);
 }
 
-absl::StatusOr<Tensor> Checkpoint::ReadF32(std::string_view name_view,
-                                           std::span<const int64_t> expected_shape) {
+absl::StatusOr<CheckpointWeight> Checkpoint::ReadRaw(std::string_view name_view,
+                                                     std::span<const int64_t> expected_shape) {
   const std::string name(name_view);
   auto shard = ShardFor(name);
   if (!shard.ok()) return shard.status();
@@ -222,14 +205,16 @@ absl::StatusOr<Tensor> Checkpoint::ReadF32(std::string_view name_view,
                                                    " but the config implies ",
                                                    ShapeString(expected_shape)));
   }
-  Tensor out = Tensor::Empty(DType::kF32, info.shape);
-  const std::span<const std::byte> bytes = file.Data(info);
+  CheckpointWeight w;
+  w.name = name;
+  w.dtype = info.dtype;
+  w.shape = info.shape;
+  w.data = file.Data(info);
 
   if (info.dtype == DType::kF32 || info.dtype == DType::kBF16) {
-    WidenToF32(info.dtype, bytes, out.f32());
     ++stats_.tensors_read;
-    stats_.bytes_read += static_cast<int64_t>(bytes.size());
-    return out;
+    stats_.bytes_read += static_cast<int64_t>(w.data.size());
+    return w;
   }
   if (info.dtype != DType::kF8E4M3) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -259,14 +244,21 @@ absl::StatusOr<Tensor> Checkpoint::ReadF32(std::string_view name_view,
                      " but the F8_E4M3 weight ", name, " ", ShapeString(info.shape), " needs F32 ",
                      ShapeString(scale_shape), " (", fp8_block_, "x", fp8_block_, " blocks)"));
   }
+  // The data section need not be 4-byte aligned: copy the scales out.
   const std::span<const std::byte> scale_bytes = (*scale_shard)->Data(scale);
-  std::vector<float> scale_inv(scale_bytes.size() / sizeof(float));
-  if (!scale_bytes.empty()) std::memcpy(scale_inv.data(), scale_bytes.data(), scale_bytes.size());
-  DequantizeFp8Blocks(reinterpret_cast<const uint8_t*>(bytes.data()), rows, cols, scale_inv.data(),
-                      fp8_block_, out.f32());
+  w.scale_inv.resize(scale_bytes.size() / sizeof(float));
+  if (!scale_bytes.empty()) std::memcpy(w.scale_inv.data(), scale_bytes.data(), scale_bytes.size());
+  w.block = fp8_block_;
   stats_.tensors_read += 2;
-  stats_.bytes_read += static_cast<int64_t>(bytes.size() + scale_bytes.size());
-  return out;
+  stats_.bytes_read += static_cast<int64_t>(w.data.size() + scale_bytes.size());
+  return w;
+}
+
+absl::StatusOr<Tensor> Checkpoint::ReadF32(std::string_view name,
+                                           std::span<const int64_t> expected_shape) {
+  auto w = ReadRaw(name, expected_shape);
+  if (!w.ok()) return w.status();
+  return HostWeightToF32(w->host());
 }
 
 }  // namespace moeserve

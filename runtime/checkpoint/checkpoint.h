@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/host_weight.h"
 #include "kernels/tensor.h"
 #include "nlohmann/json.hpp"
 #include "runtime/checkpoint/safetensors.h"
@@ -25,6 +26,25 @@ struct CheckpointStats {
   int64_t shards_opened = 0;
   int64_t tensors_read = 0;
   int64_t bytes_read = 0;
+};
+
+// A weight as the checkpoint stores it (Checkpoint::ReadRaw), validated.
+// `data` points into the memory-mapped shard: valid while the Checkpoint
+// that read it lives.
+struct CheckpointWeight {
+  std::string name;
+  DType dtype = DType::kF32;  // kF32, kBF16 or kF8E4M3
+  std::vector<int64_t> shape;
+  std::span<const std::byte> data;
+  // kF8E4M3: "<name>_scale_inv", copied out of the shard (aligned), and the
+  // block size it is in. Empty and 0 otherwise.
+  std::vector<float> scale_inv;
+  int64_t block = 0;
+
+  // A view for Backend::LoadWeight; valid while this object lives.
+  HostWeight host() const {
+    return {name, dtype, shape, data.data(), scale_inv.empty() ? nullptr : scale_inv.data(), block};
+  }
 };
 
 // Opening reads config.json and the index only (and checks that every shard
@@ -46,14 +66,18 @@ class Checkpoint {
   // Header of a tensor (opens its shard). NotFound names the tensor.
   absl::StatusOr<TensorInfo> Info(std::string_view name);
 
-  // A weight in float32, checked against `expected_shape`:
-  //  - F32 is copied, BF16 widened;
-  //  - F8_E4M3 is dequantized with its sibling "<name>_scale_inv" (F32,
-  //    [ceil(rows/128), ceil(cols/128)] blocks; the block size comes from
-  //    config.json's quantization_config.weight_block_size when present).
+  // A weight in its checkpoint dtype, checked against `expected_shape`:
+  // F32, BF16, or F8_E4M3 with its sibling "<name>_scale_inv" (F32,
+  // [ceil(rows/128), ceil(cols/128)] blocks; the block size comes from
+  // config.json's quantization_config.weight_block_size when present).
   // Errors name the tensor and the file: missing tensor, shape mismatch
   // ("FILE: tensor X: shape [a,b] but the config implies [c,d]"), missing
   // or misshapen scales, unsupported dtype for a weight.
+  absl::StatusOr<CheckpointWeight> ReadRaw(std::string_view name,
+                                           std::span<const int64_t> expected_shape);
+
+  // ReadRaw's weight in float32 (HostWeightToF32): F32 copied, BF16
+  // widened, F8_E4M3 dequantized with its block scales. Same errors.
   absl::StatusOr<Tensor> ReadF32(std::string_view name, std::span<const int64_t> expected_shape);
 
   const CheckpointStats& stats() const { return stats_; }
