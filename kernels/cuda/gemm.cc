@@ -3,12 +3,22 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/device_tensor.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/quantize.h"
+
+// The block-scaled FP8 modes (CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
+// _BLK128x128_32F) came with cuBLAS 12.9 (CUDA 12.9); CMakeLists.txt checks
+// the toolkit too.
+#if !defined(CUBLAS_VERSION) || CUBLAS_VERSION < 120900
+#error "moeserve's CUDA backend needs cuBLAS 12.9 or newer (block-scaled FP8 products)"
+#endif
 
 namespace moeserve::cuda {
 namespace {
@@ -98,16 +108,10 @@ GemmRunner::GemmRunner(cudaStream_t stream, cublasLtHandle_t handle, void* works
       workspace_(workspace),
       workspace_bytes_(bytes),
       input_(stream),
-      output_(stream),
-      fallback_(stream) {}
+      output_(stream) {}
 
 GemmRunner::~GemmRunner() {
-  for (auto& [key, plan] : plans_) {
-    if (plan.a != nullptr) cublasLtMatrixLayoutDestroy(plan.a);
-    if (plan.b != nullptr) cublasLtMatrixLayoutDestroy(plan.b);
-    if (plan.d != nullptr) cublasLtMatrixLayoutDestroy(plan.d);
-    if (plan.desc != nullptr) cublasLtMatmulDescDestroy(plan.desc);
-  }
+  for (auto& [key, plan] : plans_) DestroyPlan(plan);
   (void)cudaStreamSynchronize(stream_);
   (void)cudaFree(workspace_);
   cublasLtDestroy(handle_);
@@ -124,8 +128,21 @@ GemmRunner::Plan& GemmRunner::PlanFor(const MatmulArgs& a) {
   // clang-format on
   auto [it, inserted] = plans_.try_emplace(key);
   Plan& plan = it->second;
-  if (!inserted) return plan;
+  if (inserted) BuildPlan(handle_, a, workspace_bytes_, plan);
+  return plan;
+}
 
+void GemmRunner::DestroyPlan(Plan& plan) {
+  if (plan.a != nullptr) cublasLtMatrixLayoutDestroy(plan.a);
+  if (plan.b != nullptr) cublasLtMatrixLayoutDestroy(plan.b);
+  if (plan.d != nullptr) cublasLtMatrixLayoutDestroy(plan.d);
+  if (plan.desc != nullptr) cublasLtMatmulDescDestroy(plan.desc);
+  plan = Plan{};
+}
+
+void GemmRunner::BuildPlan(cublasLtHandle_t handle, const MatmulArgs& a, size_t workspace_bytes,
+                           Plan& plan) {
+  const uint32_t align_a = AlignmentOf(a.a), align_b = AlignmentOf(a.b), align_d = AlignmentOf(a.d);
   MOESERVE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const int32_t ta = a.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int32_t tb = a.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -146,7 +163,7 @@ GemmRunner::Plan& GemmRunner::PlanFor(const MatmulArgs& a) {
 
   cublasLtMatmulPreference_t pref = nullptr;
   MOESERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  const uint64_t ws = workspace_bytes_;
+  const uint64_t ws = workspace_bytes;
   MOESERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
   const struct {
@@ -165,11 +182,10 @@ GemmRunner::Plan& GemmRunner::PlanFor(const MatmulArgs& a) {
   // An unsupported combination makes the query itself fail: that is "no
   // algorithm", not an error.
   const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
-      handle_, plan.desc, plan.a, plan.b, plan.d, plan.d, pref, 1, &result, &returned);
+      handle, plan.desc, plan.a, plan.b, plan.d, plan.d, pref, 1, &result, &returned);
   cublasLtMatmulPreferenceDestroy(pref);
   plan.found = status == CUBLAS_STATUS_SUCCESS && returned > 0;
   if (plan.found) plan.algo = result.algo;
-  return plan;
 }
 
 bool GemmRunner::TryMatmul(const MatmulArgs& args) {
@@ -183,8 +199,8 @@ bool GemmRunner::TryMatmul(const MatmulArgs& args) {
       cublasLtMatmul(handle_, plan.desc, &alpha, args.a, plan.a, args.b, plan.b, &beta, args.d,
                      plan.d, args.d, plan.d, &plan.algo, workspace_, workspace_bytes_, stream_);
   // A configuration the heuristic offered but the launch refuses (possible
-  // with the block-scaled modes) counts as "no algorithm": the caller falls
-  // back.
+  // with the block-scaled modes) counts as "no algorithm": the caller tries
+  // its next layout.
   if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE) {
     std::fprintf(stderr, "moeserve cuda ops: cublasLtMatmul refused m=%lld n=%lld k=%lld (%s)\n",
                  static_cast<long long>(args.m), static_cast<long long>(args.n),
@@ -303,89 +319,150 @@ void GemmRunner::Multiply(const GemmInput& in, const Tensor& w, MatView y) {
   Matmul(args, in.weight_dtype == DType::kBF16 ? "bf16 linear" : "f32 linear");
 }
 
+namespace {
+
+// The block-scaled FP8 product of an FP8 weight [n_out, k] and activations
+// prepared as Prepare() does (`in`), in the operand order given; D is
+// column-major [n_out x in.rows] (weight as A) or [in.rows x n_out]
+// (swapped), `ldd` apart, at `d`.
+MatmulArgs Fp8Args(const GemmInput& in, const void* w, const float* w_scales, int64_t n_out,
+                   bool swapped, float* d, int64_t ldd) {
+  MatmulArgs args;
+  args.trans_a = true;
+  args.k = in.cols;
+  args.a_type = CUDA_R_8F_E4M3;
+  args.b_type = CUDA_R_8F_E4M3;
+  args.d = d;
+  args.ldd = ldd;
+  const cublasLtMatmulMatrixScale_t weight_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+  const cublasLtMatmulMatrixScale_t input_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+  if (!swapped) {
+    args.m = n_out;
+    args.n = in.rows;
+    args.a = w;
+    args.lda = in.cols;
+    args.b = in.data;
+    args.ldb = in.ld;
+    args.a_scale = w_scales;
+    args.a_scale_mode = weight_mode;
+    args.b_scale = in.scales;
+    args.b_scale_mode = input_mode;
+  } else {
+    args.m = in.rows;
+    args.n = n_out;
+    args.a = in.data;
+    args.lda = in.ld;
+    args.b = w;
+    args.ldb = in.cols;
+    args.a_scale = in.scales;
+    args.a_scale_mode = input_mode;
+    args.b_scale = w_scales;
+    args.b_scale_mode = weight_mode;
+  }
+  return args;
+}
+
+}  // namespace
+
 void GemmRunner::MultiplyFp8(const GemmInput& in, const Tensor& w, MatView y) {
   const int64_t n_out = y.cols, k = in.cols;
   const float* w_scales = Fp8Scales(w);
   const size_t out_bytes = static_cast<size_t>(in.rows * n_out) * sizeof(float);
-  const bool into_y = in.rows == in.valid_rows;
-
-  // 1. Weight as A (BLK128x128 scales), activations as B (VEC128 scales).
-  MatmulArgs args;
-  args.trans_a = true;
-  args.m = n_out;
-  args.n = in.rows;
-  args.k = k;
-  args.a = w.raw();
-  args.a_type = CUDA_R_8F_E4M3;
-  args.lda = k;
-  args.b = in.data;
-  args.b_type = CUDA_R_8F_E4M3;
-  args.ldb = in.ld;
-  args.a_scale = w_scales;
-  args.a_scale_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
-  args.b_scale = in.scales;
-  args.b_scale_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
-  args.d = into_y ? y.data : static_cast<float*>(output_.Reserve(out_bytes));
-  args.ldd = into_y ? LeadingDim(y.rows, y.cols, y.stride) : n_out;
   const auto copy_rows_to_y = [&](const float* src) {
     MOESERVE_CUDA_CHECK(cudaMemcpy2DAsync(
         y.data, static_cast<size_t>(y.stride) * sizeof(float), src,
         static_cast<size_t>(n_out) * sizeof(float), static_cast<size_t>(n_out) * sizeof(float),
         static_cast<size_t>(in.valid_rows), cudaMemcpyDeviceToDevice, stream_));
   };
-  if (TryMatmul(args)) {
-    if (!into_y) copy_rows_to_y(args.d);
+
+  // 1. Weight as A (BLK128x128 scales), activations as B (VEC128 scales),
+  // into y when y holds exactly the product's rows.
+  if (in.rows == in.valid_rows &&
+      TryMatmul(Fp8Args(in, w.raw(), w_scales, n_out, /*swapped=*/false, y.data,
+                        LeadingDim(y.rows, y.cols, y.stride)))) {
     ++stats_.fp8_direct;
     return;
   }
-
-  // 2. Activations as A, weight as B: D = [tokens x out] column-major,
+  // 2. The same into an aligned, dense scratch buffer, then copied into y.
+  auto* scratch = static_cast<float*>(output_.Reserve(out_bytes));
+  if (TryMatmul(Fp8Args(in, w.raw(), w_scales, n_out, /*swapped=*/false, scratch, n_out))) {
+    copy_rows_to_y(scratch);
+    ++stats_.fp8_direct;
+    return;
+  }
+  // 3. Activations as A, weight as B: D = [tokens x out] column-major,
   // i.e. y transposed; transpose it back.
-  MatmulArgs swapped = args;
-  swapped.m = in.rows;
-  swapped.n = n_out;
-  swapped.a = in.data;
-  swapped.lda = in.ld;
-  swapped.b = w.raw();
-  swapped.ldb = k;
-  swapped.trans_b = false;
-  swapped.a_scale = in.scales;
-  swapped.a_scale_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
-  swapped.b_scale = w_scales;
-  swapped.b_scale_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
-  swapped.d = static_cast<float*>(output_.Reserve(out_bytes));
-  swapped.ldd = in.rows;
-  if (TryMatmul(swapped)) {
-    LaunchTranspose(swapped.d, in.rows, n_out, in.valid_rows, y.data, y.stride, stream_);
+  if (TryMatmul(Fp8Args(in, w.raw(), w_scales, n_out, /*swapped=*/true, scratch, in.rows))) {
+    LaunchTranspose(scratch, in.rows, n_out, in.valid_rows, y.data, y.stride, stream_);
     ++stats_.fp8_swapped;
     return;
   }
+  std::fprintf(stderr,
+               "moeserve cuda ops: cuBLASLt has no block-scaled FP8 algorithm for a weight "
+               "[%lld, %lld] and %lld activation rows; such a weight should have been refused "
+               "when it was loaded (CheckBlockScaledFp8), FP8 products are never dequantized\n",
+               static_cast<long long>(n_out), static_cast<long long>(k),
+               static_cast<long long>(in.rows));
+  std::abort();
+}
 
-  // 3. The same function in float32: dequantize both operands.
-  ScratchLayout layout;
-  const size_t w_off = layout.Add<float>(n_out * k);
-  const size_t x_off = layout.Add<float>(in.rows * k);
-  void* base = fallback_.Reserve(layout.bytes());
-  float* w32 = At<float>(base, w_off);
-  float* x32 = At<float>(base, x_off);
-  LaunchDequantizeFp8Weight(static_cast<const uint8_t*>(w.raw()), w_scales, Fp8ScalesPitch(k),
-                            n_out, k, w32, stream_);
-  LaunchDequantizeFp8Activations(static_cast<const uint8_t*>(in.data), in.ld, in.scales, in.rows, k,
-                                 nullptr, 1, x32, stream_);
-  MatmulArgs plain;
-  plain.trans_a = true;
-  plain.m = n_out;
-  plain.n = in.rows;
-  plain.k = k;
-  plain.a = w32;
-  plain.lda = k;
-  plain.b = x32;
-  plain.ldb = k;
-  plain.d = into_y ? y.data : static_cast<float*>(output_.Reserve(out_bytes));
-  plain.ldd = into_y ? LeadingDim(y.rows, y.cols, y.stride) : n_out;
-  Matmul(plain, "fp8 linear (dequantized fallback)");
-  if (!into_y) copy_rows_to_y(plain.d);
-  ++stats_.fp8_dequantized;
+bool GemmRunner::HasBlockScaledFp8(cublasLtHandle_t handle, int64_t out, int64_t in, int64_t tokens,
+                                   size_t workspace_bytes) {
+  // The heuristic reads no memory: stand-in device addresses with the
+  // alignment Prepare() and the scratch buffers give (256 bytes).
+  const auto fake = [](uintptr_t n) { return reinterpret_cast<void*>(n << 20); };
+  GemmInput x;
+  x.weight_dtype = DType::kF8E4M3;
+  x.rows = x.valid_rows = RoundUp(std::max<int64_t>(tokens, 1), 4);
+  x.cols = in;
+  x.ld = RoundUp(std::max<int64_t>(in, 1), 16);
+  x.data = fake(1);
+  x.scales = static_cast<const float*>(fake(2));
+  const auto* w_scales = static_cast<const float*>(fake(4));
+  auto* d = static_cast<float*>(fake(5));
+  for (const bool swapped : {false, true}) {
+    Plan plan;
+    BuildPlan(handle, Fp8Args(x, fake(3), w_scales, out, swapped, d, swapped ? x.rows : out),
+              workspace_bytes, plan);
+    const bool found = plan.found;
+    DestroyPlan(plan);
+    if (found) return true;
+  }
+  return false;
+}
+
+absl::Status CheckBlockScaledFp8(int device, cublasLtHandle_t handle, int64_t out, int64_t in,
+                                 size_t workspace_bytes) {
+  // Decode (a few rows) and prefill (many) may get different kernels.
+  const int64_t kTokens[] = {4, 256};
+  const auto has = [&](int64_t o, int64_t i) {
+    return std::all_of(std::begin(kTokens), std::end(kTokens), [&](int64_t t) {
+      return GemmRunner::HasBlockScaledFp8(handle, o, i, t, workspace_bytes);
+    });
+  };
+  if (has(out, in)) return absl::OkStatus();
+
+  cudaDeviceProp prop{};
+  (void)cudaGetDeviceProperties(&prop, device);
+  const size_t v = cublasLtGetVersion();
+  const std::string where =
+      absl::StrCat("cuda:", device, " (", prop.name, ", compute capability ", prop.major, ".",
+                   prop.minor, ", cuBLASLt ", v / 10000, ".", v / 100 % 100, ".", v % 100, ")");
+  // A shape every block-scaled FP8 product supports tells the device's
+  // limit apart from the weight's.
+  if (!has(256, 256)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        where,
+        " offers no block-scaled FP8 matrix product (e4m3 weights with 128x128 float32 block "
+        "scales, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F): FP8 weights need a Hopper (sm_90) "
+        "or newer GPU and cuBLAS 12.9 or newer with 128x128 block scaling. moeserve does not "
+        "dequantize FP8 weights per product; use a GPU and CUDA that have it, or a BF16 "
+        "checkpoint"));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      where, " has no block-scaled FP8 product for an FP8 weight [", out, ",", in,
+      "] (cuBLASLt needs in_features a multiple of 16); moeserve does not dequantize FP8 "
+      "weights per product"));
 }
 
 }  // namespace moeserve::cuda

@@ -13,11 +13,16 @@
 //   y^T [out x T] = W [out x in] * x^T [in x T]
 // with W as A (transposed) and x as B, which is what FP8 requires.
 //
-// FP8 fallbacks, tried in order when cuBLASLt has no algorithm for a shape
-// (e.g. in_features not a multiple of 16 or 128): the same product with A and
-// B swapped (output transposed back), then a float32 product of the
-// dequantized operands (the same function, slower). stats() counts which
-// path ran.
+// FP8 products are always block-scaled FP8 products, never dequantized:
+// when cuBLASLt has no algorithm for the output in place (a sliced or
+// misaligned y), the product goes to an aligned scratch buffer and is
+// copied; failing that, it runs with A and B swapped (activations as A,
+// output transposed back), a real block-scaled algorithm too. stats()
+// counts which order ran. A product with no algorithm in either order
+// aborts naming its shape: weights must be refused before that, at load
+// (CheckBlockScaledFp8, which the CUDA backend's LoadWeight calls), so that
+// a worker without the algorithm (pre-Hopper GPU, cuBLAS older than 12.9,
+// in_features not a multiple of 16) refuses to start instead.
 //
 // Not thread safe; all work is queued on the stream given at creation.
 #ifndef MOESERVE_KERNELS_CUDA_GEMM_H_
@@ -106,11 +111,17 @@ class GemmRunner {
 
   struct Stats {
     int64_t matmuls = 0;
-    int64_t fp8_direct = 0;       // block-scaled FP8, weight as A
-    int64_t fp8_swapped = 0;      // block-scaled FP8, activations as A
-    int64_t fp8_dequantized = 0;  // float32 product of dequantized operands
+    int64_t fp8_direct = 0;   // block-scaled FP8, weight as A
+    int64_t fp8_swapped = 0;  // block-scaled FP8, activations as A
   };
   const Stats& stats() const { return stats_; }
+
+  // Whether cuBLASLt (through `handle`, on the current device) offers a
+  // block-scaled FP8 algorithm, in either operand order, for y = x w^T with
+  // an FP8 weight [out, in] laid out as device_tensor.h says and `tokens`
+  // rows of activations prepared as Prepare() does. Queues nothing.
+  static bool HasBlockScaledFp8(cublasLtHandle_t handle, int64_t out, int64_t in, int64_t tokens,
+                                size_t workspace_bytes);
 
  private:
   struct Plan {
@@ -122,6 +133,10 @@ class GemmRunner {
   using Key = std::array<int64_t, 21>;
 
   GemmRunner(cudaStream_t stream, cublasLtHandle_t handle, void* workspace, size_t bytes);
+  // Describes `args` to cuBLASLt and asks for its best algorithm.
+  static void BuildPlan(cublasLtHandle_t handle, const MatmulArgs& args, size_t workspace_bytes,
+                        Plan& plan);
+  static void DestroyPlan(Plan& plan);
   Plan& PlanFor(const MatmulArgs& args);
   void MultiplyFp8(const GemmInput& in, const Tensor& w, MatView y);
 
@@ -132,9 +147,18 @@ class GemmRunner {
   std::map<Key, Plan> plans_;  // by shape, types, strides and alignments
   DeviceBuffer input_;         // Prepare*()'s converted activations
   DeviceBuffer output_;        // padded or transposed products before the copy into y
-  DeviceBuffer fallback_;      // dequantized operands
   Stats stats_;
 };
+
+// OK when `device` (current) can multiply FP8 weights [out, in] by the
+// block-scaled FP8 product (GemmRunner::HasBlockScaledFp8 at a few token
+// counts). Otherwise FailedPrecondition naming the device, its compute
+// capability and the cuBLASLt version, and what is needed: for a device
+// with no such product at all, a Hopper (sm_90) or newer GPU and cuBLAS
+// 12.9 or newer with 128x128 block scaling; for a shape without one,
+// in_features a multiple of 16.
+absl::Status CheckBlockScaledFp8(int device, cublasLtHandle_t handle, int64_t out, int64_t in,
+                                 size_t workspace_bytes);
 
 }  // namespace moeserve::cuda
 

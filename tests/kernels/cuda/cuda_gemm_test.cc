@@ -98,6 +98,12 @@ class CudaLinearTest : public CudaOpsTest,
 
 TEST_P(CudaLinearTest, MatchesCpuOnTheOperandsTheGpuMultiplies) {
   const auto& [c, kind] = GetParam();
+  if (kind == WeightKind::kFp8 && c.k % 16 != 0) {
+    // No block-scaled FP8 product exists for it and none is faked by
+    // dequantizing: the backend refuses such a weight at load
+    // (CudaBackendTest.Fp8WeightWithoutAProductIsRefusedAtLoad).
+    GTEST_SKIP() << "FP8 weights need in_features a multiple of 16";
+  }
   const Tensor w = RandomTensor({c.n, c.k}, 21, 0.05f);
   const DeviceWeight dw(w, kind);
   TwinMatrix x(c.m, c.k, 22);
@@ -115,15 +121,15 @@ TEST_P(CudaLinearTest, MatchesCpuOnTheOperandsTheGpuMultiplies) {
   EXPECT_LE(err_plain, PlainTolerance(kind)) << c.name << " " << Name(kind);
   const auto& s = gpu_->gemm_stats();
   std::printf(
-      "%s %s: error %.2e (operands as multiplied), %.2e (float32); fp8 paths %lld/%lld/%lld\n",
+      "%s %s: error %.2e (operands as multiplied), %.2e (float32); fp8 direct/swapped %lld/%lld\n",
       c.name, Name(kind), err_exact, err_plain, static_cast<long long>(s.fp8_direct),
-      static_cast<long long>(s.fp8_swapped), static_cast<long long>(s.fp8_dequantized));
+      static_cast<long long>(s.fp8_swapped));
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaLinearTest,
     ::testing::Combine(
-        ::testing::Values(LinearCase{"odd_k40", 5, 40, 40, false},        // FP8: K % 16 != 0
+        ::testing::Values(LinearCase{"odd_k40", 5, 40, 40, false},        // no FP8: K % 16 != 0
                           LinearCase{"tiny_k96", 8, 64, 96, true},        // partial 128-block in K
                           LinearCase{"kv_a_proj", 33, 576, 7168, false},  // partial block in N
                           LinearCase{"q_b_proj", 16, 24576, 1536, false},
