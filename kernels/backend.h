@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/host_weight.h"
 #include "kernels/ops.h"
 #include "kernels/stream.h"
 #include "kernels/tensor.h"
@@ -39,6 +40,14 @@ class Backend {
   virtual absl::StatusOr<std::shared_ptr<std::byte[]>> Allocate(size_t bytes) = 0;
   // A tensor in backend memory; its contents are undefined.
   absl::StatusOr<Tensor> AllocateTensor(DType dtype, std::vector<int64_t> shape);
+
+  // A checkpoint weight copied into backend memory in the dtype this
+  // backend's op set takes for `use` (each backend's header says which),
+  // complete when this returns. `w` is only read during the call. Errors
+  // name the tensor: a dtype or shape the op set cannot take for that use
+  // (e.g. an FP8 weight on a GPU without a block-scaled FP8 product), or
+  // memory. At start-up only, like Allocate.
+  virtual absl::StatusOr<Tensor> LoadWeight(const HostWeight& w, WeightUse use) = 0;
 
   virtual std::unique_ptr<Stream> CreateStream() = 0;
   virtual std::unique_ptr<Event> CreateEvent() = 0;

@@ -30,6 +30,11 @@ class CpuBackend final : public Backend {
     });
   }
 
+  // Every weight in float32, the CPU op set's compute dtype, whatever its use.
+  absl::StatusOr<Tensor> LoadWeight(const HostWeight& w, WeightUse use) override {
+    return HostWeightToF32(w);
+  }
+
   std::unique_ptr<Stream> CreateStream() override { return cpu::CreateCpuStream(options_.stream); }
   std::unique_ptr<Event> CreateEvent() override { return cpu::CreateCpuEvent(); }
   std::unique_ptr<Ops> CreateOps(Stream& stream) override {

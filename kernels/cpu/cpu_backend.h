@@ -2,6 +2,10 @@
 // the reference op set queued on them. The twin of the CUDA backend in
 // execution model, so the engine code that runs on a GPU runs here in every
 // test.
+//
+// Weights (LoadWeight): float32 host tensors for every use, bit for bit what
+// Checkpoint::ReadF32 gives (HostWeightToF32: BF16 widened, FP8 dequantized
+// with its block scales).
 #ifndef MOESERVE_KERNELS_CPU_CPU_BACKEND_H_
 #define MOESERVE_KERNELS_CPU_CPU_BACKEND_H_
 

@@ -15,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/device_tensor.h"
+#include "kernels/cuda/gemm.h"
 
 namespace moeserve::cuda {
 namespace {
@@ -334,9 +336,29 @@ absl::Status CudaGraph::Launch(Stream& stream) {
   std::abort();
 }
 
+// Makes a device current for a scope and restores the previous one.
+class ScopedDevice {
+ public:
+  explicit ScopedDevice(int device) {
+    (void)cudaGetDevice(&previous_);
+    status_ = CudaStatus(cudaSetDevice(device), absl::StrCat(DeviceName(device), " set device"));
+  }
+  ~ScopedDevice() { (void)cudaSetDevice(previous_); }
+  ScopedDevice(const ScopedDevice&) = delete;
+  ScopedDevice& operator=(const ScopedDevice&) = delete;
+  const absl::Status& status() const { return status_; }
+
+ private:
+  int previous_ = 0;
+  absl::Status status_;
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, std::string name) : device_(device), name_(std::move(name)) {}
+  ~CudaBackend() override {
+    if (lt_ != nullptr) cublasLtDestroy(lt_);
+  }
 
   DeviceId device() const override { return {DeviceKind::kCuda, device_}; }
   std::string name() const override { return name_; }
@@ -414,11 +436,109 @@ class CudaBackend final : public Backend {
   bool host_accessible() const override { return false; }
   int64_t allocations() const override { return allocations_.load(std::memory_order_relaxed); }
 
+  absl::StatusOr<Tensor> LoadWeight(const HostWeight& w, WeightUse use) override;
+
  private:
+  absl::StatusOr<Tensor> Upload(const HostWeight& w, WeightUse use);
+  absl::StatusOr<Tensor> UploadAs(const HostWeight& w, DType dtype);
+  absl::StatusOr<Tensor> UploadFp8Matrix(const HostWeight& w);
+
   const int device_;
   const std::string name_;  // "cuda:0 (NVIDIA H200)"
   std::atomic<int64_t> allocations_{0};
+  std::mutex fp8_mu_;              // guards the two below: weights may load from several threads
+  cublasLtHandle_t lt_ = nullptr;  // for CheckBlockScaledFp8; made at the first FP8 weight
+  std::map<std::pair<int64_t, int64_t>, absl::Status> fp8_shapes_;  // [out, in] -> its check
 };
+
+// `w` in `dtype` in this backend's memory: its bytes as they are, or
+// converted on the host (through float32) first.
+absl::StatusOr<Tensor> CudaBackend::UploadAs(const HostWeight& w, DType dtype) {
+  std::vector<int64_t> shape(w.shape.begin(), w.shape.end());
+  Tensor host;  // the converted weight, when it is converted
+  const void* src = w.data;
+  if (dtype != w.dtype) {
+    auto f32 = HostWeightToF32(w);
+    if (!f32.ok()) return f32.status();
+    host = *std::move(f32);
+    if (dtype == DType::kBF16) {
+      Tensor bf16 = Tensor::Empty(DType::kBF16, shape);
+      auto* bits = static_cast<uint16_t*>(bf16.raw());
+      for (int64_t i = 0; i < host.numel(); ++i) bits[i] = F32ToBf16(host.f32()[i]);
+      host = std::move(bf16);
+    }
+    src = host.raw();
+  }
+  auto t = AllocateTensor(dtype, std::move(shape));
+  if (!t.ok()) return t.status();
+  if (absl::Status s = CopyToDevice(t->raw(), src, t->nbytes()); !s.ok()) return s;
+  return t;
+}
+
+absl::StatusOr<Tensor> CudaBackend::LoadWeight(const HostWeight& w, WeightUse use) {
+  ScopedDevice scoped(device_);  // cudaMalloc and the copies go to this device
+  absl::StatusOr<Tensor> t =
+      scoped.status().ok() ? Upload(w, use) : absl::StatusOr<Tensor>(scoped.status());
+  if (t.ok()) {
+    // cudaMemcpy from pageable memory may return before the DMA lands; the
+    // backend's streams are non-blocking, so make the weight complete here.
+    const cudaError_t err = cudaStreamSynchronize(cudaStreamLegacy);
+    if (err != cudaSuccess) t = CudaStatus(err, "weight upload");
+  }
+  if (t.ok()) return t;
+  return absl::Status(t.status().code(), absl::StrCat(name_, ": tensor ", std::string(w.name), ": ",
+                                                      t.status().message()));
+}
+
+absl::StatusOr<Tensor> CudaBackend::Upload(const HostWeight& w, WeightUse use) {
+  switch (use) {
+    case WeightUse::kVector:  // RmsNorm takes F32 or BF16, the routing bias F32 only
+      return UploadAs(w, DType::kF32);
+    case WeightUse::kEmbedding:  // F32 or BF16; an FP8 table keeps its exact values
+      return UploadAs(w, w.dtype == DType::kBF16 ? DType::kBF16 : DType::kF32);
+    case WeightUse::kMlaKvB:  // the MLA ops read F32 or BF16 parts of it
+      return UploadAs(w, w.dtype == DType::kF32 ? DType::kF32 : DType::kBF16);
+    case WeightUse::kMatrix:
+      if (w.dtype == DType::kF8E4M3) return UploadFp8Matrix(w);
+      return UploadAs(w, w.dtype);
+  }
+  return absl::InvalidArgumentError("unknown weight use");
+}
+
+absl::StatusOr<Tensor> CudaBackend::UploadFp8Matrix(const HostWeight& w) {
+  if (w.shape.size() != 2 || w.scale_inv == nullptr) {
+    return absl::InvalidArgumentError("an F8_E4M3 matrix must be 2-D with block scales");
+  }
+  if (w.block != kFp8Block) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("F8_E4M3 weight in ", w.block, "x", w.block,
+                     " blocks; the GPU's block-scaled FP8 product takes 128x128 blocks only"));
+  }
+  const int64_t rows = w.shape[0], cols = w.shape[1];
+  {
+    std::lock_guard<std::mutex> lock(fp8_mu_);
+    if (lt_ == nullptr) {
+      if (absl::Status s = CublasStatus(cublasLtCreate(&lt_), "cublasLtCreate"); !s.ok()) {
+        lt_ = nullptr;
+        return s;
+      }
+    }
+    auto [it, inserted] = fp8_shapes_.try_emplace({rows, cols});
+    if (inserted) {
+      it->second =
+          CheckBlockScaledFp8(device_, lt_, rows, cols, CudaOps::Options{}.gemm_workspace_bytes);
+    }
+    if (!it->second.ok()) return it->second;
+  }
+  auto memory = Allocate(Fp8WeightBytes(rows, cols));
+  if (!memory.ok()) return memory.status();
+  Tensor t = Tensor::FromStorage(DType::kF8E4M3, {rows, cols}, *std::move(memory), Device::kCuda);
+  if (absl::Status s = WriteFp8Weight(static_cast<const uint8_t*>(w.data), w.scale_inv, t);
+      !s.ok()) {
+    return s;
+  }
+  return t;
+}
 
 }  // namespace
 

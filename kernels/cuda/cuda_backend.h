@@ -20,6 +20,19 @@
 //  - times() are not measured (measured = false).
 //  - Devices: every call sets the backend's device first, so several
 //    backends of one process (one per GPU) do not step on each other.
+//  - Weights (LoadWeight), in the checkpoint's dtype wherever the op set
+//    takes it, never dequantized to float32 for a product:
+//      kMatrix     F32 stays F32, BF16 stays BF16, F8_E4M3 stays FP8 with
+//                  its 128x128 block scales (device_tensor.h layout), after
+//                  CheckBlockScaledFp8 (gemm.h) for the device and shape:
+//                  without cuBLASLt's block-scaled FP8 product the load
+//                  fails, naming the device, its compute capability and
+//                  the cuBLAS version. Other block sizes are refused.
+//      kEmbedding  BF16 stays BF16, F32 stays F32, FP8 dequantized to F32.
+//      kVector     F32 (BF16/FP8 widened): the routing bias must be F32.
+//      kMlaKvB     BF16 (FP8 dequantized at load, then rounded), F32 stays
+//                  F32: the MLA ops read F32 or BF16 parts of it.
+//    The copy is complete when LoadWeight returns.
 #ifndef MOESERVE_KERNELS_CUDA_CUDA_BACKEND_H_
 #define MOESERVE_KERNELS_CUDA_CUDA_BACKEND_H_
 

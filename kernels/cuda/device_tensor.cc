@@ -106,6 +106,16 @@ absl::StatusOr<Tensor> UploadFp8Weight(const uint8_t* codes, int64_t rows, int64
   if (rows <= 0 || cols <= 0) return absl::InvalidArgumentError("FP8 weight with an empty shape");
   auto t = AllocateDevice(DType::kF8E4M3, {rows, cols});
   if (!t.ok()) return t.status();
+  if (absl::Status s = WriteFp8Weight(codes, scale_inv, *t); !s.ok()) return s;
+  return t;
+}
+
+absl::Status WriteFp8Weight(const uint8_t* codes, const float* scale_inv, Tensor& weight) {
+  if (weight.device() != Device::kCuda || weight.dtype() != DType::kF8E4M3 || weight.rank() != 2 ||
+      weight.dim(0) <= 0 || weight.dim(1) <= 0) {
+    return absl::InvalidArgumentError("WriteFp8Weight needs a non-empty 2-D device FP8 tensor");
+  }
+  const int64_t rows = weight.dim(0), cols = weight.dim(1);
   const int64_t block_rows = CeilDiv(rows, kFp8Block), block_cols = CeilDiv(cols, kFp8Block);
   const int64_t pitch = Fp8ScalesPitch(cols);
   std::vector<float> scales(static_cast<size_t>(block_rows * pitch), 0.0f);
@@ -114,15 +124,12 @@ absl::StatusOr<Tensor> UploadFp8Weight(const uint8_t* codes, int64_t rows, int64
       scales[static_cast<size_t>(r * pitch + c)] = scale_inv[r * block_cols + c];
     }
   }
-  if (absl::Status s = CopyToDevice(t->raw(), codes, static_cast<size_t>(rows * cols)); !s.ok()) {
-    return s;
-  }
-  void* scale_dst = static_cast<char*>(t->raw()) + Fp8ScalesOffset(rows, cols);
-  if (absl::Status s = CopyToDevice(scale_dst, scales.data(), scales.size() * sizeof(float));
+  if (absl::Status s = CopyToDevice(weight.raw(), codes, static_cast<size_t>(rows * cols));
       !s.ok()) {
     return s;
   }
-  return t;
+  void* scale_dst = static_cast<char*>(weight.raw()) + Fp8ScalesOffset(rows, cols);
+  return CopyToDevice(scale_dst, scales.data(), scales.size() * sizeof(float));
 }
 
 absl::StatusOr<Tensor> ToHost(const Tensor& device) {

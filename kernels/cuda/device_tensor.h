@@ -49,6 +49,9 @@ absl::StatusOr<Tensor> ToDeviceBf16(const Tensor& host_f32);
 // blocks allowed), both in host memory.
 absl::StatusOr<Tensor> UploadFp8Weight(const uint8_t* codes, int64_t rows, int64_t cols,
                                        const float* scale_inv);
+// The same into `weight`, a device kF8E4M3 tensor [rows, cols] whose
+// storage holds Fp8WeightBytes(rows, cols) (e.g. a backend's allocation).
+absl::Status WriteFp8Weight(const uint8_t* codes, const float* scale_inv, Tensor& weight);
 
 // Host copy of a device tensor, same dtype and shape (FP8: the codes only).
 absl::StatusOr<Tensor> ToHost(const Tensor& device);
