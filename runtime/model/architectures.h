@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "runtime/model/model.h"
+#include "runtime/model/weight_reader.h"
 
 namespace moeserve {
 
@@ -22,9 +23,10 @@ absl::StatusOr<std::unique_ptr<Model>> LoadQwen3Moe(Checkpoint& checkpoint,
                                                       Backend& backend,
                                                     const ModelOptions& options);
 
-// Reads a tensor of the given shape, in float32.
-absl::Status ReadWeight(Checkpoint& checkpoint, const std::string& name, std::vector<int64_t> shape,
-                        Tensor* out);
+// Reads a tensor of the given shape into the reader's backend, in the dtype
+// that backend takes for `use` (float32 on the CPU).
+absl::Status ReadWeight(const WeightReader& reader, const std::string& name,
+                        std::vector<int64_t> shape, WeightUse use, Tensor* out);
 
 }  // namespace moeserve
 

@@ -26,16 +26,17 @@ class DeepseekV3 final : public Model {
     if (absl::Status s = stack_.Init(config_, backend, options_); !s.ok()) return s;
     const WeightSelection selection =
         options_.parallel.comm != nullptr ? stack_.Selection() : given;
-    auto io = LoadEmbeddingAndHead(checkpoint, config_);
+    const WeightReader reader{checkpoint, backend};
+    auto io = LoadEmbeddingAndHead(reader, config_);
     if (!io.ok()) return io.status();
     io_ = *std::move(io);
     layers_.resize(static_cast<size_t>(config_.num_hidden_layers));
     for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
       Layer& layer = layers_[static_cast<size_t>(l)];
-      auto common = LoadDecoderLayerCommon(checkpoint, l, config_, selection);
+      auto common = LoadDecoderLayerCommon(reader, l, config_, selection);
       if (!common.ok()) return common.status();
       layer.common = *std::move(common);
-      auto attn = LoadMla(checkpoint, absl::StrCat("model.layers.", l, ".self_attn"), config_);
+      auto attn = LoadMla(reader, absl::StrCat("model.layers.", l, ".self_attn"), config_);
       if (!attn.ok()) return attn.status();
       layer.attn = *std::move(attn);
     }

@@ -107,9 +107,11 @@ absl::Status ValidateBatch(const ForwardBatch& batch, const ModelConfig& config,
   return absl::OkStatus();
 }
 
-absl::Status ReadWeight(Checkpoint& checkpoint, const std::string& name, std::vector<int64_t> shape,
-                        Tensor* out) {
-  auto t = checkpoint.ReadF32(name, shape);
+absl::Status ReadWeight(const WeightReader& reader, const std::string& name,
+                        std::vector<int64_t> shape, WeightUse use, Tensor* out) {
+  auto raw = reader.checkpoint.ReadRaw(name, shape);
+  if (!raw.ok()) return raw.status();
+  auto t = reader.backend.LoadWeight(raw->host(), use);
   if (!t.ok()) return t.status();
   *out = *std::move(t);
   return absl::OkStatus();

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
 #include "runtime/checkpoint/checkpoint.h"
+#include "runtime/model/weight_reader.h"
 
 namespace moeserve {
 
@@ -19,8 +20,8 @@ struct FfnWeights {
   bool loaded() const { return !gate.empty(); }
 };
 
-// Reads "<prefix>.{gate,up,down}_proj.weight".
-absl::StatusOr<FfnWeights> LoadFfn(Checkpoint& checkpoint, const std::string& prefix,
+// Reads "<prefix>.{gate,up,down}_proj.weight" into the reader's backend.
+absl::StatusOr<FfnWeights> LoadFfn(const WeightReader& reader, const std::string& prefix,
                                    int64_t hidden, int64_t inter);
 
 }  // namespace moeserve

@@ -6,7 +6,7 @@
 
 namespace moeserve {
 
-absl::StatusOr<GqaWeights> LoadGqa(Checkpoint& checkpoint, const std::string& prefix,
+absl::StatusOr<GqaWeights> LoadGqa(const WeightReader& reader, const std::string& prefix,
                                    const ModelConfig& c, bool qk_norm) {
   GqaWeights w;
   const int64_t q_dim = c.num_attention_heads * c.head_dim;
@@ -14,18 +14,20 @@ absl::StatusOr<GqaWeights> LoadGqa(Checkpoint& checkpoint, const std::string& pr
   struct Item {
     const char* name;
     std::vector<int64_t> shape;
+    WeightUse use;
     Tensor* out;
   };
-  std::vector<Item> items = {{".q_proj.weight", {q_dim, c.hidden_size}, &w.q_proj},
-                             {".k_proj.weight", {kv_dim, c.hidden_size}, &w.k_proj},
-                             {".v_proj.weight", {kv_dim, c.hidden_size}, &w.v_proj},
-                             {".o_proj.weight", {c.hidden_size, q_dim}, &w.o_proj}};
+  constexpr WeightUse kMatrix = WeightUse::kMatrix, kVector = WeightUse::kVector;
+  std::vector<Item> items = {{".q_proj.weight", {q_dim, c.hidden_size}, kMatrix, &w.q_proj},
+                             {".k_proj.weight", {kv_dim, c.hidden_size}, kMatrix, &w.k_proj},
+                             {".v_proj.weight", {kv_dim, c.hidden_size}, kMatrix, &w.v_proj},
+                             {".o_proj.weight", {c.hidden_size, q_dim}, kMatrix, &w.o_proj}};
   if (qk_norm) {
-    items.push_back({".q_norm.weight", {c.head_dim}, &w.q_norm});
-    items.push_back({".k_norm.weight", {c.head_dim}, &w.k_norm});
+    items.push_back({".q_norm.weight", {c.head_dim}, kVector, &w.q_norm});
+    items.push_back({".k_norm.weight", {c.head_dim}, kVector, &w.k_norm});
   }
   for (const Item& item : items) {
-    if (absl::Status s = ReadWeight(checkpoint, prefix + item.name, item.shape, item.out);
+    if (absl::Status s = ReadWeight(reader, prefix + item.name, item.shape, item.use, item.out);
         !s.ok()) {
       return s;
     }

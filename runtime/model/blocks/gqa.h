@@ -23,7 +23,7 @@ struct GqaWeights {
 };
 
 // Reads "<prefix>.{q,k,v,o}_proj.weight" and, when present, "<prefix>.{q,k}_norm.weight".
-absl::StatusOr<GqaWeights> LoadGqa(Checkpoint& checkpoint, const std::string& prefix,
+absl::StatusOr<GqaWeights> LoadGqa(const WeightReader& reader, const std::string& prefix,
                                    const ModelConfig& config, bool qk_norm);
 
 // Projects x, normalizes and rotates q and k per head, writes K and V to the

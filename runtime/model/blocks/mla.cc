@@ -24,7 +24,7 @@ bool PrefillIsCheaper(const ModelConfig& c, const SeqSlice& s) {
 
 }  // namespace
 
-absl::StatusOr<MlaWeights> LoadMla(Checkpoint& checkpoint, const std::string& prefix,
+absl::StatusOr<MlaWeights> LoadMla(const WeightReader& reader, const std::string& prefix,
                                    const ModelConfig& c) {
   MlaWeights w;
   const int64_t heads = c.num_attention_heads;
@@ -32,25 +32,31 @@ absl::StatusOr<MlaWeights> LoadMla(Checkpoint& checkpoint, const std::string& pr
   struct Item {
     const char* name;
     std::vector<int64_t> shape;
+    WeightUse use;
     Tensor* out;
   };
+  constexpr WeightUse kMatrix = WeightUse::kMatrix, kVector = WeightUse::kVector;
   std::vector<Item> items;
   if (c.q_lora_rank > 0) {
-    items.push_back({".q_a_proj.weight", {c.q_lora_rank, hidden}, &w.q_a_proj});
-    items.push_back({".q_a_layernorm.weight", {c.q_lora_rank}, &w.q_a_norm});
-    items.push_back({".q_b_proj.weight", {heads * c.qk_head_dim(), c.q_lora_rank}, &w.q_b_proj});
+    items.push_back({".q_a_proj.weight", {c.q_lora_rank, hidden}, kMatrix, &w.q_a_proj});
+    items.push_back({".q_a_layernorm.weight", {c.q_lora_rank}, kVector, &w.q_a_norm});
+    items.push_back(
+        {".q_b_proj.weight", {heads * c.qk_head_dim(), c.q_lora_rank}, kMatrix, &w.q_b_proj});
   } else {
-    items.push_back({".q_proj.weight", {heads * c.qk_head_dim(), hidden}, &w.q_proj});
+    items.push_back({".q_proj.weight", {heads * c.qk_head_dim(), hidden}, kMatrix, &w.q_proj});
   }
-  items.push_back(
-      {".kv_a_proj_with_mqa.weight", {c.kv_lora_rank + c.qk_rope_head_dim, hidden}, &w.kv_a_proj});
-  items.push_back({".kv_a_layernorm.weight", {c.kv_lora_rank}, &w.kv_a_norm});
+  items.push_back({".kv_a_proj_with_mqa.weight",
+                   {c.kv_lora_rank + c.qk_rope_head_dim, hidden},
+                   kMatrix,
+                   &w.kv_a_proj});
+  items.push_back({".kv_a_layernorm.weight", {c.kv_lora_rank}, kVector, &w.kv_a_norm});
   items.push_back({".kv_b_proj.weight",
                    {heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank},
+                   WeightUse::kMlaKvB,
                    &w.kv_b_proj});
-  items.push_back({".o_proj.weight", {hidden, heads * c.v_head_dim}, &w.o_proj});
+  items.push_back({".o_proj.weight", {hidden, heads * c.v_head_dim}, kMatrix, &w.o_proj});
   for (const Item& item : items) {
-    if (absl::Status s = ReadWeight(checkpoint, prefix + item.name, item.shape, item.out);
+    if (absl::Status s = ReadWeight(reader, prefix + item.name, item.shape, item.use, item.out);
         !s.ok()) {
       return s;
     }

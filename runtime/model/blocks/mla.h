@@ -27,7 +27,7 @@ struct MlaWeights {
 
 // Reads "<prefix>.{q_proj | q_a_proj, q_a_layernorm, q_b_proj}, kv_a_proj_with_mqa,
 // kv_a_layernorm, kv_b_proj, o_proj}.weight".
-absl::StatusOr<MlaWeights> LoadMla(Checkpoint& checkpoint, const std::string& prefix,
+absl::StatusOr<MlaWeights> LoadMla(const WeightReader& reader, const std::string& prefix,
                                    const ModelConfig& config);
 
 // Attention for every token of the batch: projects x, writes the tokens'

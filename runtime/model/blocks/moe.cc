@@ -4,33 +4,39 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/model/architectures.h"
 
 namespace moeserve {
 
-absl::StatusOr<MoeWeights> LoadMoe(Checkpoint& checkpoint, const std::string& prefix, int64_t layer,
-                                   const ModelConfig& config, const WeightSelection& selection) {
+absl::StatusOr<MoeWeights> LoadMoe(const WeightReader& reader, const std::string& prefix,
+                                   int64_t layer, const ModelConfig& config,
+                                   const WeightSelection& selection) {
   MoeWeights w;
-  const int64_t gate_shape[] = {config.n_routed_experts, config.hidden_size};
-  auto gate = checkpoint.ReadF32(prefix + ".gate.weight", gate_shape);
-  if (!gate.ok()) return gate.status();
-  w.gate = *std::move(gate);
+  if (absl::Status s =
+          ReadWeight(reader, prefix + ".gate.weight", {config.n_routed_experts, config.hidden_size},
+                     WeightUse::kMatrix, &w.gate);
+      !s.ok()) {
+    return s;
+  }
   const std::string bias_name = prefix + ".gate.e_score_correction_bias";
-  if (config.arch == Architecture::kDeepseekV3 && checkpoint.Has(bias_name)) {
-    const int64_t bias_shape[] = {config.n_routed_experts};
-    auto bias = checkpoint.ReadF32(bias_name, bias_shape);
-    if (!bias.ok()) return bias.status();
-    w.correction_bias = *std::move(bias);
+  if (config.arch == Architecture::kDeepseekV3 && reader.checkpoint.Has(bias_name)) {
+    // The routing op reads it: a vector (float32 on every backend).
+    if (absl::Status s = ReadWeight(reader, bias_name, {config.n_routed_experts},
+                                    WeightUse::kVector, &w.correction_bias);
+        !s.ok()) {
+      return s;
+    }
   }
   w.experts.resize(static_cast<size_t>(config.n_routed_experts));
   for (int32_t e = 0; e < config.n_routed_experts; ++e) {
     if (!selection.WantsExpert(layer, e)) continue;
-    auto expert = LoadFfn(checkpoint, absl::StrCat(prefix, ".experts.", e), config.hidden_size,
+    auto expert = LoadFfn(reader, absl::StrCat(prefix, ".experts.", e), config.hidden_size,
                           config.moe_intermediate_size);
     if (!expert.ok()) return expert.status();
     w.experts[static_cast<size_t>(e)] = *std::move(expert);
   }
   if (config.n_shared_experts > 0) {
-    auto shared = LoadFfn(checkpoint, prefix + ".shared_experts", config.hidden_size,
+    auto shared = LoadFfn(reader, prefix + ".shared_experts", config.hidden_size,
                           config.n_shared_experts * config.moe_intermediate_size);
     if (!shared.ok()) return shared.status();
     w.shared = *std::move(shared);
@@ -183,18 +189,18 @@ void MoeReduce(Ops& ops, const MoeContext& ctx, MoeExchange& ex, MatView out) {
                        ctx.config->num_experts_per_tok, shared, out);
 }
 
-absl::StatusOr<FeedForwardWeights> LoadFeedForward(Checkpoint& checkpoint,
+absl::StatusOr<FeedForwardWeights> LoadFeedForward(const WeightReader& reader,
                                                    const std::string& prefix, int64_t layer,
                                                    const ModelConfig& config,
                                                    const WeightSelection& selection) {
   FeedForwardWeights w;
   w.is_moe = config.IsMoeLayer(layer);
   if (w.is_moe) {
-    auto moe = LoadMoe(checkpoint, prefix, layer, config, selection);
+    auto moe = LoadMoe(reader, prefix, layer, config, selection);
     if (!moe.ok()) return moe.status();
     w.moe = *std::move(moe);
   } else {
-    auto dense = LoadFfn(checkpoint, prefix, config.hidden_size, config.intermediate_size);
+    auto dense = LoadFfn(reader, prefix, config.hidden_size, config.intermediate_size);
     if (!dense.ok()) return dense.status();
     w.dense = *std::move(dense);
   }

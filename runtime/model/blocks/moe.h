@@ -40,8 +40,9 @@ struct MoeWeights {
 // Reads "<prefix>.gate.weight", the optional "<prefix>.gate.e_score_correction_bias",
 // the selected "<prefix>.experts.<e>.*" of layer `layer` and
 // "<prefix>.shared_experts.*" when config.n_shared_experts > 0.
-absl::StatusOr<MoeWeights> LoadMoe(Checkpoint& checkpoint, const std::string& prefix, int64_t layer,
-                                   const ModelConfig& config, const WeightSelection& selection);
+absl::StatusOr<MoeWeights> LoadMoe(const WeightReader& reader, const std::string& prefix,
+                                   int64_t layer, const ModelConfig& config,
+                                   const WeightSelection& selection);
 
 // Where a layer's experts live, as the MoE ops read it: the placement's
 // replica table in backend memory, uploaded once when the group is set up.
@@ -118,7 +119,7 @@ struct FeedForwardWeights {
 };
 
 // Reads "<prefix>.*" (prefix "model.layers.<layer>.mlp").
-absl::StatusOr<FeedForwardWeights> LoadFeedForward(Checkpoint& checkpoint,
+absl::StatusOr<FeedForwardWeights> LoadFeedForward(const WeightReader& reader,
                                                    const std::string& prefix, int64_t layer,
                                                    const ModelConfig& config,
                                                    const WeightSelection& selection);
