@@ -1,5 +1,5 @@
 """helm/moeserve/files/launch-workers.sh, the script worker pods run: one
-process per GPU with the right rank, CUDA_VISIBLE_DEVICES and output prefix,
+process per GPU with the right rank, --device and output prefix,
 the pod index from POD_INDEX or the pod name, the first exit stopping the
 others and deciding the status, SIGTERM passed on. It runs real processes
 (sh); the moeserve-worker it normally starts is exercised through it by
@@ -18,10 +18,15 @@ LAUNCHER = os.path.join(CHART, "files", "launch-workers.sh")
 
 
 def launch(args, env=None, timeout=30):
-    full_env = {k: v for k, v in os.environ.items() if k not in ("POD_INDEX", "POD_NAME")}
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("POD_INDEX", "POD_NAME", "CUDA_VISIBLE_DEVICES")}
     full_env.update(env or {})
     return subprocess.run(["bash", LAUNCHER, *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+# A worker script's GPU: the N of its last argument, --device cuda:N.
+GPU_OF_WORKER = 'eval "d=\\${$#}"; g=${d#cuda:}; '
 
 
 def alive(pid):
@@ -39,11 +44,19 @@ class LauncherTest(unittest.TestCase):
                     "--model", "/m"])
         self.assertEqual(r.returncode, 0, r.stderr)
         host = os.uname().nodename
+        # Every worker sees all the GPUs and is told which one is its own.
         self.assertEqual(sorted(r.stdout.splitlines()), [
-            f"[rank 6] gpu=0 args=--model /m --rank 6 --worker-id {host}/gpu0",
-            f"[rank 7] gpu=1 args=--model /m --rank 7 --worker-id {host}/gpu1",
-            f"[rank 8] gpu=2 args=--model /m --rank 8 --worker-id {host}/gpu2",
+            f"[rank 6] gpu= args=--model /m --rank 6 --worker-id {host}/gpu0 --device cuda:0",
+            f"[rank 7] gpu= args=--model /m --rank 7 --worker-id {host}/gpu1 --device cuda:1",
+            f"[rank 8] gpu= args=--model /m --rank 8 --worker-id {host}/gpu2 --device cuda:2",
         ])
+        r = launch(["--local-workers", "2", "--pod-index", "0", "--device", "cpu", "--",
+                    "sh", "-c", 'echo "$*"; sleep 0.5', "worker"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("[rank 1] --rank 1 --worker-id " + host + "/gpu1 --device cpu", r.stdout)
+        r = launch(["--device", "tpu", "--", "true"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--device must be cuda or cpu", r.stderr)
 
     def test_pod_index_from_the_environment_or_the_pod_name(self):
         # Each worker prints, then lives on a little: the first to exit stops the others.
@@ -66,8 +79,8 @@ class LauncherTest(unittest.TestCase):
     def test_first_exit_stops_the_others_and_sets_the_status(self):
         with tempfile.TemporaryDirectory() as tmp:
             # GPU 1 fails at once; the other two would run for a minute.
-            script = (f'echo $$ > {tmp}/pid.$CUDA_VISIBLE_DEVICES; '
-                      f'if [ "$CUDA_VISIBLE_DEVICES" = 1 ]; then sleep 0.3; exit 3; fi; exec sleep 60')
+            script = (GPU_OF_WORKER + f'echo $$ > {tmp}/pid.$g; '
+                      f'if [ "$g" = 1 ]; then sleep 0.3; exit 3; fi; exec sleep 60')
             start = time.monotonic()
             r = launch(["--local-workers", "3", "--pod-index", "0", "--", "sh", "-c", script, "w"])
             self.assertEqual(r.returncode, 3, r.stderr)
@@ -79,8 +92,8 @@ class LauncherTest(unittest.TestCase):
 
     def test_sigterm_reaches_every_worker(self):
         with tempfile.TemporaryDirectory() as tmp:
-            script = (f'trap "echo stopped > {tmp}/term.$CUDA_VISIBLE_DEVICES; exit 0" TERM; '
-                      f'touch {tmp}/up.$CUDA_VISIBLE_DEVICES; while :; do sleep 0.05; done')
+            script = (GPU_OF_WORKER + f'trap "echo stopped > {tmp}/term.$g; exit 0" TERM; '
+                      f'touch {tmp}/up.$g; while :; do sleep 0.05; done')
             p = subprocess.Popen(["bash", LAUNCHER, "--local-workers", "2", "--pod-index", "0", "--",
                                   "sh", "-c", script, "w"], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, start_new_session=True)

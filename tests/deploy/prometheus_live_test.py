@@ -93,7 +93,8 @@ class PrometheusLiveTest(unittest.TestCase):
         # balancedness, per-rank worker state) have data.
         cls.procs.start("coordinator", [COORDINATOR, "--listen", cls.server,
                                         "--metrics-port", str(metrics_port), "--ep-size", "2"])
-        cls.procs.start("workers", ["bash", LAUNCHER, "--local-workers", "2", "--pod-index", "0", "--",
+        cls.procs.start("workers", ["bash", LAUNCHER, "--local-workers", "2", "--pod-index", "0",
+                                    "--device", "cpu", "--",
                                     WORKER, "--coordinator", cls.server, "--model", model, "--ep-size", "2",
                                     "--kv-cache-tokens", "8192", "--connect-timeout-seconds", "30"])
         config = os.path.join(cls.tmp, "prometheus.yml")

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/backend_factory.h"
 #include "runtime/kv_cache/kv_cache_dtype.h"
 #include "runtime/worker/worker.h"
 #include "tools/moeserve/args.h"
@@ -171,6 +172,12 @@ int Main(const std::vector<std::string>& argv) {
   }
   options->log = [](const std::string& line) { std::cerr << kPrefix << line << std::endl; };
 
+  // The device must be usable before this worker offers itself to a group.
+  if (auto backend = CreateBackend(options->device); !backend.ok()) {
+    std::cerr << kPrefix << "cannot use " << options->device.ToString() << ": "
+              << backend.status().message() << "\n";
+    return 1;
+  }
   auto worker = Worker::Create(*options);
   if (!worker.ok()) {
     std::cerr << kPrefix << "cannot load the model from " << options->model_dir << ": "

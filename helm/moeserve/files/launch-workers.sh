@@ -4,28 +4,36 @@
 # exits with that worker's status, so that Kubernetes restarts the pod as a
 # whole. SIGTERM and SIGINT are passed on to every worker.
 #
-#   launch-workers.sh [--local-workers N] [--pod-index I] -- WORKER [ARGS...]
+#   launch-workers.sh [--local-workers N] [--pod-index I] [--device cuda|cpu]
+#                     -- WORKER [ARGS...]
 #
-# Worker i (0 <= i < N) runs `WORKER ARGS... --rank R --worker-id POD/gpuI`
-# with CUDA_VISIBLE_DEVICES=i and R = I x N + i; its output lines are
-# prefixed with "[rank R] ". The pod index I defaults to $POD_INDEX (the
+# Worker i (0 <= i < N) runs `WORKER ARGS... --rank R --worker-id POD/gpuI
+# --device cuda:I` with R = I x N + i (--device cpu: `--device cpu`); every
+# worker sees all the pod's GPUs and uses its own, as NCCL prefers. Its
+# output lines are prefixed with "[rank R] ". The pod index I defaults to $POD_INDEX (the
 # StatefulSet's apps.kubernetes.io/pod-index label, or the LeaderWorkerSet's
 # worker index), else to the number that ends the host name (pod-name-3 -> 3).
 set -uo pipefail
 
 local_workers=8
+device_kind=cuda
 pod_index="${POD_INDEX:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --local-workers) local_workers=${2:-}; shift 2 || shift ;;
     --pod-index) pod_index=${2:-}; shift 2 || shift ;;
+    --device) device_kind=${2:-}; shift 2 || shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "launch-workers: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 if [ $# -eq 0 ]; then
   echo "launch-workers: no worker command after --" >&2
+  exit 2
+fi
+if [ "$device_kind" != cuda ] && [ "$device_kind" != cpu ]; then
+  echo "launch-workers: --device must be cuda or cpu, got '$device_kind'" >&2
   exit 2
 fi
 if ! [[ "$local_workers" =~ ^[1-9][0-9]*$ ]]; then
@@ -51,8 +59,10 @@ trap 'echo "launch-workers: stopping the workers" >&2; stop_all TERM' TERM INT
 
 for ((i = 0; i < local_workers; i++)); do
   rank=$((pod_index * local_workers + i))
-  echo "launch-workers: starting rank $rank on GPU $i: $* --rank $rank --worker-id $host/gpu$i" >&2
-  CUDA_VISIBLE_DEVICES=$i "$@" --rank "$rank" --worker-id "$host/gpu$i" \
+  device=cpu
+  if [ "$device_kind" = cuda ]; then device="cuda:$i"; fi
+  echo "launch-workers: starting rank $rank on $device: $* --rank $rank --worker-id $host/gpu$i --device $device" >&2
+  "$@" --rank "$rank" --worker-id "$host/gpu$i" --device "$device" \
     > >(sed -u "s/^/[rank $rank] /") 2> >(sed -u "s/^/[rank $rank] /" >&2) &
   pids+=($!)
 done

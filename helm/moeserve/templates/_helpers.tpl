@@ -211,6 +211,8 @@ that holds the pod index as "podIndexLabel".
   args:
     - --local-workers
     - {{ $gpus | quote }}
+    - --device
+    - {{ $w.device | default "cuda" | quote }}
     - --
     - moeserve-worker
     - --coordinator
@@ -281,7 +283,9 @@ that holds the pod index as "podIndexLabel".
       {{- range $k, $v := $w.resources.requests }}
       {{ $k }}: {{ $v | quote }}
       {{- end }}
+      {{- if ne ($w.device | default "cuda") "cpu" }}
       {{ $w.gpuResourceName }}: {{ $gpus | quote }}
+      {{- end }}
       {{- if $.Values.rdma.enabled }}
       {{- range $k, $v := $.Values.rdma.resources }}
       {{ $k }}: {{ $v | quote }}
@@ -291,7 +295,9 @@ that holds the pod index as "podIndexLabel".
       {{- range $k, $v := $w.resources.limits }}
       {{ $k }}: {{ $v | quote }}
       {{- end }}
+      {{- if ne ($w.device | default "cuda") "cpu" }}
       {{ $w.gpuResourceName }}: {{ $gpus | quote }}
+      {{- end }}
       {{- if $.Values.rdma.enabled }}
       {{- range $k, $v := $.Values.rdma.resources }}
       {{ $k }}: {{ $v | quote }}
