@@ -15,8 +15,8 @@ class NullOps final : public Ops {
                            std::span<const SeqSlice>, const MlaShape&, MatView) override {}
   void MlaAttentionAbsorbed(ConstMatView, const Tensor&, const PagedCacheView&,
                             std::span<const SeqSlice>, const MlaShape&, MatView) override {}
-  void GqaAttention(ConstMatView, const PagedCacheView&, std::span<const SeqSlice>,
-                    const GqaShape&, MatView) override {}
+  void GqaAttention(ConstMatView, const PagedCacheView&, std::span<const SeqSlice>, const GqaShape&,
+                    MatView) override {}
   void RouteTopK(ConstMatView, const RoutingParams&, std::span<int32_t>,
                  std::span<float>) override {}
   void GatedFfn(ConstMatView, const Tensor&, const Tensor&, const Tensor&, MatView) override {}

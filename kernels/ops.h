@@ -251,9 +251,9 @@ class Ops {
   // pair order; send_counts: [slots]; pair_rows[p]: the send row of pair p;
   // expert_load[e] += the pairs routed to e (accumulates over calls).
   // capacity >= T (a slot holds one expert and a token picks it at most once).
-  virtual void MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_ids,
-                                 int64_t top_k, const MoeSlotTable& table, int32_t rank,
-                                 int64_t capacity, MatView send, std::span<int32_t> send_counts,
+  virtual void MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_ids, int64_t top_k,
+                                 const MoeSlotTable& table, int32_t rank, int64_t capacity,
+                                 MatView send, std::span<int32_t> send_counts,
                                  std::span<int32_t> pair_rows, std::span<int64_t> expert_load) = 0;
 
   // The local experts over the rows a dispatch received, in one launch. x and

@@ -36,8 +36,7 @@ class Workspace {
   // A workspace that only measures.
   static std::unique_ptr<Workspace> ForPlanning();
   // `capacity_bytes` of `backend`'s memory, allocated now.
-  static absl::StatusOr<std::unique_ptr<Workspace>> Create(Backend& backend,
-                                                           size_t capacity_bytes);
+  static absl::StatusOr<std::unique_ptr<Workspace>> Create(Backend& backend, size_t capacity_bytes);
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
 

@@ -1,5 +1,6 @@
 #include "kernels/cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <new>
@@ -35,7 +36,15 @@ class CpuBackend final : public Backend {
     return HostWeightToF32(w);
   }
 
-  std::unique_ptr<Stream> CreateStream() override { return cpu::CreateCpuStream(options_.stream); }
+  std::unique_ptr<Stream> CreateStream() override {
+    cpu::CpuStreamOptions o = options_.stream;
+    const auto& delays = options_.stream_delays;
+    if (!delays.empty()) {
+      const size_t n = streams_created_.fetch_add(1);
+      o.delay_per_item = delays[std::min(n, delays.size() - 1)];
+    }
+    return cpu::CreateCpuStream(o);
+  }
   std::unique_ptr<Event> CreateEvent() override { return cpu::CreateCpuEvent(); }
   std::unique_ptr<Ops> CreateOps(Stream& stream) override {
     return CreateCpuStreamOps(stream, options_.ops);
@@ -46,6 +55,7 @@ class CpuBackend final : public Backend {
  private:
   const CpuBackendOptions options_;
   std::atomic<int64_t> allocations_{0};
+  std::atomic<size_t> streams_created_{0};
 };
 
 }  // namespace

@@ -9,7 +9,9 @@
 #ifndef MOESERVE_KERNELS_CPU_CPU_BACKEND_H_
 #define MOESERVE_KERNELS_CPU_CPU_BACKEND_H_
 
+#include <chrono>
 #include <memory>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_stream.h"
@@ -18,6 +20,10 @@ namespace moeserve {
 
 struct CpuBackendOptions {
   cpu::CpuStreamOptions stream;  // for every stream this backend creates
+  // For tests: the n-th stream created waits delays[n] (the last entry for
+  // later ones) before each piece of work, instead of stream.delay_per_item.
+  // A model creates its compute stream, then its communication stream.
+  std::vector<std::chrono::microseconds> stream_delays;
   // The op set that runs on the streams' threads; default: the reference.
   // Shared by every op set the backend creates (one stream at a time uses
   // it in a model: the compute stream).

@@ -21,9 +21,9 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 struct Progress {
   std::mutex mu;
   std::condition_variable cv;
-  uint64_t completed = 0;        // items run (or skipped) so far
-  uint64_t failed_at = 0;        // 1-based index of the first failed item; 0: none
-  absl::Status failure;          // that item's status
+  uint64_t completed = 0;  // items run (or skipped) so far
+  uint64_t failed_at = 0;  // 1-based index of the first failed item; 0: none
+  absl::Status failure;    // that item's status
 };
 
 // A point of one stream: complete when progress->completed >= target.

@@ -91,8 +91,8 @@ class CpuStreamOps final : public Ops {
                          std::span<int32_t> send_counts, std::span<int32_t> pair_rows,
                          std::span<int64_t> expert_load) override {
     Queue([=](Ops& o) {
-      o.MoeDispatchLayout(x, expert_ids, top_k, table, rank, capacity, send, send_counts,
-                          pair_rows, expert_load);
+      o.MoeDispatchLayout(x, expert_ids, top_k, table, rank, capacity, send, send_counts, pair_rows,
+                          expert_load);
     });
   }
   void GroupedGatedFfn(ConstMatView x, std::span<const int32_t> counts, int64_t sources,

@@ -25,9 +25,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   engine->options_ = options;
   ModelOptions model = options.model;
   model.max_batch_tokens = options.max_batch_tokens;  // the step workspace's plan
-  auto runner = ModelRunner::Create({options.model_dir, options.kv_cache_tokens,
-                                     options.kv_block_tokens, model, options.kv_cache_dtype,
-                                     options.device});
+  auto runner =
+      ModelRunner::Create({options.model_dir, options.kv_cache_tokens, options.kv_block_tokens,
+                           model, options.kv_cache_dtype, options.device});
   if (!runner.ok()) return runner.status();
   engine->runner_ = *std::move(runner);
   engine->blocks_ = std::make_unique<BlockAllocator>(engine->runner_->cache().options().num_blocks);

@@ -29,11 +29,9 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const Options& 
   cache_options.num_layers = c.num_hidden_layers;
   cache_options.block_size = options.kv_block_tokens;
   cache_options.num_blocks = CeilDiv(options.kv_cache_tokens, options.kv_block_tokens);
-  cache_options.set_row(
-      c.kv_cache_row(ResolveKvCacheDtype(options.kv_cache_dtype,
-                                         options.device.kind == DeviceKind::kCuda
-                                             ? KvCacheDevice::kCuda
-                                             : KvCacheDevice::kCpu)));
+  cache_options.set_row(c.kv_cache_row(ResolveKvCacheDtype(
+      options.kv_cache_dtype,
+      options.device.kind == DeviceKind::kCuda ? KvCacheDevice::kCuda : KvCacheDevice::kCpu)));
   auto cache = PagedKvCache::Create(cache_options, runner->backend_.get());
   if (!cache.ok()) return cache.status();
   runner->cache_ = *std::move(cache);

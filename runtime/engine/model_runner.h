@@ -10,9 +10,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "kernels/backend.h"
 #include "kernels/ops.h"
 #include "runtime/checkpoint/checkpoint.h"
-#include "kernels/backend.h"
 #include "runtime/engine/step_executor.h"
 #include "runtime/kv_cache/kv_cache_dtype.h"
 #include "runtime/kv_cache/paged_kv_cache.h"

@@ -11,7 +11,7 @@
 namespace moeserve {
 
 absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const Options& options,
-                                                                    Backend* backend) {
+                                                                   Backend* backend) {
   if (options.num_layers <= 0 || options.num_blocks <= 0 || options.block_size <= 0 ||
       options.width <= 0) {
     return absl::InvalidArgumentError(

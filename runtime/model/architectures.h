@@ -20,8 +20,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3(Checkpoint& checkpoint,
 absl::StatusOr<std::unique_ptr<Model>> LoadQwen3Moe(Checkpoint& checkpoint,
                                                     const ModelConfig& config,
                                                     const WeightSelection& selection,
-                                                      Backend& backend,
-                                                    const ModelOptions& options);
+                                                    Backend& backend, const ModelOptions& options);
 
 // Reads a tensor of the given shape into the reader's backend, in the dtype
 // that backend takes for `use` (float32 on the CPU).

@@ -68,8 +68,8 @@ class DeepseekV3 final : public Model {
   struct AttentionFn {
     const DeepseekV3* self;
     void operator()(StepContext& step, size_t, const Layer& layer, std::span<const SeqSlice> seqs,
-                    std::span<const int32_t> positions, const PagedCacheView& cache,
-                    ConstMatView x, MatView out) const {
+                    std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
+                    MatView out) const {
       MlaForward(step, layer.attn, self->config_, self->rope_, self->options_.mla_form, seqs,
                  positions, cache, x, out);
     }

@@ -18,8 +18,8 @@ bool WeightSelection::WantsExpert(int64_t layer, int32_t expert) const {
 }
 
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(Checkpoint& checkpoint,
-                                                 const WeightSelection& selection,
-                                                 Backend& backend, const ModelOptions& options) {
+                                                 const WeightSelection& selection, Backend& backend,
+                                                 const ModelOptions& options) {
   auto config = ParseModelConfig(checkpoint.config_json());
   if (!config.ok()) {
     return absl::Status(config.status().code(),

@@ -102,8 +102,7 @@ class Model {
 // options.parallel.comm set, the selection must be empty: the rank's
 // placement decides its experts.
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(Checkpoint& checkpoint,
-                                                 const WeightSelection& selection,
-                                                 Backend& backend,
+                                                 const WeightSelection& selection, Backend& backend,
                                                  const ModelOptions& options = {});
 
 // Positions of the batch's tokens, derived from the slices.

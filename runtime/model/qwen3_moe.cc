@@ -69,8 +69,8 @@ class Qwen3Moe final : public Model {
   struct AttentionFn {
     const Qwen3Moe* self;
     void operator()(StepContext& step, size_t, const Layer& layer, std::span<const SeqSlice> seqs,
-                    std::span<const int32_t> positions, const PagedCacheView& cache,
-                    ConstMatView x, MatView out) const {
+                    std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
+                    MatView out) const {
       GqaForward(step, layer.attn, self->config_, self->rope_, seqs, positions, cache, x, out);
     }
   };
@@ -88,8 +88,7 @@ class Qwen3Moe final : public Model {
 absl::StatusOr<std::unique_ptr<Model>> LoadQwen3Moe(Checkpoint& checkpoint,
                                                     const ModelConfig& config,
                                                     const WeightSelection& selection,
-                                                    Backend& backend,
-                                                    const ModelOptions& options) {
+                                                    Backend& backend, const ModelOptions& options) {
   auto model = std::make_unique<Qwen3Moe>(config, options);
   if (absl::Status s = model->Load(checkpoint, selection, backend); !s.ok()) return s;
   return model;

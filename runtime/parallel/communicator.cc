@@ -91,9 +91,8 @@ absl::Status Communicator::ExchangeRowsOnHost(const RowExchange& ex) {
     for (size_t g = 0; g < groups; ++g) {
       const int32_t n = ex.send_counts[p * groups + g];
       if (n < 0 || n > ex.capacity) {
-        return absl::InternalError(absl::StrCat("rank ", rank(), " has ", n,
-                                                " rows to send in a group of capacity ",
-                                                ex.capacity));
+        return absl::InternalError(absl::StrCat(
+            "rank ", rank(), " has ", n, " rows to send in a group of capacity ", ex.capacity));
       }
       rows += static_cast<size_t>(n);
     }
@@ -105,8 +104,8 @@ absl::Status Communicator::ExchangeRowsOnHost(const RowExchange& ex) {
   for (size_t p = 0; p < ranks; ++p) {
     if (recv_floats[p] < static_cast<int64_t>(groups)) {
       return absl::InternalError(absl::StrCat("rank ", rank(), " got ", recv_floats[p],
-                                              " floats from rank ", p, ", less than the ",
-                                              groups, " counts every message starts with"));
+                                              " floats from rank ", p, ", less than the ", groups,
+                                              " counts every message starts with"));
     }
     total_recv += static_cast<size_t>(recv_floats[p]);
   }

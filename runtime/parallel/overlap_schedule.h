@@ -96,8 +96,7 @@ class OverlapExecutor {
  public:
   // The streams and `backend` must outlive the executor; the events of
   // every post and wait point of `schedule` are created here, once.
-  OverlapExecutor(Backend& backend, Stream& compute, Stream& comm,
-                  const OverlapSchedule& schedule);
+  OverlapExecutor(Backend& backend, Stream& compute, Stream& comm, const OverlapSchedule& schedule);
   OverlapExecutor(const OverlapExecutor&) = delete;
   OverlapExecutor& operator=(const OverlapExecutor&) = delete;
 

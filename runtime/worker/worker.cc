@@ -266,7 +266,7 @@ absl::Status Worker::JoinGroup(const GroupSetup& setup,
                                                      static_cast<int>(setup.world_size));
   if (absl::Status s = group_->Replace(std::move(comm)); !s.ok()) return s;
   ModelRunner::Options o{options_.model_dir, options_.kv_cache_tokens, options_.kv_block_tokens,
-                         options_.model, options_.kv_cache_dtype, options_.device};
+                         options_.model,     options_.kv_cache_dtype,  options_.device};
   o.model.parallel.comm = setup.world_size > 1 ? group_.get() : nullptr;
   o.model.parallel.placement = setup.placement;
   o.model.parallel.micro_batches = setup.micro_batches;

@@ -253,9 +253,8 @@ void BenchGemms(cuda::CudaOps& ops, const DeviceLimits& l, const Options& o) {
     }
   }
   const auto& st = gemm->stats();
-  std::printf(
-      "fp8 products: %lld block-scaled (weight as A), %lld block-scaled swapped\n\n",
-      static_cast<long long>(st.fp8_direct), static_cast<long long>(st.fp8_swapped));
+  std::printf("fp8 products: %lld block-scaled (weight as A), %lld block-scaled swapped\n\n",
+              static_cast<long long>(st.fp8_direct), static_cast<long long>(st.fp8_swapped));
 }
 
 }  // namespace moeserve::bench

@@ -343,12 +343,11 @@ int RunChat(const std::vector<std::string>& argv) {
 }
 
 int RunGenerate(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(
-      argv,
-      {"model", "server", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k", "min-p",
-       "seed", "kv-cache-tokens", "kv-cache-dtype", "max-batch-tokens", "logprobs", "stop",
-       "device"},
-      {"prompt-logprobs", "json", "ignore-eos", "tokens", "help"});
+  auto args = Args::Parse(argv,
+                          {"model", "server", "prompt-ids", "max-tokens", "temperature", "top-p",
+                           "top-k", "min-p", "seed", "kv-cache-tokens", "kv-cache-dtype",
+                           "max-batch-tokens", "logprobs", "stop", "device"},
+                          {"prompt-logprobs", "json", "ignore-eos", "tokens", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << kGenerateUsage;

@@ -151,12 +151,11 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
 }
 
 int Main(const std::vector<std::string>& argv) {
-  auto args =
-      Args::Parse(argv,
-                  {"coordinator", "model", "kv-cache-tokens", "kv-cache-dtype", "device",
-                   "max-batch-tokens", "worker-id", "rank",
-                   "connect-timeout-seconds", "communicator-host", "reconnect-seconds", "ep-size"},
-                  {"help"});
+  auto args = Args::Parse(argv,
+                          {"coordinator", "model", "kv-cache-tokens", "kv-cache-dtype", "device",
+                           "max-batch-tokens", "worker-id", "rank", "connect-timeout-seconds",
+                           "communicator-host", "reconnect-seconds", "ep-size"},
+                          {"help"});
   if (!args.ok()) return BadFlags(args.status());
   if (args->Has("help")) {
     std::cout << kUsage;

@@ -235,8 +235,9 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
   }
   if (tokens > 0) ops.Embedding(pass.io->embed, ids, h);
 
-  StepContext ctx{ops, ws, std::span<const int32_t>(static_cast<const int32_t*>(iota_.raw()),
-                                                    static_cast<size_t>(max_tokens_))};
+  StepContext ctx{ops, ws,
+                  std::span<const int32_t>(static_cast<const int32_t*>(iota_.raw()),
+                                           static_cast<size_t>(max_tokens_))};
   auto exchange_of = [&](int micro_batch, int64_t l) {
     const LayerPlacement& p = options_.placement.layer(l);
     return MoeExchangeForSlots(exchanges[static_cast<size_t>(micro_batch)],
@@ -351,9 +352,8 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
     auto created = Workspace::Create(*backend_, bytes);
     if (!created.ok()) {
       return absl::Status(created.status().code(),
-                          absl::StrCat("the step workspace for ", max_tokens_,
-                                       " tokens per step (", bytes, " bytes): ",
-                                       created.status().message()));
+                          absl::StrCat("the step workspace for ", max_tokens_, " tokens per step (",
+                                       bytes, " bytes): ", created.status().message()));
     }
     workspace_ = *std::move(created);
     return Tensor();

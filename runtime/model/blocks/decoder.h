@@ -104,8 +104,7 @@ class DecoderStack {
   // collectives fail.
   template <typename Layer, typename Attention>
   absl::StatusOr<Tensor> Run(const EmbeddingAndHead& io, const std::vector<Layer>& layers,
-                             const ForwardBatch& batch, PagedKvCache* cache,
-                             Attention&& attention);
+                             const ForwardBatch& batch, PagedKvCache* cache, Attention&& attention);
 
   // Plans the step workspace by running the pass once over the largest batch
   // (options.max_batch_tokens) with an op set that does nothing, then
@@ -132,7 +131,7 @@ class DecoderStack {
   const ModelConfig* config_ = nullptr;
   Backend* backend_ = nullptr;
   ParallelOptions options_;
-  int64_t max_tokens_ = 0;  // per step; also each micro-batch's MoE capacity
+  int64_t max_tokens_ = 0;               // per step; also each micro-batch's MoE capacity
   std::unique_ptr<Communicator> local_;  // when options_.comm is null
   Communicator* comm_ = nullptr;
   std::vector<bool> moe_layers_;
@@ -141,7 +140,7 @@ class DecoderStack {
   std::unique_ptr<Ops> ops_;       // on compute_
   std::unique_ptr<Ops> null_ops_;  // for planning
   std::unique_ptr<Workspace> workspace_;
-  Tensor iota_;                       // I32 [max_tokens_]: 0, 1, ...
+  Tensor iota_;                        // I32 [max_tokens_]: 0, 1, ...
   std::vector<MoeLayerTable> tables_;  // by layer; empty for dense layers
   OverlapSchedule schedule_;
   std::unique_ptr<OverlapExecutor> executor_;
@@ -155,8 +154,8 @@ struct DecoderStack::Pass {
   bool planning = false;
   // Layer l's common parts, and its attention over one micro-batch.
   std::function<const DecoderLayerCommon&(int64_t l)> common;
-  std::function<void(StepContext& ctx, int64_t l, const MicroBatch& mb,
-                     const PagedCacheView& cache, ConstMatView x, MatView out)>
+  std::function<void(StepContext& ctx, int64_t l, const MicroBatch& mb, const PagedCacheView& cache,
+                     ConstMatView x, MatView out)>
       attention;
 };
 

@@ -35,10 +35,9 @@ absl::StatusOr<GqaWeights> LoadGqa(const WeightReader& reader, const std::string
   return w;
 }
 
-void GqaForward(StepContext& step, const GqaWeights& w, const ModelConfig& c,
-                const RopeTable& rope, std::span<const SeqSlice> seqs,
-                std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
-                MatView out) {
+void GqaForward(StepContext& step, const GqaWeights& w, const ModelConfig& c, const RopeTable& rope,
+                std::span<const SeqSlice> seqs, std::span<const int32_t> positions,
+                const PagedCacheView& cache, ConstMatView x, MatView out) {
   Ops& ops = step.ops;
   Workspace& ws = step.ws;
   const Workspace::Mark mark = ws.mark();

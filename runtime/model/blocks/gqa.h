@@ -7,8 +7,8 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
-#include "runtime/model/blocks/decoder.h"
 #include "runtime/checkpoint/checkpoint.h"
+#include "runtime/model/blocks/decoder.h"
 #include "runtime/model/config.h"
 
 namespace moeserve {

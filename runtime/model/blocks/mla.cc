@@ -64,10 +64,9 @@ absl::StatusOr<MlaWeights> LoadMla(const WeightReader& reader, const std::string
   return w;
 }
 
-void MlaForward(StepContext& step, const MlaWeights& w, const ModelConfig& c,
-                const RopeTable& rope, MlaForm form, std::span<const SeqSlice> seqs,
-                std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
-                MatView out) {
+void MlaForward(StepContext& step, const MlaWeights& w, const ModelConfig& c, const RopeTable& rope,
+                MlaForm form, std::span<const SeqSlice> seqs, std::span<const int32_t> positions,
+                const PagedCacheView& cache, ConstMatView x, MatView out) {
   Ops& ops = step.ops;
   Workspace& ws = step.ws;
   const Workspace::Mark mark = ws.mark();

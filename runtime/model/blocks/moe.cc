@@ -78,8 +78,7 @@ absl::StatusOr<MoeLayerTable> MakeMoeLayerTable(Backend& backend, Stream& stream
 }
 
 MoeExchange AllocateMoeExchange(Workspace& ws, const ModelConfig& config,
-                                const LayerPlacement& placement, int64_t tokens,
-                                int64_t capacity) {
+                                const LayerPlacement& placement, int64_t tokens, int64_t capacity) {
   const int64_t hidden = config.hidden_size;
   const int64_t pairs = tokens * config.num_experts_per_tok;
   const int64_t slots = static_cast<int64_t>(placement.ranks) * placement.slots_per_rank;

@@ -67,22 +67,21 @@ absl::StatusOr<MoeLayerTable> MakeMoeLayerTable(Backend& backend, Stream& stream
 struct MoeExchange {
   int64_t tokens = 0;
   int64_t capacity = 0;
-  MatView logits;                   // [tokens, num_experts] router logits
-  std::span<int32_t> experts;       // [tokens * top_k] logical expert of each pair
-  std::span<float> gains;           // [tokens * top_k] routing weight of each pair
-  std::span<int32_t> pair_rows;     // [tokens * top_k] send row of each pair
-  MatView send;                     // [slots * capacity, hidden], slots = ranks * slots_per_rank
-  std::span<int32_t> send_counts;   // [slots]
-  MatView recv;                     // [ranks * slots_per_rank * capacity, hidden]
-  std::span<int32_t> recv_counts;   // [ranks * slots_per_rank]
-  MatView expert_out;               // like recv
-  MatView combined;                 // like send
+  MatView logits;                     // [tokens, num_experts] router logits
+  std::span<int32_t> experts;         // [tokens * top_k] logical expert of each pair
+  std::span<float> gains;             // [tokens * top_k] routing weight of each pair
+  std::span<int32_t> pair_rows;       // [tokens * top_k] send row of each pair
+  MatView send;                       // [slots * capacity, hidden], slots = ranks * slots_per_rank
+  std::span<int32_t> send_counts;     // [slots]
+  MatView recv;                       // [ranks * slots_per_rank * capacity, hidden]
+  std::span<int32_t> recv_counts;     // [ranks * slots_per_rank]
+  MatView expert_out;                 // like recv
+  MatView combined;                   // like send
   std::span<int32_t> combine_counts;  // [slots]: what the combine brought back
-  MatView shared_out;               // [tokens, hidden]; no rows without shared experts
+  MatView shared_out;                 // [tokens, hidden]; no rows without shared experts
 };
 MoeExchange AllocateMoeExchange(Workspace& ws, const ModelConfig& config,
-                                const LayerPlacement& placement, int64_t tokens,
-                                int64_t capacity);
+                                const LayerPlacement& placement, int64_t tokens, int64_t capacity);
 
 // The part of `ex` a layer of `slots` physical slots uses (layers may differ
 // in redundant slots; the buffers are sized for the largest).

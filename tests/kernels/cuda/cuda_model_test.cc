@@ -1,80 +1,61 @@
-// The whole model on the GPU: the unchanged runtime/model forward pass with
-// every op run by the CUDA op set (through StagingOps, since the runtime
-// keeps activations and the KV cache in host memory today), against
-// DeepSeek's reference outputs in ../shared/fixtures (golden.json) and
-// against the CPU op set on a tiny Qwen3-MoE checkpoint. Skips without a GPU.
+// The whole model on the GPU through the CUDA backend, exactly as a worker
+// runs it: weights uploaded in their checkpoint dtype, the KV cache and the
+// step workspace in device memory, every op and exchange queued on the
+// model's streams. Against DeepSeek's reference outputs in the golden
+// fixtures and against the CPU backend on a tiny Qwen3-MoE checkpoint.
+// Skips without a GPU.
 //
-// Tolerances. With float32 weights the GPU computes the CPU's float32
-// function in another summation order; the CPU engine itself differs from
-// the reference by <= 1.05e-5 in log-probability over these 4 layers
-// (tests/runtime/model/deepseek_v3_golden_test.cc), so 1e-4 leaves room for
-// a second engine's rounding and is 10x tighter than the 1e-3 the project
-// asks of float32 engines. With bf16 weights (the bf16 fixture's weights are
-// bf16 already, so only the activations' rounding to bf16 before each
-// product is new: 2^-9 relative, ~30 products deep) the bound is 5e-2, to be
-// tightened once measured (docs/gpu.md).
+// Tolerances, provisional until the first GPU run records the figures
+// (docs/gpu.md says where they go):
+//  - bf16 fixture, fp32 KV: the weights are bf16 in the checkpoint and stay
+//    bf16; what is new against the float32 reference is the activations'
+//    rounding to bf16 before each product (2^-8 relative, ~30 products deep
+//    through 4 layers): 5e-2.
+//  - fp8 fixture, fp32 KV: FP8 weights with activations quantized to e4m3
+//    per token and 128 channels (2^-4 relative): these random-weight models
+//    amplify a perturbation of that size to about a nat (the CPU's fp8 KV,
+//    which rounds the same way, moves them by up to 2.6 nats,
+//    tests/runtime/model/kv_cache_dtype_test.cc): 2.0.
+//  - bf16 / fp8 KV add the CPU's KV tolerances for those dtypes (2.0, 4.0).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/cuda_backend.h"
 #include "nlohmann/json.hpp"
-#include "tests/kernels/cuda/cuda_test_util.h"
-#include "tests/kernels/cuda/staging_ops.h"
 #include "tests/runtime/model/model_test_util.h"
 
 namespace moeserve::testing {
 namespace {
 
-// Loads `dir` with its ops run on `gpu`, as LoadForTest does with the CPU's.
-LoadedModel LoadOnGpu(cuda::CudaOps& gpu, const std::string& dir, StagingOps::WeightMode mode,
-                      MlaForm form) {
-  LoadedModel m;
-  m.ops = std::make_unique<StagingOps>(gpu, mode);
-  auto checkpoint = Checkpoint::Open(dir);
-  EXPECT_TRUE(checkpoint.ok()) << checkpoint.status();
-  if (!checkpoint.ok()) return m;
-  m.checkpoint = *std::move(checkpoint);
-  ModelOptions options;
-  options.mla_form = form;
-  auto model = LoadModel(*m.checkpoint, WeightSelection{}, *m.ops, options);
-  EXPECT_TRUE(model.ok()) << model.status();
-  if (!model.ok()) return m;
-  m.model = *std::move(model);
-  PagedKvCache::Options co;
-  co.num_layers = m.model->config().num_hidden_layers;
-  co.num_blocks = 64;
-  co.block_size = kDefaultKvBlockTokens;
-  co.width = m.model->config().kv_cache_width();
-  auto cache = PagedKvCache::Create(co);
-  EXPECT_TRUE(cache.ok()) << cache.status();
-  m.cache = *std::move(cache);
-  m.blocks = std::make_unique<BlockAllocator>(co.num_blocks);
-  return m;
-}
-
 struct GoldenCase {
   const char* fixture;
   MlaForm form;
-  StagingOps::WeightMode mode;
+  KvCacheDtype kv;
   double tolerance;
 };
 
-class CudaGoldenTest : public CudaOpsTest, public ::testing::WithParamInterface<GoldenCase> {};
+class CudaGoldenTest : public ::testing::TestWithParam<GoldenCase> {};
 
 std::string GoldenName(const ::testing::TestParamInfo<GoldenCase>& info) {
   static const char* const kForms[] = {"auto", "prefill", "absorbed"};
   return std::string(info.param.fixture).substr(std::string("deepseek_v3_small_").size()) + "_" +
-         kForms[static_cast<int>(info.param.form)] +
-         (info.param.mode == StagingOps::WeightMode::kBf16 ? "_bf16_weights" : "_f32_weights");
+         kForms[static_cast<int>(info.param.form)] + "_kv_" +
+         std::string(KvCacheDtypeName(info.param.kv));
 }
 
 TEST_P(CudaGoldenTest, MatchesDeepSeekReference) {
   const GoldenCase& c = GetParam();
+  auto backend = cuda::CreateCudaBackend(0);
+  if (!backend.ok()) GTEST_SKIP() << backend.status();
   const std::string dir = std::string(MOESERVE_FIXTURES_DIR) + "/" + c.fixture;
-  LoadedModel m = LoadOnGpu(*gpu_, dir, c.mode, c.form);
+  ModelOptions options;
+  options.mla_form = c.form;
+  LoadedModel m = LoadForTest(dir, options, 64, kDefaultKvBlockTokens, c.kv, *std::move(backend));
   ASSERT_NE(m.model, nullptr);
   const int64_t vocab = m.model->config().vocab_size;
   std::ifstream in(dir + "/golden.json");
@@ -99,8 +80,7 @@ TEST_P(CudaGoldenTest, MatchesDeepSeekReference) {
         ++compared;
       }
     }
-    // Greedy continuation fed the reference's tokens (decode steps: the
-    // absorbed form under kAuto).
+    // Greedy continuation fed the reference's tokens (decode steps).
     std::vector<float> row(lp.end() - vocab, lp.end());
     for (const auto& g : gc.at("greedy")) {
       const int32_t id = g.at("id").get<int32_t>();
@@ -111,28 +91,34 @@ TEST_P(CudaGoldenTest, MatchesDeepSeekReference) {
     }
   }
   EXPECT_GT(compared, 1000);
-  std::printf("%s on the GPU: largest |logprob - reference| = %.3g over %d top-5 entries\n",
-              c.fixture, max_err, compared);
+  std::printf("%s, KV %s, on the GPU: largest |logprob - reference| = %.3g over %d entries\n",
+              c.fixture, std::string(KvCacheDtypeName(c.kv)).c_str(), max_err, compared);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, CudaGoldenTest,
     ::testing::Values(
-        GoldenCase{"deepseek_v3_small_bf16", MlaForm::kAuto, StagingOps::WeightMode::kF32, 1e-4},
-        GoldenCase{"deepseek_v3_small_fp8", MlaForm::kAuto, StagingOps::WeightMode::kF32, 1e-4},
-        GoldenCase{"deepseek_v3_small_bf16", MlaForm::kPrefill, StagingOps::WeightMode::kF32, 1e-4},
-        GoldenCase{"deepseek_v3_small_bf16", MlaForm::kAbsorbed, StagingOps::WeightMode::kF32,
-                   1e-4},
-        GoldenCase{"deepseek_v3_small_bf16", MlaForm::kAuto, StagingOps::WeightMode::kBf16, 5e-2}),
+        GoldenCase{"deepseek_v3_small_bf16", MlaForm::kAuto, KvCacheDtype::kF32, 5e-2},
+        GoldenCase{"deepseek_v3_small_bf16", MlaForm::kPrefill, KvCacheDtype::kF32, 5e-2},
+        GoldenCase{"deepseek_v3_small_bf16", MlaForm::kAbsorbed, KvCacheDtype::kF32, 5e-2},
+        GoldenCase{"deepseek_v3_small_bf16", MlaForm::kAuto, KvCacheDtype::kBF16, 2.05},
+        GoldenCase{"deepseek_v3_small_bf16", MlaForm::kAuto, KvCacheDtype::kFP8E4M3, 4.05},
+        GoldenCase{"deepseek_v3_small_fp8", MlaForm::kAuto, KvCacheDtype::kF32, 2.0},
+        GoldenCase{"deepseek_v3_small_fp8", MlaForm::kAuto, KvCacheDtype::kBF16, 4.0},
+        GoldenCase{"deepseek_v3_small_fp8", MlaForm::kAuto, KvCacheDtype::kFP8E4M3, 6.0}),
     GoldenName);
 
 // Qwen3-MoE (GQA with q/k norms, softmax routing) has no golden file: the
-// GPU against the CPU op set on the same tiny checkpoint, a prompt fed in
-// two chunks and two decode steps.
-TEST_F(CudaOpsTest, Qwen3MoeMatchesTheCpuOpSet) {
+// GPU against the CPU backend on the same tiny bf16 checkpoint, a prompt fed
+// in two chunks and two decode steps. bf16 weights on both; the GPU rounds
+// activations to bf16 before each product (2^-8 relative, 2 layers): 2e-2.
+TEST(CudaModelTest, Qwen3MoeMatchesTheCpuBackend) {
+  auto backend = cuda::CreateCudaBackend(0);
+  if (!backend.ok()) GTEST_SKIP() << backend.status();
   const std::string dir = MakeTinyForTest("qwen3_moe", "bf16", 7);
   LoadedModel cpu = LoadForTest(dir);
-  LoadedModel gpu = LoadOnGpu(*gpu_, dir, StagingOps::WeightMode::kF32, MlaForm::kAuto);
+  LoadedModel gpu =
+      LoadForTest(dir, {}, 64, kDefaultKvBlockTokens, KvCacheDtype::kF32, *std::move(backend));
   ASSERT_NE(cpu.model, nullptr);
   ASSERT_NE(gpu.model, nullptr);
   const std::vector<int32_t> tokens = {1, 17, 42, 5, 99, 3, 64, 8, 21, 77, 2};
@@ -142,7 +128,7 @@ TEST_F(CudaOpsTest, Qwen3MoeMatchesTheCpuOpSet) {
   double worst = 0;
   for (size_t i = 0; i < got.size(); ++i)
     worst = std::max(worst, std::fabs(double{got[i]} - want[i]));
-  EXPECT_LE(worst, 1e-4);
+  EXPECT_LE(worst, 2e-2);
   std::printf("qwen3_moe tiny: largest |gpu - cpu| log-probability = %.3g\n", worst);
 }
 

@@ -11,12 +11,16 @@
 namespace moeserve::testing {
 
 LoadedModel LoadForTest(const std::string& dir, const ModelOptions& options, int64_t cache_blocks,
-                        int64_t block_size, KvCacheDtype kv_dtype) {
+                        int64_t block_size, KvCacheDtype kv_dtype,
+                        std::unique_ptr<Backend> backend) {
   LoadedModel m;
   m.ops = CreateCpuOps();
-  CpuBackendOptions backend_options;
-  backend_options.poison_allocations = true;
-  m.backend = CreateCpuBackend(backend_options);
+  if (backend == nullptr) {
+    CpuBackendOptions backend_options;
+    backend_options.poison_allocations = true;
+    backend = CreateCpuBackend(backend_options);
+  }
+  m.backend = std::move(backend);
   auto checkpoint = Checkpoint::Open(dir);
   EXPECT_TRUE(checkpoint.ok()) << checkpoint.status();
   if (!checkpoint.ok()) return m;
@@ -30,7 +34,7 @@ LoadedModel LoadForTest(const std::string& dir, const ModelOptions& options, int
   co.num_blocks = cache_blocks;
   co.block_size = block_size;
   co.set_row(m.model->config().kv_cache_row(kv_dtype));
-  auto cache = PagedKvCache::Create(co);
+  auto cache = PagedKvCache::Create(co, m.backend.get());
   EXPECT_TRUE(cache.ok()) << cache.status();
   m.cache = *std::move(cache);
   m.blocks = std::make_unique<BlockAllocator>(cache_blocks);

@@ -27,10 +27,12 @@ struct LoadedModel {
 };
 
 // Loads `dir` (asserting success) with a KV cache of `cache_blocks` blocks
-// in `kv_dtype`.
+// in `kv_dtype`, on `backend` (default: the CPU backend with its
+// allocations poisoned).
 LoadedModel LoadForTest(const std::string& dir, const ModelOptions& options = {},
                         int64_t cache_blocks = 64, int64_t block_size = kDefaultKvBlockTokens,
-                        KvCacheDtype kv_dtype = KvCacheDtype::kF32);
+                        KvCacheDtype kv_dtype = KvCacheDtype::kF32,
+                        std::unique_ptr<Backend> backend = nullptr);
 
 // A sequence being fed through the model in pieces.
 struct TestSequence {

@@ -208,9 +208,9 @@ std::vector<std::string> RunChecked(const OverlapSchedule& schedule,
   auto communicate = [&](const Stage& s, Stream& on) {
     on.HostFunction([&rec, s] {
       const std::string me = Name(s.kind, s.micro_batch, s.layer);
-      rec.Needs(me, Name(s.kind == StageKind::kDispatch ? StageKind::kAttention
-                                                        : StageKind::kExperts,
-                         s.micro_batch, s.layer));
+      rec.Needs(me,
+                Name(s.kind == StageKind::kDispatch ? StageKind::kAttention : StageKind::kExperts,
+                     s.micro_batch, s.layer));
       rec.Ran(me);
       return absl::OkStatus();
     });
@@ -227,8 +227,8 @@ TEST(OverlapExecutorTest, EventsOrderEveryDependencyWhicheverStreamIsSlow) {
   using us = std::chrono::microseconds;
   for (bool overlap : {true, false}) {
     const OverlapSchedule schedule = BuildOverlapSchedule(moe, 2, overlap);
-    for (auto [compute_delay, comm_delay] : {std::pair{us(0), us(0)}, std::pair{us(0), us(2000)},
-                                             std::pair{us(2000), us(0)}}) {
+    for (auto [compute_delay, comm_delay] :
+         {std::pair{us(0), us(0)}, std::pair{us(0), us(2000)}, std::pair{us(2000), us(0)}}) {
       absl::Status status;
       EXPECT_THAT(RunChecked(schedule, compute_delay, comm_delay, &status), ::testing::IsEmpty())
           << "overlap " << overlap;
