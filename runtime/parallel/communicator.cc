@@ -68,6 +68,10 @@ class EmulatedLinkCommunicator final : public Communicator {
 }  // namespace
 
 void Communicator::QueueAllToAllRows(Stream& stream, const RowExchange& exchange) {
+  if (!exchange.host_accessible) {
+    QueueStagedAllToAllRows(stream, exchange);
+    return;
+  }
   stream.HostFunction([this, exchange] {
     const auto start = std::chrono::steady_clock::now();
     absl::Status s = ExchangeRowsOnHost(exchange);
@@ -76,6 +80,34 @@ void Communicator::QueueAllToAllRows(Stream& stream, const RowExchange& exchange
                         .count());
     return s;
   });
+}
+
+void Communicator::QueueStagedAllToAllRows(Stream& stream, const RowExchange& exchange) {
+  // Host copies of the whole buffers, alive until the last piece of work
+  // that uses them has run (they are captured by it).
+  struct Staging {
+    std::vector<float> send, recv;
+    std::vector<int32_t> send_counts, recv_counts;
+  };
+  const auto groups = static_cast<size_t>(size()) * static_cast<size_t>(exchange.groups);
+  const size_t floats = groups * static_cast<size_t>(exchange.capacity * exchange.width);
+  auto staging = std::make_shared<Staging>();
+  staging->send.resize(floats);
+  staging->recv.resize(floats);
+  staging->send_counts.resize(groups);
+  staging->recv_counts.resize(groups);
+  stream.CopyToHost(staging->send.data(), exchange.send, floats * sizeof(float));
+  stream.CopyToHost(staging->send_counts.data(), exchange.send_counts, groups * sizeof(int32_t));
+  RowExchange host = exchange;
+  host.send = staging->send.data();
+  host.send_counts = staging->send_counts.data();
+  host.recv = staging->recv.data();
+  host.recv_counts = staging->recv_counts.data();
+  host.host_accessible = true;
+  QueueAllToAllRows(stream, host);
+  stream.CopyToDevice(exchange.recv, staging->recv.data(), floats * sizeof(float));
+  stream.CopyToDevice(exchange.recv_counts, staging->recv_counts.data(), groups * sizeof(int32_t));
+  stream.HostFunction([staging] { return absl::OkStatus(); });
 }
 
 // Each peer's message: its `groups` counts (int32 bits in float slots), then

@@ -48,7 +48,9 @@ class Communicator {
   // of `capacity` rows of `width` floats; group g of chunk p holds
   // send_counts[p * groups + g] rows. Rank p's chunk for this rank lands in
   // chunk p of `recv`, its counts in recv_counts[p * groups ...]. Rows past a
-  // count are neither sent nor written. Every array is backend memory, read
+  // count carry nothing: an implementation may leave them or overwrite them
+  // (whole-chunk transfers do), and no reader looks at them. Every array is
+  // backend memory, read
   // and written when the stream reaches the exchange; a failure (a lost peer,
   // a count above the capacity) fails the stream.
   struct RowExchange {
@@ -59,10 +61,16 @@ class Communicator {
     int64_t groups = 0;
     int64_t capacity = 0;
     int64_t width = 0;
+    // False when the buffers are GPU memory the host cannot read.
+    bool host_accessible = true;
   };
-  // The default stages through host memory (the CPU backend's memory is host
-  // memory): it exchanges the counts, then only the rows in use, with
-  // AllToAllCounts and AllToAllV. A device communicator (NCCL) overrides it.
+  // The default stages through host memory: it exchanges the counts, then
+  // only the rows in use, with AllToAllCounts and AllToAllV, in a host
+  // function of the stream. Host-accessible buffers (the CPU backend) are read
+  // in place; device buffers are first copied whole to host staging on the
+  // stream and the received ones copied back (several GPU ranks sharing a
+  // GPU through Gloo, for tests; slow). A device communicator (NCCL)
+  // overrides it.
   virtual void QueueAllToAllRows(Stream& stream, const RowExchange& exchange);
 
   // Seconds spent in QueueAllToAllRows' exchanges so far, as measured where
@@ -74,6 +82,7 @@ class Communicator {
 
  private:
   absl::Status ExchangeRowsOnHost(const RowExchange& exchange);
+  void QueueStagedAllToAllRows(Stream& stream, const RowExchange& exchange);
 
   std::atomic<int64_t> exchange_ns_{0};
   // Host staging of the default exchange, reused: grown, never shrunk.

@@ -36,12 +36,14 @@ absl::StatusOr<GroupSetup> GroupSetupFromWelcome(const worker::v1::Welcome& w,
   if (g.communicator == "local" && g.world_size != 1) {
     return Bad(absl::StrCat("the local communicator serves one rank, not ", g.world_size));
   }
-  if (g.communicator != "local" && g.communicator != "gloo") {
+  if (g.communicator != "local" && g.communicator != "gloo" && g.communicator != "nccl") {
     return Bad(absl::StrCat("communicator \"", g.communicator,
-                            "\" is not available in this CPU worker (local, gloo)"));
+                            "\" is not one this worker knows (local, gloo, nccl)"));
   }
   g.prefix = w.communicator_id();
-  if (g.communicator == "gloo" && g.prefix.empty()) return Bad("a Gloo group without an id");
+  if (g.communicator != "local" && g.prefix.empty()) {
+    return Bad(absl::StrCat("a ", g.communicator, " group without an id"));
+  }
   const double timeout =
       w.communicator_timeout_seconds() > 0 ? w.communicator_timeout_seconds() : 30;
   if (!std::isfinite(timeout) || timeout > 86400) {

@@ -8,6 +8,9 @@
 #include "moeserve/worker/v1/worker.grpc.pb.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/parallel/gloo_communicator.h"
+#ifdef MOESERVE_HAVE_NCCL
+#include "runtime/parallel/nccl_communicator.h"
+#endif
 #include "runtime/worker/coordinator_store.h"
 #include "runtime/worker/model_info.h"
 #include "runtime/worker/step_plan_conversion.h"
@@ -253,6 +256,30 @@ absl::Status Worker::JoinGroup(const GroupSetup& setup,
         GlooCommunicator::Create(o, std::make_shared<CoordinatorStore>(channel, setup.timeout));
     if (!gloo.ok()) return gloo.status();
     comm = *std::move(gloo);
+  } else if (setup.communicator == "nccl") {
+    if (options_.device.kind != DeviceKind::kCuda) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the coordinator asked for an NCCL group, but this worker runs on ",
+                       options_.device.ToString(),
+                       "; start it with --device cuda:N or the coordinator with "
+                       "--communicator gloo"));
+    }
+#ifdef MOESERVE_HAVE_NCCL
+    NcclOptions o;
+    o.rank = static_cast<int>(setup.rank);
+    o.size = static_cast<int>(setup.world_size);
+    o.device = options_.device.index;
+    o.prefix = setup.prefix;
+    o.timeout = setup.timeout;
+    auto nccl =
+        NcclCommunicator::Create(o, std::make_shared<CoordinatorStore>(channel, setup.timeout));
+    if (!nccl.ok()) return nccl.status();
+    comm = *std::move(nccl);
+#else
+    return absl::FailedPreconditionError(
+        "the coordinator asked for an NCCL group, but this worker was built without NCCL "
+        "(no CUDA toolkit or nccl.h when it was configured); use --communicator gloo");
+#endif
   } else {
     comm = std::make_unique<LocalCommunicator>();
   }

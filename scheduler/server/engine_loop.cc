@@ -247,7 +247,7 @@ void EngineLoop::FormGroup() {
     worker::v1::Welcome w;
     w.set_rank(m->rank());
     w.set_world_size(static_cast<uint32_t>(size));
-    w.set_communicator(size > 1 ? "gloo" : "local");
+    w.set_communicator(size > 1 ? options_.communicator : "local");
     w.set_communicator_id(absl::StrCat("moeserve/group-", generation_));
     w.set_communicator_timeout_seconds(absl::ToDoubleSeconds(options_.communicator_timeout));
     w.set_micro_batches(size > 1 ? 2 : 1);

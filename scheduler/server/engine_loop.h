@@ -65,6 +65,9 @@ class EngineLoop {
     std::optional<scheduler::Placement> placement;
     // Two micro-batches per step, the all-to-all overlapping compute.
     bool overlap = true;
+    // How the ranks of a group of more than one exchange tokens: "gloo"
+    // (TCP, CPU or host-staged GPU buffers) or "nccl" (GPU ranks).
+    std::string communicator = "gloo";
     double emulated_link_latency_us = 0;
     double emulated_link_gbps = 0;
     absl::Duration communicator_timeout = absl::Seconds(30);
@@ -161,7 +164,7 @@ class EngineLoop {
   std::condition_variable cv_;
   std::deque<Command> commands_;
   std::vector<std::shared_ptr<WorkerLink>> members_;  // by rank; null while missing
-  bool members_changed_ = false;  // wakes the loop to form the group
+  bool members_changed_ = false;                      // wakes the loop to form the group
   bool stop_ = false;
   int64_t admitted_ = 0;  // submitted and not finished, for the queue bound
   Snapshot snapshot_;

@@ -57,6 +57,9 @@ Expert parallelism:
                             {"ranks", "slots_per_rank", "experts", "layers"}
   --no-overlap              run each micro-batch's all-to-all inline instead of
                             overlapping it with the other micro-batch's compute
+  --communicator C          how the ranks exchange tokens: gloo (TCP; CPU workers,
+                            or GPU workers staging through host memory) or nccl
+                            (GPU workers built with NCCL) (default gloo)
   --communicator-timeout-seconds S  forming the group and each collective fail
                             after this long, so a lost rank cannot hang the
                             others (default 30)
@@ -80,7 +83,7 @@ int Main(const std::vector<std::string>& argv) {
   auto args = Args::Parse(
       argv,
       {"listen", "metrics-port", "max-batch-tokens", "max-running-seqs", "max-waiting",
-       "step-timeout-seconds", "ep-size", "redundant-experts", "placement",
+       "step-timeout-seconds", "ep-size", "redundant-experts", "placement", "communicator",
        "communicator-timeout-seconds", "group-timeout-seconds", "expert-load-window-steps",
        "emulated-link-latency-us", "emulated-link-gbps", "tokenizer"},
       {"no-prefix-caching", "no-overlap", "help"});
@@ -193,6 +196,11 @@ int Main(const std::vector<std::string>& argv) {
   options.step_timeout = absl::Seconds(*timeout);
   options.ep_size = static_cast<int32_t>(*ep_size);
   options.redundant_experts = static_cast<int32_t>(*redundant);
+  options.communicator = args->Get("communicator").value_or("gloo");
+  if (options.communicator != "gloo" && options.communicator != "nccl") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--communicator must be gloo or nccl, got \"", options.communicator, "\"")));
+  }
   options.placement = placement;
   options.overlap = !args->Has("no-overlap");
   options.communicator_timeout = absl::Seconds(*comm_timeout);

@@ -305,9 +305,9 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
     MoeExchange ex = exchange_of(stage.micro_batch, stage.layer);
     const LayerPlacement& p = options_.placement.layer(stage.layer);
     if (stage.kind == StageKind::kDispatch) {
-      QueueMoeDispatch(*comm_, on, p, ex);
+      QueueMoeDispatch(*comm_, on, p, ex, backend_->host_accessible());
     } else {
-      QueueMoeCombine(*comm_, on, p, ex);
+      QueueMoeCombine(*comm_, on, p, ex, backend_->host_accessible());
     }
   };
 

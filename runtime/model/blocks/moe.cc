@@ -137,8 +137,9 @@ void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) 
 }
 
 void QueueMoeDispatch(Communicator& comm, Stream& stream, const LayerPlacement& placement,
-                      MoeExchange& ex) {
+                      MoeExchange& ex, bool host_accessible) {
   Communicator::RowExchange r;
+  r.host_accessible = host_accessible;
   r.send = ex.send.data;
   r.send_counts = ex.send_counts.data();
   r.recv = ex.recv.data;
@@ -168,8 +169,9 @@ void MoeExperts(Ops& ops, const MoeContext& ctx, MoeExchange& ex) {
 }
 
 void QueueMoeCombine(Communicator& comm, Stream& stream, const LayerPlacement& placement,
-                     MoeExchange& ex) {
+                     MoeExchange& ex, bool host_accessible) {
   Communicator::RowExchange r;
+  r.host_accessible = host_accessible;
   r.send = ex.expert_out.data;
   r.send_counts = ex.recv_counts.data();
   r.recv = ex.combined.data;

@@ -101,12 +101,13 @@ struct MoeContext {
 // Each stage queues ops on the stream `ops` feeds (compute stages) or an
 // exchange on `stream` (communication stages); none waits for the device.
 void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
+// `host_accessible`: whether the host can read the buffers (Backend::host_accessible).
 void QueueMoeDispatch(Communicator& comm, Stream& stream, const LayerPlacement& placement,
-                      MoeExchange& ex);
+                      MoeExchange& ex, bool host_accessible);
 void MoeShared(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
 void MoeExperts(Ops& ops, const MoeContext& ctx, MoeExchange& ex);
 void QueueMoeCombine(Communicator& comm, Stream& stream, const LayerPlacement& placement,
-                     MoeExchange& ex);
+                     MoeExchange& ex, bool host_accessible);
 void MoeReduce(Ops& ops, const MoeContext& ctx, MoeExchange& ex, MatView out);
 
 // A decoder layer's feed-forward part: the dense MLP or the MoE block, as the

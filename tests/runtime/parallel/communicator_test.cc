@@ -10,6 +10,7 @@
 
 #include "gloo/rendezvous/hash_store.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "runtime/parallel/gloo_communicator.h"
 
 namespace moeserve {
@@ -160,6 +161,68 @@ TEST(EmulatedLinkTest, EachCollectiveTakesAtLeastLatencyPlusBytesOverBandwidth) 
     ASSERT_TRUE(slow->AllToAllV(send, counts, recv, counts).ok());
     EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::microseconds(2000 + 4000));
   });
+}
+
+// The MoE exchange on fixed-capacity buffers, queued on a CPU stream: every
+// rank gets each peer's rows of its groups and their counts; rows past a
+// count are neither sent nor written. Read in place (host-accessible
+// buffers) and through whole-buffer host staging (as for GPU buffers), which
+// must deliver the same.
+TEST(QueueAllToAllRowsTest, DeliversEveryGroupsRowsAndCountsInPlaceAndStaged) {
+  constexpr int64_t kGroups = 3, kCapacity = 4, kWidth = 2;
+  for (int n : {1, 2, 3}) {
+    for (bool host_accessible : {true, false}) {
+      RunGroup(n, [&](int rank, Communicator& comm) {
+        const int64_t chunk = kGroups * kCapacity * kWidth;
+        auto backend = CreateCpuBackend();
+        auto stream = backend->CreateStream();
+        std::vector<float> send(static_cast<size_t>(n * chunk), -1.0f);
+        std::vector<int32_t> send_counts(static_cast<size_t>(n * kGroups));
+        for (int to = 0; to < n; ++to) {
+          for (int64_t g = 0; g < kGroups; ++g) {
+            const auto count = static_cast<int32_t>((rank + to + g) % (kCapacity + 1));
+            send_counts[static_cast<size_t>(to * kGroups + g)] = count;
+            for (int64_t r = 0; r < count; ++r) {
+              for (int64_t c = 0; c < kWidth; ++c) {
+                send[static_cast<size_t>(((to * kGroups + g) * kCapacity + r) * kWidth + c)] =
+                    Value(rank, to, (g * kCapacity + r) * kWidth + c);
+              }
+            }
+          }
+        }
+        std::vector<float> recv(send.size(), -7.0f);
+        std::vector<int32_t> recv_counts(send_counts.size(), -1);
+        Communicator::RowExchange ex;
+        ex.send = send.data();
+        ex.send_counts = send_counts.data();
+        ex.recv = recv.data();
+        ex.recv_counts = recv_counts.data();
+        ex.groups = kGroups;
+        ex.capacity = kCapacity;
+        ex.width = kWidth;
+        ex.host_accessible = host_accessible;
+        comm.QueueAllToAllRows(*stream, ex);
+        ASSERT_TRUE(stream->Synchronize().ok());
+        for (int from = 0; from < n; ++from) {
+          for (int64_t g = 0; g < kGroups; ++g) {
+            const auto count = static_cast<int32_t>((from + rank + g) % (kCapacity + 1));
+            ASSERT_EQ(recv_counts[static_cast<size_t>(from * kGroups + g)], count);
+            for (int64_t r = 0; r < kCapacity; ++r) {
+              for (int64_t c = 0; c < kWidth; ++c) {
+                const float got =
+                    recv[static_cast<size_t>(((from * kGroups + g) * kCapacity + r) * kWidth + c)];
+                if (r < count) {
+                  EXPECT_EQ(got, Value(from, rank, (g * kCapacity + r) * kWidth + c));
+                } else if (host_accessible) {
+                  EXPECT_EQ(got, -7.0f) << "a row past the count was written";
+                }
+              }
+            }
+          }
+        }
+      });
+    }
+  }
 }
 
 }  // namespace
