@@ -117,6 +117,9 @@ expertParallel.size that disagrees with the pods and GPUs asked for.
     - {{ $c.metricsPort | quote }}
     - --ep-size
     - {{ include "moeserve.epSize" . | quote }}
+    # GPU workers exchange tokens over NCCL; CPU workers over Gloo.
+    - --communicator
+    - {{ ternary "gloo" "nccl" (eq (.Values.workers.device | default "cuda") "cpu") | quote }}
     {{- if gt (int .Values.expertParallel.redundantExperts) 0 }}
     - --redundant-experts
     - {{ .Values.expertParallel.redundantExperts | quote }}
@@ -227,6 +230,9 @@ that holds the pod index as "podIndexLabel".
     - $(POD_IP)
     - --connect-timeout-seconds
     - {{ $w.connectTimeoutSeconds | quote }}
+    # The step workspace is planned for the coordinator's largest step.
+    - --max-batch-tokens
+    - {{ $.Values.coordinator.maxBatchTokens | quote }}
     {{- if $w.kvCacheTokens }}
     - --kv-cache-tokens
     - {{ $w.kvCacheTokens | quote }}
