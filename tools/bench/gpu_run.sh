@@ -30,7 +30,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,
 cat "$out/gpu.txt"
 
 tests=(kernels_cuda_device_test kernels_cuda_ops_test kernels_cuda_gemm_test
-       kernels_cuda_attention_test kernels_cuda_model_test)
+       kernels_cuda_attention_test kernels_cuda_kv_cache_test kernels_cuda_moe_test
+       kernels_cuda_backend_test nccl_communicator_test kernels_cuda_model_test)
 status=0
 case "$mode" in
   tests)
@@ -48,6 +49,8 @@ case "$mode" in
       [kernels_cuda_ops_test]='-*Death*'
       [kernels_cuda_gemm_test]='*odd_k40*:*tiny_k96*:*tiny_all_local*:*tiny_ep_slice*'
       [kernels_cuda_attention_test]='*tiny*:*CacheWrite*'
+      [kernels_cuda_model_test]='*Qwen3MoeMatchesTheCpuBackend*'
+      [kernels_cuda_moe_test]='*'
     )
     for tool in memcheck racecheck; do
       for t in kernels_cuda_ops_test kernels_cuda_gemm_test kernels_cuda_attention_test; do
@@ -56,6 +59,14 @@ case "$mode" in
           --gtest_filter="${filter[$t]}" >> "$out/sanitize.log" 2>&1 || status=1
         grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^\[  (PASSED|FAILED)" "$out/sanitize.log" | tail -n 2
       done
+    done
+    # A short whole-model run (a tiny Qwen3-MoE through the CUDA backend) and
+    # the MoE ops, under memcheck.
+    for t in kernels_cuda_model_test kernels_cuda_moe_test; do
+      echo "=== memcheck $t" | tee -a "$out/sanitize.log"
+      compute-sanitizer --tool memcheck --error-exitcode 9 "$b/bin/$t" \
+        --gtest_filter="${filter[$t]}" >> "$out/sanitize.log" 2>&1 || status=1
+      grep -E "ERROR SUMMARY|^\[  (PASSED|FAILED)" "$out/sanitize.log" | tail -n 2
     done
     ;;
   bench)

@@ -22,11 +22,15 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "gloo/rendezvous/hash_store.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "nlohmann/json.hpp"
+#include "runtime/parallel/gloo_communicator.h"
 #include "tests/runtime/model/model_test_util.h"
 
 namespace moeserve::testing {
@@ -130,6 +134,57 @@ TEST(CudaModelTest, Qwen3MoeMatchesTheCpuBackend) {
     worst = std::max(worst, std::fabs(double{got[i]} - want[i]));
   EXPECT_LE(worst, 2e-2);
   std::printf("qwen3_moe tiny: largest |gpu - cpu| log-probability = %.3g\n", worst);
+}
+
+// Two expert-parallel ranks sharing one GPU, as threads, each with its own
+// CUDA backend and the Gloo communicator staging the exchange through host
+// memory: each rank's sequence gets what one process computes for it alone.
+// Both run the same bf16 products on the same GPU, but a product's row can
+// change with the rows beside it (cuBLASLt picks algorithms by shape):
+// 1e-2, provisional until measured.
+TEST(CudaModelTest, TwoRanksOnOneGpuThroughGlooMatchOneProcess) {
+  auto probe = cuda::CreateCudaBackend(0);
+  if (!probe.ok()) GTEST_SKIP() << probe.status();
+  const std::string dir = MakeTinyForTest("deepseek_v3", "bf16", 9);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 17, 42, 5, 99, 3}, {4, 8, 15, 16, 23}};
+  std::vector<std::vector<float>> alone(2), grouped(2);
+  {
+    LoadedModel one =
+        LoadForTest(dir, {}, 64, kDefaultKvBlockTokens, KvCacheDtype::kF32, *std::move(probe));
+    ASSERT_NE(one.model, nullptr);
+    for (size_t r = 0; r < 2; ++r) alone[r] = RunChunked(one, prompts[r], 64);
+  }
+  auto store = std::make_shared<gloo::rendezvous::HashStore>();
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      GlooOptions go;
+      go.rank = r;
+      go.size = 2;
+      auto comm = GlooCommunicator::Create(go, store);
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      auto backend = cuda::CreateCudaBackend(0);
+      ASSERT_TRUE(backend.ok()) << backend.status();
+      ModelOptions options;
+      options.parallel.comm = comm->get();
+      options.parallel.micro_batches = 2;
+      options.parallel.overlap = true;
+      LoadedModel m = LoadForTest(dir, options, 64, kDefaultKvBlockTokens, KvCacheDtype::kF32,
+                                  *std::move(backend));
+      ASSERT_NE(m.model, nullptr);
+      grouped[static_cast<size_t>(r)] = RunChunked(m, prompts[static_cast<size_t>(r)], 64);
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (size_t r = 0; r < 2; ++r) {
+    ASSERT_EQ(grouped[r].size(), alone[r].size());
+    double worst = 0;
+    for (size_t i = 0; i < alone[r].size(); ++i) {
+      worst = std::max(worst, std::fabs(double{grouped[r][i]} - alone[r][i]));
+    }
+    EXPECT_LE(worst, 1e-2) << "rank " << r;
+    std::printf("rank %zu of 2 on one GPU: largest |grouped - alone| = %.3g\n", r, worst);
+  }
 }
 
 }  // namespace
