@@ -15,7 +15,8 @@ absl::Status Bad(const std::string& what) {
 
 bool GroupSetup::SameModelAs(const GroupSetup& o) const {
   if (rank != o.rank || world_size != o.world_size || micro_batches != o.micro_batches ||
-      overlap != o.overlap || placement.layers.size() != o.placement.layers.size()) {
+      overlap != o.overlap || max_batch_tokens != o.max_batch_tokens ||
+      placement.layers.size() != o.placement.layers.size()) {
     return false;
   }
   for (size_t l = 0; l < placement.layers.size(); ++l) {
@@ -40,6 +41,10 @@ absl::StatusOr<GroupSetup> GroupSetupFromWelcome(const worker::v1::Welcome& w,
     return Bad(absl::StrCat("communicator \"", g.communicator,
                             "\" is not one this worker knows (local, gloo, nccl)"));
   }
+  if (w.max_batch_tokens() > (uint32_t{1} << 24)) {
+    return Bad(absl::StrCat("max batch tokens ", w.max_batch_tokens(), " (at most 16777216)"));
+  }
+  g.max_batch_tokens = w.max_batch_tokens();
   g.prefix = w.communicator_id();
   if (g.communicator != "local" && g.prefix.empty()) {
     return Bad(absl::StrCat("a ", g.communicator, " group without an id"));

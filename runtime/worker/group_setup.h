@@ -19,13 +19,14 @@ namespace moeserve {
 struct GroupSetup {
   uint32_t rank = 0;
   uint32_t world_size = 1;
-  std::string communicator = "local";  // "local" or "gloo"
+  std::string communicator = "local";  // "local", "gloo" or "nccl"
   std::string prefix;                  // the group's keys in the rendezvous store
   std::chrono::milliseconds timeout{30000};
   ExpertPlacement placement;  // one LayerPlacement per model layer
   int micro_batches = 1;
   bool overlap = false;
   EmulatedLink link;
+  int64_t max_batch_tokens = 0;  // the step workspace's plan; 0: the worker's default
 
   // Whether a model loaded for `other` serves this group as it is (only
   // the communicator changes).

@@ -298,6 +298,7 @@ absl::Status Worker::JoinGroup(const GroupSetup& setup,
   o.model.parallel.placement = setup.placement;
   o.model.parallel.micro_batches = setup.micro_batches;
   o.model.parallel.overlap = setup.overlap;
+  if (setup.max_batch_tokens > 0) o.model.max_batch_tokens = setup.max_batch_tokens;
   const auto start = std::chrono::steady_clock::now();
   auto runner = ModelRunner::Create(o);
   if (!runner.ok()) return runner.status();

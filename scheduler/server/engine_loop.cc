@@ -252,6 +252,7 @@ void EngineLoop::FormGroup() {
     w.set_communicator_timeout_seconds(absl::ToDoubleSeconds(options_.communicator_timeout));
     w.set_micro_batches(size > 1 ? 2 : 1);
     w.set_overlap(size > 1 && options_.overlap);
+    w.set_max_batch_tokens(static_cast<uint32_t>(options_.batcher.max_batch_tokens));
     w.mutable_emulated_link()->set_latency_us(options_.emulated_link_latency_us);
     w.mutable_emulated_link()->set_bandwidth_gbps(options_.emulated_link_gbps);
     if (experts > 0) {

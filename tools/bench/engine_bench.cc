@@ -10,6 +10,7 @@
 // rate and weight-read bandwidth inside those ops with their ratio to the
 // limits (prefill is compute-bound, decode at small batch memory-bound).
 // Figures depend on the machine and on OPENBLAS_NUM_THREADS.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -195,7 +196,14 @@ int Main(bool quick) {
     CpuBackendOptions backend_options;
     backend_options.ops = prof;
     auto backend = CreateCpuBackend(backend_options);
-    auto model = LoadModel(**checkpoint, WeightSelection{}, *backend);
+    // The step workspace is planned for the largest forward pass: a phase's
+    // whole prefill in one step.
+    ModelOptions model_options;
+    for (const Phase& phase : phases) {
+      model_options.max_batch_tokens =
+          std::max(model_options.max_batch_tokens, phase.seqs * phase.prompt_tokens);
+    }
+    auto model = LoadModel(**checkpoint, WeightSelection{}, *backend, model_options);
     if (!model.ok()) {
       std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
       return 1;

@@ -41,10 +41,6 @@ coordinator restarts, it registers again, keeping its weights.
                              CUDA (default auto)
   --device D                 where the model runs: cpu, or cuda / cuda:N for GPU N
                              of this machine (default cpu)
-  --max-batch-tokens N       the most tokens one step may feed; the step workspace
-                             is planned for it at load time and a larger step is
-                             refused. At least the coordinator's
-                             --max-batch-tokens (default 2048)
   --worker-id ID             identity reported to the coordinator, e.g. the pod name
                              (default HOSTNAME:PID)
   --rank N                   the rank to ask the coordinator for, e.g. pod ordinal
@@ -105,13 +101,6 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
     return absl::InvalidArgumentError(absl::StrCat("--device: ", device.status().message()));
   }
   o.device = *device;
-  auto batch_tokens = args.Int("max-batch-tokens", 2048);
-  if (!batch_tokens.ok()) return batch_tokens.status();
-  if (*batch_tokens <= 0 || *batch_tokens > (int64_t{1} << 24)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--max-batch-tokens must be in [1, 16777216], got ", *batch_tokens));
-  }
-  o.model.max_batch_tokens = *batch_tokens;
   o.worker_id = args.Get("worker-id").value_or(DefaultWorkerId());
   if (o.worker_id.empty()) return absl::InvalidArgumentError("--worker-id is empty");
   auto rank = args.Int("rank", -1);
@@ -151,11 +140,11 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
 }
 
 int Main(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(argv,
-                          {"coordinator", "model", "kv-cache-tokens", "kv-cache-dtype", "device",
-                           "max-batch-tokens", "worker-id", "rank", "connect-timeout-seconds",
-                           "communicator-host", "reconnect-seconds", "ep-size"},
-                          {"help"});
+  auto args = Args::Parse(
+      argv,
+      {"coordinator", "model", "kv-cache-tokens", "kv-cache-dtype", "device", "worker-id", "rank",
+       "connect-timeout-seconds", "communicator-host", "reconnect-seconds", "ep-size"},
+      {"help"});
   if (!args.ok()) return BadFlags(args.status());
   if (args->Has("help")) {
     std::cout << kUsage;

@@ -230,9 +230,6 @@ that holds the pod index as "podIndexLabel".
     - $(POD_IP)
     - --connect-timeout-seconds
     - {{ $w.connectTimeoutSeconds | quote }}
-    # The step workspace is planned for the coordinator's largest step.
-    - --max-batch-tokens
-    - {{ $.Values.coordinator.maxBatchTokens | quote }}
     {{- if $w.kvCacheTokens }}
     - --kv-cache-tokens
     - {{ $w.kvCacheTokens | quote }}
