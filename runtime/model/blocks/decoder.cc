@@ -337,12 +337,18 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
     for (int64_t begin = 0; begin < n; begin += chunk) {
       const int64_t count = std::min(chunk, n - begin);
       MatView p = picked.Rows(0, count);
-      MatView out = chunk_logits.Rows(0, count);
+      // A backend whose memory is host memory writes the logits where the
+      // caller reads them; another computes them in the workspace and copies.
+      MatView out = backend_->host_accessible()
+                        ? logits.mat().Rows(begin, count)
+                        : chunk_logits.Rows(0, count);
       ops.GatherRows(h, rows.subspan(static_cast<size_t>(begin), static_cast<size_t>(count)), p);
       ops.RmsNorm(p, pass.io->final_norm, c.rms_norm_eps, p);
       ops.Linear(p, pass.io->lm_head, out);
-      stream.CopyToHost(logits.f32() + begin * vocab, out.data,
-                        static_cast<size_t>(count * vocab) * sizeof(float));
+      if (!backend_->host_accessible()) {
+        stream.CopyToHost(logits.f32() + begin * vocab, out.data,
+                          static_cast<size_t>(count * vocab) * sizeof(float));
+      }
     }
   }
   if (planning) {
