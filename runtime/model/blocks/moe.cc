@@ -1,6 +1,7 @@
 #include "runtime/model/blocks/moe.h"
 
 #include <algorithm>
+#include <span>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -136,18 +137,31 @@ void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) 
                         ctx.expert_load);
 }
 
-void QueueMoeDispatch(Communicator& comm, Stream& stream, const LayerPlacement& placement,
-                      MoeExchange& ex, bool host_accessible) {
+namespace {
+
+// Queues the exchange of `send` (groups of `capacity` rows, `send_counts`
+// of them in use) into `recv`, one chunk of slots_per_rank groups per rank.
+void QueueRows(Communicator& comm, Stream& stream, const LayerPlacement& placement,
+               int64_t capacity, bool host_accessible, MatView send,
+               std::span<const int32_t> send_counts, MatView recv, std::span<int32_t> recv_counts) {
   Communicator::RowExchange r;
   r.host_accessible = host_accessible;
-  r.send = ex.send.data;
-  r.send_counts = ex.send_counts.data();
-  r.recv = ex.recv.data;
-  r.recv_counts = ex.recv_counts.data();
+  r.send = send.data;
+  r.send_counts = send_counts.data();
+  r.recv = recv.data;
+  r.recv_counts = recv_counts.data();
   r.groups = placement.slots_per_rank;
-  r.capacity = ex.capacity;
-  r.width = ex.send.cols;
+  r.capacity = capacity;
+  r.width = send.cols;
   comm.QueueAllToAllRows(stream, r);
+}
+
+}  // namespace
+
+void QueueMoeDispatch(Communicator& comm, Stream& stream, const LayerPlacement& placement,
+                      MoeExchange& ex, bool host_accessible) {
+  QueueRows(comm, stream, placement, ex.capacity, host_accessible, ex.send, ex.send_counts, ex.recv,
+            ex.recv_counts);
 }
 
 void MoeShared(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) {
@@ -170,16 +184,9 @@ void MoeExperts(Ops& ops, const MoeContext& ctx, MoeExchange& ex) {
 
 void QueueMoeCombine(Communicator& comm, Stream& stream, const LayerPlacement& placement,
                      MoeExchange& ex, bool host_accessible) {
-  Communicator::RowExchange r;
-  r.host_accessible = host_accessible;
-  r.send = ex.expert_out.data;
-  r.send_counts = ex.recv_counts.data();
-  r.recv = ex.combined.data;
-  r.recv_counts = ex.combine_counts.data();
-  r.groups = placement.slots_per_rank;
-  r.capacity = ex.capacity;
-  r.width = ex.expert_out.cols;
-  comm.QueueAllToAllRows(stream, r);
+  // The outputs go back in the layout they came in, with the counts received.
+  QueueRows(comm, stream, placement, ex.capacity, host_accessible, ex.expert_out, ex.recv_counts,
+            ex.combined, ex.combine_counts);
 }
 
 void MoeReduce(Ops& ops, const MoeContext& ctx, MoeExchange& ex, MatView out) {
