@@ -3,7 +3,9 @@
 # executables load, one per line, sorted: what a runtime image must install
 # to run them (deploy/Dockerfile's runtime stage installs exactly these).
 # libcuda and the other libnvidia-* driver libraries are left out: the NVIDIA
-# container toolkit mounts the node's driver into the container. Any other
+# container toolkit mounts the node's driver into the container. So are the
+# CUDA toolkit's runtime libraries (cudart, cuBLAS/cuBLASLt, NCCL): the
+# runtime stage's nvidia/cuda *-runtime base image carries them. Any other
 # library that cannot be resolved, or that no package owns, is an error.
 #
 #   deploy/runtime-packages.sh BINARY...
@@ -13,7 +15,7 @@ if [ $# -eq 0 ]; then
   exit 2
 fi
 
-driver_lib='^lib(cuda|nvidia-[a-z-]+|nvcuvid|nvoptix)\.so'
+driver_lib='^lib(cuda|nvidia-[a-z-]+|nvcuvid|nvoptix|cudart|cublas|cublasLt|nccl)\.so'
 ldd_out=$(ldd "$@")
 status=0
 declare -A candidates=()  # a path dpkg may have recorded -> library name
