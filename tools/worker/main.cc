@@ -162,8 +162,7 @@ int Main(const std::vector<std::string>& argv) {
 
   // The device must be usable before this worker offers itself to a group.
   if (auto backend = CreateBackend(options->device); !backend.ok()) {
-    std::cerr << kPrefix << "cannot use " << options->device.ToString() << ": "
-              << backend.status().message() << "\n";
+    std::cerr << kPrefix << backend.status().message() << "\n";  // it names the device
     return 1;
   }
   auto worker = Worker::Create(*options);

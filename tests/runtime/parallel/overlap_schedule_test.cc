@@ -239,7 +239,8 @@ TEST(OverlapExecutorTest, EventsOrderEveryDependencyWhicheverStreamIsSlow) {
 
 TEST(OverlapExecutorTest, AScheduleThatForgetsAWaitFailsOnCpuStreams) {
   // Drop the wait before experts(A, 0): on a slow communication stream the
-  // experts then run before their dispatch, and the CPU twin shows it.
+  // experts then run before their dispatch, and the CPU twin shows it (a
+  // 200 ms head start: a starved compute thread cannot hide the missing wait).
   OverlapSchedule schedule = BuildOverlapSchedule({true}, 2, true);
   auto& steps = schedule.steps;
   const auto wait = std::find_if(steps.begin(), steps.end(), [](const ScheduleStep& s) {
@@ -249,7 +250,7 @@ TEST(OverlapExecutorTest, AScheduleThatForgetsAWaitFailsOnCpuStreams) {
   ASSERT_NE(wait, steps.end());
   steps.erase(wait);
   const std::vector<std::string> violations =
-      RunChecked(schedule, std::chrono::microseconds(0), std::chrono::microseconds(20000));
+      RunChecked(schedule, std::chrono::microseconds(0), std::chrono::microseconds(200000));
   EXPECT_THAT(violations, ::testing::Contains("expertsA0 ran before dispatchA0"));
 }
 
