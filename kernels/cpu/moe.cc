@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_ops_impl.h"
+#include "kernels/moe_contracts.h"
 
 namespace moeserve::cpu {
 
@@ -17,16 +18,11 @@ void CpuOps::MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_i
                                std::span<int32_t> pair_rows, std::span<int64_t> expert_load) {
   RequireView(x, "moe dispatch x");
   RequireView(send, "moe dispatch send");
-  const int64_t tokens = x.rows, pairs = tokens * top_k, slots = table.slots();
-  Require(top_k > 0 && static_cast<int64_t>(expert_ids.size()) == pairs &&
-              static_cast<int64_t>(pair_rows.size()) == pairs,
-          "moe dispatch: expert_ids and pair_rows must hold T * top_k entries");
-  Require(capacity >= tokens && send.rows == slots * capacity && send.cols == x.cols,
-          "moe dispatch: send must be [slots * capacity, hidden] with capacity >= T");
-  Require(static_cast<int64_t>(send_counts.size()) == slots &&
-              static_cast<int64_t>(expert_load.size()) == table.num_experts,
-          "moe dispatch: send_counts must hold every slot and expert_load every expert");
-  Require(rank >= 0 && rank < table.ranks, "moe dispatch: rank outside the group");
+  const char* violation =
+      MoeDispatchLayoutViolation(x, expert_ids.size(), top_k, table, rank, capacity, send,
+                                 send_counts.size(), pair_rows.size(), expert_load.size());
+  Require(violation == nullptr, violation);
+  const int64_t pairs = x.rows * top_k, slots = table.slots();
   std::fill(send_counts.begin(), send_counts.end(), 0);
   std::vector<int64_t> turn(static_cast<size_t>(table.num_experts), 0);
   const size_t row_bytes = static_cast<size_t>(x.cols) * sizeof(float);
@@ -50,11 +46,10 @@ void CpuOps::GroupedGatedFfn(ConstMatView x, std::span<const int32_t> counts, in
                              MatView out) {
   RequireView(x, "grouped ffn x");
   RequireView(out, "grouped ffn out");
+  const char* violation =
+      GroupedGatedFfnViolation(x, counts.size(), sources, capacity, experts.size(), out);
+  Require(violation == nullptr, violation);
   const auto local = static_cast<int64_t>(experts.size());
-  Require(static_cast<int64_t>(counts.size()) == sources * local,
-          "grouped ffn: counts must hold sources * experts entries");
-  Require(x.rows == sources * local * capacity && out.rows == x.rows && out.cols == x.cols,
-          "grouped ffn: x and out must be [sources * experts * capacity, hidden]");
   const size_t row_bytes = static_cast<size_t>(x.cols) * sizeof(float);
   std::vector<int32_t> rows;
   for (int64_t s = 0; s < local; ++s) {
@@ -87,13 +82,10 @@ void CpuOps::MoeCombineReduce(ConstMatView combined, std::span<const int32_t> pa
                               int64_t top_k, ConstMatView shared, MatView out) {
   RequireView(combined, "moe reduce combined");
   RequireView(out, "moe reduce out");
+  const char* violation = MoeCombineReduceViolation(combined, pair_rows.size(), expert_ids.size(),
+                                                    gains.size(), top_k, shared, out);
+  Require(violation == nullptr, violation);
   const int64_t tokens = out.rows, cols = out.cols;
-  Require(top_k > 0 && static_cast<int64_t>(pair_rows.size()) == tokens * top_k &&
-              expert_ids.size() == pair_rows.size() && gains.size() == pair_rows.size(),
-          "moe reduce: pair_rows, expert_ids and gains must hold T * top_k entries");
-  Require(shared.rows == 0 || (shared.rows == tokens && shared.cols == cols),
-          "moe reduce: shared must be empty or [T, hidden]");
-  Require(combined.cols == cols, "moe reduce: combined and out widths differ");
   std::vector<int64_t> order(static_cast<size_t>(top_k));
   for (int64_t t = 0; t < tokens; ++t) {
     float* o = out.row(t);

@@ -8,6 +8,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/moe_dispatch.h"
+#include "kernels/moe_contracts.h"
 
 namespace moeserve::cuda {
 
@@ -17,21 +18,11 @@ void CudaOps::MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_
                                 std::span<int32_t> pair_rows, std::span<int64_t> expert_load) {
   RequireView(x, "moe dispatch x");
   RequireView(send, "moe dispatch send");
-  const int64_t tokens = x.rows, pairs = tokens * top_k, slots = table.slots();
-  Require(top_k > 0 && static_cast<int64_t>(expert_ids.size()) == pairs &&
-              static_cast<int64_t>(pair_rows.size()) == pairs,
-          "moe dispatch: expert_ids and pair_rows must hold T * top_k entries");
-  Require(capacity >= tokens && send.rows == slots * capacity && send.cols == x.cols,
-          "moe dispatch: send must be [slots * capacity, hidden] with capacity >= T");
-  Require(static_cast<int64_t>(send_counts.size()) == slots &&
-              static_cast<int64_t>(expert_load.size()) == table.num_experts,
-          "moe dispatch: send_counts must hold every slot and expert_load every expert");
-  Require(rank >= 0 && rank < table.ranks, "moe dispatch: rank outside the group");
-  Require(table.num_experts >= 0 && table.max_replicas >= 1 &&
-              (table.num_experts == 0 ||
-               (table.replica_slots != nullptr && table.replica_counts != nullptr)),
-          "moe dispatch: the slot table needs its arrays and max_replicas >= 1");
-  Require(slots * capacity <= INT32_MAX, "moe dispatch: send rows must fit int32 pair rows");
+  const char* violation =
+      MoeDispatchLayoutViolation(x, expert_ids.size(), top_k, table, rank, capacity, send,
+                                 send_counts.size(), pair_rows.size(), expert_load.size());
+  Require(violation == nullptr, violation);
+  const int64_t pairs = x.rows * top_k, slots = table.slots();
   const DispatchTable device_table{table.replica_slots, table.replica_counts, table.num_experts,
                                    table.max_replicas, slots};
   LaunchMoeDispatchLayout(x.data, x.stride, x.cols, expert_ids.data(), pairs, top_k, device_table,
@@ -44,12 +35,10 @@ void CudaOps::GroupedGatedFfn(ConstMatView x, std::span<const int32_t> counts, i
                               MatView out) {
   RequireView(x, "grouped ffn x");
   RequireView(out, "grouped ffn out");
+  const char* violation =
+      GroupedGatedFfnViolation(x, counts.size(), sources, capacity, experts.size(), out);
+  Require(violation == nullptr, violation);
   const auto local = static_cast<int64_t>(experts.size());
-  Require(sources >= 0 && capacity >= 0, "grouped ffn: negative sources or capacity");
-  Require(static_cast<int64_t>(counts.size()) == sources * local,
-          "grouped ffn: counts must hold sources * experts entries");
-  Require(x.rows == sources * local * capacity && out.rows == x.rows && out.cols == x.cols,
-          "grouped ffn: x and out must be [sources * experts * capacity, hidden]");
   const int64_t rows = sources * capacity, hidden = x.cols;
   if (rows == 0 || local == 0) return;
   // One expert's gathered rows and outputs, reused expert after expert in
@@ -82,13 +71,10 @@ void CudaOps::MoeCombineReduce(ConstMatView combined, std::span<const int32_t> p
   RequireView(combined, "moe reduce combined");
   RequireView(out, "moe reduce out");
   RequireView(shared, "moe reduce shared");
+  const char* violation = MoeCombineReduceViolation(combined, pair_rows.size(), expert_ids.size(),
+                                                    gains.size(), top_k, shared, out);
+  Require(violation == nullptr, violation);
   const int64_t tokens = out.rows, cols = out.cols;
-  Require(top_k > 0 && static_cast<int64_t>(pair_rows.size()) == tokens * top_k &&
-              expert_ids.size() == pair_rows.size() && gains.size() == pair_rows.size(),
-          "moe reduce: pair_rows, expert_ids and gains must hold T * top_k entries");
-  Require(shared.rows == 0 || (shared.rows == tokens && shared.cols == cols),
-          "moe reduce: shared must be empty or [T, hidden]");
-  Require(combined.cols == cols, "moe reduce: combined and out widths differ");
   LaunchMoeCombineReduce(combined.data, combined.stride, combined.rows, pair_rows.data(),
                          expert_ids.data(), gains.data(), tokens, top_k, cols,
                          shared.rows > 0 ? shared.data : nullptr, shared.stride, out.data,
