@@ -124,6 +124,10 @@ class DecoderStack {
 
  private:
   struct Pass;
+  // The pass over `batch` with each layer's common parts and attention.
+  template <typename Layer, typename Attention>
+  static Pass MakePass(const EmbeddingAndHead& io, const std::vector<Layer>& layers,
+                       const ForwardBatch& batch, PagedKvCache* cache, Attention& attention);
   absl::StatusOr<Tensor> RunPass(Pass& pass);
   // (Re)creates the streams, their op set and the executor over them.
   void CreateStreams();
@@ -160,29 +164,40 @@ struct DecoderStack::Pass {
 };
 
 template <typename Layer, typename Attention>
-absl::StatusOr<Tensor> DecoderStack::Run(const EmbeddingAndHead& io,
-                                         const std::vector<Layer>& layers,
-                                         const ForwardBatch& batch, PagedKvCache* cache,
-                                         Attention&& attention) {
+DecoderStack::Pass DecoderStack::MakePass(const EmbeddingAndHead& io,
+                                          const std::vector<Layer>& layers,
+                                          const ForwardBatch& batch, PagedKvCache* cache,
+                                          Attention& attention) {
   Pass pass;
   pass.io = &io;
   pass.batch = &batch;
   pass.cache = cache;
-  pass.common = [&](int64_t l) -> const DecoderLayerCommon& {
+  pass.common = [&layers](int64_t l) -> const DecoderLayerCommon& {
     return layers[static_cast<size_t>(l)].common;
   };
-  pass.attention = [&](StepContext& ctx, int64_t l, const MicroBatch& mb,
-                       const PagedCacheView& cache_layer, ConstMatView x, MatView out) {
+  pass.attention = [&layers, &attention](StepContext& ctx, int64_t l, const MicroBatch& mb,
+                                         const PagedCacheView& cache_layer, ConstMatView x,
+                                         MatView out) {
     attention(ctx, static_cast<size_t>(l), layers[static_cast<size_t>(l)],
               std::span<const SeqSlice>(mb.seqs), mb.positions, cache_layer, x, out);
   };
+  return pass;
+}
+
+template <typename Layer, typename Attention>
+absl::StatusOr<Tensor> DecoderStack::Run(const EmbeddingAndHead& io,
+                                         const std::vector<Layer>& layers,
+                                         const ForwardBatch& batch, PagedKvCache* cache,
+                                         Attention&& attention) {
+  Pass pass = MakePass(io, layers, batch, cache, attention);
   return RunPass(pass);
 }
 
 template <typename Layer, typename Attention>
 absl::Status DecoderStack::Plan(const EmbeddingAndHead& io, const std::vector<Layer>& layers,
                                 Attention&& attention) {
-  // One sequence of the largest step, all of it new, every row's logits.
+  // One sequence of the largest step, all of it new, one row's logits (the
+  // logits are computed in chunks of a fixed size whatever their number).
   ForwardBatch batch;
   batch.tokens.assign(static_cast<size_t>(max_tokens_), 0);
   SeqSlice seq;
@@ -190,22 +205,9 @@ absl::Status DecoderStack::Plan(const EmbeddingAndHead& io, const std::vector<La
   seq.context_len = max_tokens_;
   batch.seqs.push_back(seq);
   batch.logit_rows.push_back(0);
-  auto planned = [&]() -> absl::StatusOr<Tensor> {
-    Pass pass;
-    pass.io = &io;
-    pass.batch = &batch;
-    pass.planning = true;
-    pass.common = [&](int64_t l) -> const DecoderLayerCommon& {
-      return layers[static_cast<size_t>(l)].common;
-    };
-    pass.attention = [&](StepContext& ctx, int64_t l, const MicroBatch& mb,
-                         const PagedCacheView& cache_layer, ConstMatView x, MatView out) {
-      attention(ctx, static_cast<size_t>(l), layers[static_cast<size_t>(l)],
-                std::span<const SeqSlice>(mb.seqs), mb.positions, cache_layer, x, out);
-    };
-    return RunPass(pass);
-  }();
-  return planned.status();
+  Pass pass = MakePass(io, layers, batch, nullptr, attention);
+  pass.planning = true;
+  return RunPass(pass).status();
 }
 
 }  // namespace moeserve
