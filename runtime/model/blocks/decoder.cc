@@ -148,7 +148,7 @@ absl::Status DecoderStack::Init(const ModelConfig& config, Backend& backend,
   tables_.resize(layers);
   for (size_t l = 0; l < layers; ++l) {
     if (!moe_layers_[l]) continue;
-    auto table = MakeMoeLayerTable(backend, *compute_, options_.placement.layers[l]);
+    auto table = MakeMoeLayerTable(backend, *compute_, options_.placement.layers[l], comm_->rank());
     if (!table.ok()) return table.status();
     tables_[l] = *std::move(table);
   }
@@ -248,7 +248,7 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
     m.weights = &pass.common(l).ffn.moe;
     m.config = &c;
     m.placement = &options_.placement.layer(l);
-    m.table = &tables_[static_cast<size_t>(l)].table;
+    m.table = &tables_[static_cast<size_t>(l)];
     m.rank = comm_->rank();
     m.expert_load = loads[static_cast<size_t>(l)];
     return m;
@@ -339,9 +339,8 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
       MatView p = picked.Rows(0, count);
       // A backend whose memory is host memory writes the logits where the
       // caller reads them; another computes them in the workspace and copies.
-      MatView out = backend_->host_accessible()
-                        ? logits.mat().Rows(begin, count)
-                        : chunk_logits.Rows(0, count);
+      MatView out = backend_->host_accessible() ? logits.mat().Rows(begin, count)
+                                                : chunk_logits.Rows(0, count);
       ops.GatherRows(h, rows.subspan(static_cast<size_t>(begin), static_cast<size_t>(count)), p);
       ops.RmsNorm(p, pass.io->final_norm, c.rms_norm_eps, p);
       ops.Linear(p, pass.io->lm_head, out);

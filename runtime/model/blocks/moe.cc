@@ -46,7 +46,7 @@ absl::StatusOr<MoeWeights> LoadMoe(const WeightReader& reader, const std::string
 }
 
 absl::StatusOr<MoeLayerTable> MakeMoeLayerTable(Backend& backend, Stream& stream,
-                                                const LayerPlacement& placement) {
+                                                const LayerPlacement& placement, int32_t rank) {
   const auto experts = static_cast<int64_t>(placement.replicas.size());
   int64_t max_replicas = 1;
   for (const auto& r : placement.replicas) {
@@ -75,6 +75,7 @@ absl::StatusOr<MoeLayerTable> MakeMoeLayerTable(Backend& backend, Stream& stream
   t.table.max_replicas = max_replicas;
   t.table.ranks = placement.ranks;
   t.table.slots_per_rank = placement.slots_per_rank;
+  t.local_experts = placement.ExpertsOfRank(rank);
   return t;
 }
 
@@ -132,9 +133,9 @@ void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) 
     ops.RouteTopK(ex.logits, routing, ex.experts, ex.gains);
   }
   // Also with no tokens: the counts the dispatch sends must be zeros.
-  ops.MoeDispatchLayout(x.Rows(0, ex.tokens), ex.experts, config.num_experts_per_tok, *ctx.table,
-                        ctx.rank, ex.capacity, ex.send, ex.send_counts, ex.pair_rows,
-                        ctx.expert_load);
+  ops.MoeDispatchLayout(x.Rows(0, ex.tokens), ex.experts, config.num_experts_per_tok,
+                        ctx.table->table, ctx.rank, ex.capacity, ex.send, ex.send_counts,
+                        ex.pair_rows, ctx.expert_load);
 }
 
 namespace {
@@ -172,7 +173,7 @@ void MoeShared(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex)
 }
 
 void MoeExperts(Ops& ops, const MoeContext& ctx, MoeExchange& ex) {
-  const std::vector<int32_t> local = ctx.placement->ExpertsOfRank(ctx.rank);
+  const std::vector<int32_t>& local = ctx.table->local_experts;
   std::vector<ExpertFfnWeights> experts(local.size());
   for (size_t s = 0; s < local.size(); ++s) {
     const FfnWeights& w = ctx.weights->experts[static_cast<size_t>(local[s])];

@@ -47,13 +47,14 @@ absl::StatusOr<MoeWeights> LoadMoe(const WeightReader& reader, const std::string
 // Where a layer's experts live, as the MoE ops read it: the placement's
 // replica table in backend memory, uploaded once when the group is set up.
 struct MoeLayerTable {
-  Tensor replica_slots;   // I32 [num_experts * max_replicas]
-  Tensor replica_counts;  // I32 [num_experts]
-  MoeSlotTable table;     // points into the two tensors above
+  Tensor replica_slots;                // I32 [num_experts * max_replicas]
+  Tensor replica_counts;               // I32 [num_experts]
+  MoeSlotTable table;                  // points into the two tensors above
+  std::vector<int32_t> local_experts;  // the logical expert of each of `rank`'s slots
 };
-// Uploads `placement` on `stream` (and waits for it).
+// Uploads `placement` on `stream` (and waits for it), for rank `rank`.
 absl::StatusOr<MoeLayerTable> MakeMoeLayerTable(Backend& backend, Stream& stream,
-                                                const LayerPlacement& placement);
+                                                const LayerPlacement& placement, int32_t rank);
 
 // One micro-batch's buffers for an MoE layer, carved from the step's
 // workspace and reused by every MoE layer of the step (each stage of layer
@@ -92,7 +93,7 @@ struct MoeContext {
   const MoeWeights* weights = nullptr;
   const ModelConfig* config = nullptr;
   const LayerPlacement* placement = nullptr;
-  const MoeSlotTable* table = nullptr;
+  const MoeLayerTable* table = nullptr;
   int32_t rank = 0;
   // [num_experts] in backend memory: MoeRoute adds each expert's pairs.
   std::span<int64_t> expert_load;
