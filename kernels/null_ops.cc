@@ -10,12 +10,12 @@ class NullOps final : public Ops {
   void Linear(ConstMatView, const Tensor&, MatView) override {}
   void Add(ConstMatView, MatView) override {}
   void Rope(MatView, int64_t, std::span<const int32_t>, const RopeTable&) override {}
-  void CacheWrite(ConstMatView, std::span<const SeqSlice>, const PagedCacheView&) override {}
-  void MlaAttentionPrefill(ConstMatView, const Tensor&, const PagedCacheView&,
+  void CacheWrite(ConstMatView, const SeqTable&, const PagedCacheView&) override {}
+  void MlaAttentionPrefill(ConstMatView, const Tensor&, const PagedCacheView&, const SeqTable&,
                            std::span<const SeqSlice>, const MlaShape&, MatView) override {}
-  void MlaAttentionAbsorbed(ConstMatView, const Tensor&, const PagedCacheView&,
-                            std::span<const SeqSlice>, const MlaShape&, MatView) override {}
-  void GqaAttention(ConstMatView, const PagedCacheView&, std::span<const SeqSlice>, const GqaShape&,
+  void MlaAttentionAbsorbed(ConstMatView, const Tensor&, const PagedCacheView&, const SeqTable&,
+                            const MlaShape&, MatView) override {}
+  void GqaAttention(ConstMatView, const PagedCacheView&, const SeqTable&, const GqaShape&,
                     MatView) override {}
   void RouteTopK(ConstMatView, const RoutingParams&, std::span<int32_t>,
                  std::span<float>) override {}

@@ -13,9 +13,13 @@
 //  - Output views must not alias inputs unless the op says "in place allowed".
 //  - Memory: an implementation reads and writes its own device's memory. The
 //    CPU op set takes host memory; the CUDA op set (kernels/cuda/cuda_ops.h)
-//    device memory for every tensor, view and span of numbers, while the
-//    descriptor arguments (seqs and their block tables, SamplingParams,
-//    RopeTable, RoutingParams itself) stay on the host.
+//    device memory for every tensor, view and span of numbers, and the
+//    arrays of a SeqTable (kernels/seq_table.h), while the descriptor
+//    arguments (SamplingParams, RopeTable, RoutingParams itself, a SeqTable's
+//    bounds) stay on the host.
+//  - Replay: every op but Sample reads nothing from the host when it runs,
+//    so a step captured into a Graph replays correctly over new contents of
+//    its buffers (ids, positions, sequence tables, block tables).
 //  - Shapes are the caller's contract; implementations assert them.
 //
 // Thread safety: an Ops object may be used by one thread at a time.
@@ -27,6 +31,7 @@
 #include <vector>
 
 #include "kernels/kv_cache_layout.h"
+#include "kernels/seq_table.h"
 #include "kernels/tensor.h"
 
 namespace moeserve {
@@ -96,7 +101,8 @@ struct PagedCacheView {
   }
 };
 
-// One sequence's share of a ragged batch. Its `num_tokens` new tokens occupy
+// One sequence's share of a ragged batch, on the host (HostSeqTable::Build
+// turns a batch of them into the SeqTable the ops read). Its `num_tokens` new tokens occupy
 // rows [token_begin, token_begin + num_tokens) of the batch activations and
 // positions [context_len - num_tokens, context_len) of the sequence. After the
 // cache write, cache positions [0, context_len) hold this sequence's keys.
@@ -177,17 +183,20 @@ class Ops {
   virtual void Rope(MatView x, int64_t heads_per_token, std::span<const int32_t> positions,
                     const RopeTable& table) = 0;
 
-  // Stores rows of `values` (one per batch token, width = cache.width) in the
-  // cache slots of their positions, for every sequence of the batch, in the
-  // cache's dtype (quantizing as kernels/kv_cache_layout.h says).
-  virtual void CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
+  // Stores row r of `values` (one per batch token, width = cache.width) in
+  // cache slot seqs.slots[r] (rows of slot -1 are skipped), in the cache's
+  // dtype (quantizing as kernels/kv_cache_layout.h says).
+  virtual void CacheWrite(ConstMatView values, const SeqTable& seqs,
                           const PagedCacheView& cache) = 0;
 
   // Multi-head latent attention (DeepSeek-V3) over the compressed cache.
   // q: [T, heads * (nope + rope)] with rope already applied to the rope part
   // of each head. cache rows: [kv_lora_rank normalized latent | rope key].
   // wkv_b: [heads * (nope + v_head_dim), kv_lora_rank]. out: [T, heads * v].
-  // Causal within each sequence. The two forms compute the same function:
+  // Causal within each sequence. The absorbed form writes rows of no
+  // sequence as zero (so a step's padding stays finite); the prefill form
+  // leaves them as they are (so it can follow the absorbed form over the
+  // other sequences of a batch). The two forms compute the same function:
   //  - Prefill form decompresses the context's latents into per-head keys and
   //    values with wkv_b (cheaper for long chunks).
   //  - Absorbed form folds wkv_b into the query and the output and attends
@@ -200,24 +209,27 @@ class Ops {
     int64_t kv_lora_rank = 0;
     float softmax_scale = 0.0f;
   };
+  // The prefill form sizes its decompressed context on the host: it takes
+  // the same sequences as `host` slices too, and is never captured.
   virtual void MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
-                                   std::span<const SeqSlice> seqs, const MlaShape& shape,
-                                   MatView out) = 0;
+                                   const SeqTable& seqs, std::span<const SeqSlice> host,
+                                   const MlaShape& shape, MatView out) = 0;
   virtual void MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b,
-                                    const PagedCacheView& cache, std::span<const SeqSlice> seqs,
+                                    const PagedCacheView& cache, const SeqTable& seqs,
                                     const MlaShape& shape, MatView out) = 0;
 
   // Grouped-query attention. q: [T, q_heads * head_dim]; cache rows:
   // [kv_heads * head_dim keys | kv_heads * head_dim values]; query head h reads
-  // kv head h / (q_heads / kv_heads). out: [T, q_heads * head_dim]. Causal.
+  // kv head h / (q_heads / kv_heads). out: [T, q_heads * head_dim]. Causal;
+  // rows of no sequence come out zero.
   struct GqaShape {
     int64_t q_heads = 0;
     int64_t kv_heads = 0;
     int64_t head_dim = 0;
     float softmax_scale = 0.0f;
   };
-  virtual void GqaAttention(ConstMatView q, const PagedCacheView& cache,
-                            std::span<const SeqSlice> seqs, const GqaShape& shape, MatView out) = 0;
+  virtual void GqaAttention(ConstMatView q, const PagedCacheView& cache, const SeqTable& seqs,
+                            const GqaShape& shape, MatView out) = 0;
 
   // Chooses top_k experts per token from router logits [T, num_experts].
   // expert_ids and weights: T * top_k entries, token-major, weights as the MoE

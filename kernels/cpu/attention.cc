@@ -105,20 +105,34 @@ void RequireMla(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache
             "mla wkv_b must be F32 [heads * (nope + v), kv_lora_rank]");
 }
 
+// Zeroes the rows of `out` that no sequence of `seqs` covers.
+void ZeroRowsOfNoSequence(const std::vector<SeqSlice>& seqs, MatView out) {
+  std::vector<bool> covered(static_cast<size_t>(out.rows), false);
+  for (const SeqSlice& s : seqs) {
+    for (int64_t j = 0; j < s.num_tokens; ++j) covered[static_cast<size_t>(s.token_begin + j)] = true;
+  }
+  for (int64_t r = 0; r < out.rows; ++r) {
+    if (!covered[static_cast<size_t>(r)]) {
+      std::memset(out.row(r), 0, static_cast<size_t>(out.cols) * sizeof(float));
+    }
+  }
+}
+
 }  // namespace
 
 // Decompresses each head's keys and values for the whole visible context
 // (one sgemm per head), then attends with ordinary per-head products.
+// The host slices are not read: the CPU reads the table, as every replayed
+// op must.
 void CpuOps::MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
-                                 std::span<const SeqSlice> seqs, const MlaShape& shape,
-                                 MatView out) {
+                                 const SeqTable& table, std::span<const SeqSlice> /*host*/,
+                                 const MlaShape& shape, MatView out) {
   RequireMla(q, wkv_b, cache, shape, out);
+  const std::vector<SeqSlice> seqs = ReadSeqs(table, q.rows, cache);
   const int64_t nope = shape.qk_nope_head_dim, rope = shape.qk_rope_head_dim;
   const int64_t vd = shape.v_head_dim, lora = shape.kv_lora_rank, qk = nope + rope;
   const ConstMatView w = wkv_b.mat();
   for (const SeqSlice& seq : seqs) {
-    RequireSeq(seq, q.rows, cache);
-    if (seq.num_tokens == 0) continue;
     const Tensor ctx = GatherContext(cache, seq, seq.context_len);
     const ConstMatView latent = ctx.mat().Columns(0, lora);
     const ConstMatView k_pe = ctx.mat().Columns(lora, rope);
@@ -144,16 +158,15 @@ void CpuOps::MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b, const Page
 // cache rows [latent | k_pe] directly with all heads stacked as rows, then
 // applies W_v to the attended latent.
 void CpuOps::MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
-                                  std::span<const SeqSlice> seqs, const MlaShape& shape,
-                                  MatView out) {
+                                  const SeqTable& table, const MlaShape& shape, MatView out) {
   RequireMla(q, wkv_b, cache, shape, out);
+  const std::vector<SeqSlice> seqs = ReadSeqs(table, q.rows, cache);
+  ZeroRowsOfNoSequence(seqs, out);
   const int64_t heads = shape.heads, nope = shape.qk_nope_head_dim;
   const int64_t rope = shape.qk_rope_head_dim, vd = shape.v_head_dim;
   const int64_t lora = shape.kv_lora_rank, qk = nope + rope, width = cache.width;
   const ConstMatView w = wkv_b.mat();
   for (const SeqSlice& seq : seqs) {
-    RequireSeq(seq, q.rows, cache);
-    if (seq.num_tokens == 0) continue;
     const Tensor ctx = GatherContext(cache, seq, seq.context_len);
     ForEachQueryTile(seq, heads, [&](int64_t j0, int64_t n) {
       const int64_t len = VisibleLen(seq, j0 + n);
@@ -182,8 +195,8 @@ void CpuOps::MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b, const Pag
   }
 }
 
-void CpuOps::GqaAttention(ConstMatView q, const PagedCacheView& cache,
-                          std::span<const SeqSlice> seqs, const GqaShape& shape, MatView out) {
+void CpuOps::GqaAttention(ConstMatView q, const PagedCacheView& cache, const SeqTable& table,
+                          const GqaShape& shape, MatView out) {
   RequireView(q, "gqa q");
   RequireView(out, "gqa out");
   const int64_t hd = shape.head_dim, kv_heads = shape.kv_heads;
@@ -193,9 +206,9 @@ void CpuOps::GqaAttention(ConstMatView q, const PagedCacheView& cache,
           "gqa q and out must be [T, q_heads * head_dim]");
   Require(cache.width == 2 * kv_heads * hd, "gqa cache width must be 2 * kv_heads * head_dim");
   const int64_t group = shape.q_heads / kv_heads;
+  const std::vector<SeqSlice> seqs = ReadSeqs(table, q.rows, cache);
+  ZeroRowsOfNoSequence(seqs, out);
   for (const SeqSlice& seq : seqs) {
-    RequireSeq(seq, q.rows, cache);
-    if (seq.num_tokens == 0) continue;
     const Tensor ctx = GatherContext(cache, seq, seq.context_len);
     Tensor scores = Tensor::Empty(DType::kF32, {TileTokens(seq, 1) * seq.context_len});
     for (int64_t h = 0; h < shape.q_heads; ++h) {

@@ -53,6 +53,34 @@ void RequireSeq(const SeqSlice& seq, int64_t batch_rows, const PagedCacheView& c
   }
 }
 
+std::vector<SeqSlice> ReadSeqs(const SeqTable& table, int64_t batch_rows,
+                               const PagedCacheView& cache) {
+  Require(table.num_seqs >= 0 && table.max_blocks >= 0, "sequence table sizes must be >= 0");
+  Require(table.num_seqs == 0 || (table.token_begin != nullptr && table.num_tokens != nullptr &&
+                                  table.context_len != nullptr),
+          "sequence table arrays missing");
+  Require(cache.block_size > 0, "cache block_size must be positive");
+  Require(table.max_context <= table.max_blocks * cache.block_size,
+          "sequence table: max_context beyond what max_blocks cover");
+  std::vector<SeqSlice> seqs;
+  seqs.reserve(static_cast<size_t>(table.num_seqs));
+  for (int64_t i = 0; i < table.num_seqs; ++i) {
+    SeqSlice s;
+    s.token_begin = table.token_begin[i];
+    s.num_tokens = table.num_tokens[i];
+    s.context_len = table.context_len[i];
+    Require(s.num_tokens >= 0, "sequence with a negative token count");
+    if (s.num_tokens == 0) continue;
+    Require(s.num_tokens <= table.max_tokens && s.context_len <= table.max_context,
+            "sequence beyond the table's bounds (max_tokens, max_context)");
+    s.block_table = std::span<const int32_t>(table.block_tables + i * table.max_blocks,
+                                             static_cast<size_t>(table.max_blocks));
+    RequireSeq(s, batch_rows, cache);
+    seqs.push_back(s);
+  }
+  return seqs;
+}
+
 void CpuOps::Embedding(const Tensor& table, std::span<const int32_t> ids, MatView out) {
   Require(table.dtype() == DType::kF32 && table.rank() == 2, "embedding table must be F32 2-D");
   const int64_t vocab = table.dim(0), hidden = table.dim(1);
@@ -136,21 +164,20 @@ void CpuOps::Rope(MatView x, int64_t heads_per_token, std::span<const int32_t> p
   }
 }
 
-void CpuOps::CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
-                        const PagedCacheView& cache) {
+void CpuOps::CacheWrite(ConstMatView values, const SeqTable& seqs, const PagedCacheView& cache) {
   RequireView(values, "cache write values");
   Require(values.cols == cache.width, "cache write: values.cols != cache.width");
+  Require(seqs.rows == values.rows && (seqs.rows == 0 || seqs.slots != nullptr),
+          "cache write: the table's slots must cover the values' rows");
   const KvRowLayout layout = cache.layout();
   Require(layout.valid(), "cache write: invalid cache row layout");
-  for (const SeqSlice& seq : seqs) {
-    RequireSeq(seq, values.rows, cache);
-    const int64_t first_pos = seq.context_len - seq.num_tokens;
-    for (int64_t j = 0; j < seq.num_tokens; ++j) {
-      const int64_t p = first_pos + j;
-      const int32_t block = seq.block_table[static_cast<size_t>(p / cache.block_size)];
-      QuantizeKvRow(layout, values.row(seq.token_begin + j),
-                    cache.token(block, p % cache.block_size));
-    }
+  Require(cache.block_size > 0, "cache block_size must be positive");
+  for (int64_t r = 0; r < values.rows; ++r) {
+    const int32_t slot = seqs.slots[r];
+    if (slot < 0) continue;
+    Require(slot < cache.num_blocks * cache.block_size, "cache write: slot outside the cache");
+    QuantizeKvRow(layout, values.row(r),
+                  cache.token(static_cast<int32_t>(slot / cache.block_size), slot % cache.block_size));
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "kernels/ops.h"
 
@@ -37,6 +38,12 @@ void RequireView(ConstMatView v, const char* name);
 // inside the cache.
 void RequireSeq(const SeqSlice& seq, int64_t batch_rows, const PagedCacheView& cache);
 
+// A SeqTable's sequences, read from its arrays (host memory on the CPU) when
+// the op runs, entries of no tokens left out; each checked with RequireSeq
+// against `batch_rows` and the cache, and the table against its bounds.
+std::vector<SeqSlice> ReadSeqs(const SeqTable& table, int64_t batch_rows,
+                               const PagedCacheView& cache);
+
 class CpuOps final : public Ops {
  public:
   void Embedding(const Tensor& table, std::span<const int32_t> ids, MatView out) override;
@@ -45,15 +52,13 @@ class CpuOps final : public Ops {
   void Add(ConstMatView x, MatView y) override;
   void Rope(MatView x, int64_t heads_per_token, std::span<const int32_t> positions,
             const RopeTable& table) override;
-  void CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
-                  const PagedCacheView& cache) override;
+  void CacheWrite(ConstMatView values, const SeqTable& seqs, const PagedCacheView& cache) override;
   void MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
-                           std::span<const SeqSlice> seqs, const MlaShape& shape,
-                           MatView out) override;
+                           const SeqTable& seqs, std::span<const SeqSlice> host,
+                           const MlaShape& shape, MatView out) override;
   void MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
-                            std::span<const SeqSlice> seqs, const MlaShape& shape,
-                            MatView out) override;
-  void GqaAttention(ConstMatView q, const PagedCacheView& cache, std::span<const SeqSlice> seqs,
+                            const SeqTable& seqs, const MlaShape& shape, MatView out) override;
+  void GqaAttention(ConstMatView q, const PagedCacheView& cache, const SeqTable& seqs,
                     const GqaShape& shape, MatView out) override;
   void RouteTopK(ConstMatView logits, const RoutingParams& params, std::span<int32_t> expert_ids,
                  std::span<float> weights) override;

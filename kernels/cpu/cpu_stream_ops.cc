@@ -1,8 +1,11 @@
 // The CPU op set on a CPU stream: each op is queued as one piece of work and
 // runs on the stream's thread, as a kernel launch runs on a GPU. Descriptors
-// (sequence slices and their block tables, rope tables, routing and sampling
-// parameters, shapes, weight tensors) are copied when the op is queued;
-// views and spans of numbers are backend memory, read when the op runs.
+// (rope tables, routing and sampling parameters, shapes, a sequence table's
+// pointers and bounds, weight tensors) are copied when the op is queued;
+// views, spans of numbers and a sequence table's arrays are backend memory,
+// read when the op runs. The prefill form's host slices are dropped: the
+// CPU op set reads the table, so a captured step replays what the arrays
+// hold then, exactly as a CUDA graph does.
 #include <memory>
 #include <utility>
 #include <vector>
@@ -12,20 +15,6 @@
 
 namespace moeserve {
 namespace {
-
-// A copy of a batch's sequence slices whose block tables it owns.
-struct OwnedSeqs {
-  explicit OwnedSeqs(std::span<const SeqSlice> seqs) : slices(seqs.begin(), seqs.end()) {
-    tables.reserve(seqs.size());
-    for (SeqSlice& s : slices) {
-      tables.emplace_back(s.block_table.begin(), s.block_table.end());
-      s.block_table = tables.back();
-    }
-  }
-  OwnedSeqs(const OwnedSeqs&) = delete;
-  std::vector<SeqSlice> slices;
-  std::vector<std::vector<int32_t>> tables;
-};
 
 class CpuStreamOps final : public Ops {
  public:
@@ -49,27 +38,21 @@ class CpuStreamOps final : public Ops {
     auto t = std::make_shared<RopeTable>(table);
     Queue([=](Ops& o) { o.Rope(x, heads_per_token, positions, *t); });
   }
-  void CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
-                  const PagedCacheView& cache) override {
-    auto s = std::make_shared<OwnedSeqs>(seqs);
-    Queue([=](Ops& o) { o.CacheWrite(values, s->slices, cache); });
+  void CacheWrite(ConstMatView values, const SeqTable& seqs, const PagedCacheView& cache) override {
+    Queue([=](Ops& o) { o.CacheWrite(values, seqs, cache); });
   }
   void MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
-                           std::span<const SeqSlice> seqs, const MlaShape& shape,
-                           MatView out) override {
-    auto s = std::make_shared<OwnedSeqs>(seqs);
-    Queue([=](Ops& o) { o.MlaAttentionPrefill(q, wkv_b, cache, s->slices, shape, out); });
+                           const SeqTable& seqs, std::span<const SeqSlice> /*host*/,
+                           const MlaShape& shape, MatView out) override {
+    Queue([=](Ops& o) { o.MlaAttentionPrefill(q, wkv_b, cache, seqs, {}, shape, out); });
   }
   void MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
-                            std::span<const SeqSlice> seqs, const MlaShape& shape,
-                            MatView out) override {
-    auto s = std::make_shared<OwnedSeqs>(seqs);
-    Queue([=](Ops& o) { o.MlaAttentionAbsorbed(q, wkv_b, cache, s->slices, shape, out); });
+                            const SeqTable& seqs, const MlaShape& shape, MatView out) override {
+    Queue([=](Ops& o) { o.MlaAttentionAbsorbed(q, wkv_b, cache, seqs, shape, out); });
   }
-  void GqaAttention(ConstMatView q, const PagedCacheView& cache, std::span<const SeqSlice> seqs,
+  void GqaAttention(ConstMatView q, const PagedCacheView& cache, const SeqTable& seqs,
                     const GqaShape& shape, MatView out) override {
-    auto s = std::make_shared<OwnedSeqs>(seqs);
-    Queue([=](Ops& o) { o.GqaAttention(q, cache, s->slices, shape, out); });
+    Queue([=](Ops& o) { o.GqaAttention(q, cache, seqs, shape, out); });
   }
   void RouteTopK(ConstMatView logits, const RoutingParams& params, std::span<int32_t> expert_ids,
                  std::span<float> weights) override {

@@ -2,15 +2,14 @@
 // straight over the cache rows [keys of every KV head | values of every KV
 // head]; a thread block takes the query heads of one KV head (and, when a
 // group has fewer than 32 heads, several tokens).
-#include "kernels/cuda/attention_batch.h"
 #include "kernels/cuda/attention_kernel.h"
 #include "kernels/cuda/contracts.h"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace moeserve::cuda {
 
-void CudaOps::GqaAttention(ConstMatView q, const PagedCacheView& cache,
-                           std::span<const SeqSlice> seqs, const GqaShape& shape, MatView out) {
+void CudaOps::GqaAttention(ConstMatView q, const PagedCacheView& cache, const SeqTable& seqs,
+                           const GqaShape& shape, MatView out) {
   RequireView(q, "gqa q");
   RequireView(out, "gqa out");
   const int64_t hd = shape.head_dim, kv_heads = shape.kv_heads;
@@ -19,22 +18,15 @@ void CudaOps::GqaAttention(ConstMatView q, const PagedCacheView& cache,
   Require(q.cols == shape.q_heads * hd && out.rows == q.rows && out.cols == q.cols,
           "gqa q and out must be [T, q_heads * head_dim]");
   Require(cache.width == 2 * kv_heads * hd, "gqa cache width must be 2 * kv_heads * head_dim");
+  RequireTable(seqs, q.rows, cache);
   const int64_t group = shape.q_heads / kv_heads;
-  AttentionBatch batch;
-  for (const SeqSlice& s : seqs) {
-    RequireSeq(s, q.rows, cache);
-    if (s.num_tokens == 0) continue;
-    const int32_t index = batch.AddSeq(s, cache.block_size);
-    AddAttentionItems(index, s.token_begin, s.num_tokens, shape.q_heads, group, batch.items);
-  }
-  if (batch.items.empty()) return;
-  HostPack pack;
-  const AttentionBatch::Offsets offsets = batch.PackInto(pack);
-  const void* device_meta = Upload(pack.bytes(), gqa_meta_);
-
+  // Rows of no sequence come out zero; the kernel writes the others.
+  ZeroRows(out);
   AttnParams p;
-  batch.Bind(device_meta, offsets, p);
-  ChooseSplits(p.num_items, batch.max_context, sm_count_, p);
+  SetAttentionWork(seqs.token_begin, seqs.num_tokens, seqs.context_len, seqs.block_tables,
+                   seqs.max_blocks, seqs.num_seqs, seqs.max_tokens, shape.q_heads, group, p);
+  if (p.num_items == 0) return;
+  ChooseSplits(p.num_items, seqs.max_context, sm_count_, p);
   p.q = q.data;
   p.q_token_stride = q.stride;
   p.q_head_stride = hd;
@@ -48,7 +40,6 @@ void CudaOps::GqaAttention(ConstMatView q, const PagedCacheView& cache,
   p.k_head_stride = hd;
   p.v_offset = kv_heads * hd;
   p.v_head_stride = hd;
-  p.group = static_cast<int32_t>(group);
   p.dk = p.dv = static_cast<int32_t>(hd);
   p.v_in_k = -1;
   p.scale = shape.softmax_scale;

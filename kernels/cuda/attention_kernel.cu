@@ -21,6 +21,32 @@ static_assert(kAttnTile == kWarp, "one tile position per lane");
 // reading 8 key rows hit distinct banks.
 __host__ __device__ inline int KeyPitch(int dk) { return dk + 4; }
 
+// Block x's item and its sequence's table; false when the item covers no
+// token (past its sequence's new tokens, or a sequence with none).
+__device__ inline bool ItemOf(const AttnParams& p, int64_t x, AttnItem& item, int32_t& num_tokens,
+                              int32_t& context_len, const int32_t*& table) {
+  const int32_t seq = static_cast<int32_t>(x / p.items_per_seq);
+  int32_t rem = static_cast<int32_t>(x % p.items_per_seq);
+  const int32_t tc = rem % p.token_chunks;
+  rem /= p.token_chunks;
+  const int32_t hc = rem % p.head_chunks;
+  const int32_t kvh = rem / p.head_chunks;
+  num_tokens = p.num_tokens[seq];
+  const int32_t token = tc * p.tokens_per_item;
+  const int32_t g0 = kvh * p.group;
+  const int32_t head = g0 + hc * p.heads_per_item;
+  if (token >= num_tokens || head >= g0 + p.group) return false;
+  context_len = p.context_len[seq];
+  table = p.block_tables + static_cast<int64_t>(seq) * p.table_stride;
+  item.seq = seq;
+  item.token = token;
+  item.q_row = p.token_begin[seq] + token;
+  item.num_tokens = static_cast<int16_t>(min(p.tokens_per_item, num_tokens - token));
+  item.head = static_cast<int16_t>(head);
+  item.num_heads = static_cast<int16_t>(min(p.heads_per_item, g0 + p.group - head));
+  return true;
+}
+
 __device__ inline int64_t OutRowOffset(const AttnParams& p, const AttnItem& item, int r) {
   const int t = r / item.num_heads, h = item.head + r % item.num_heads;
   return static_cast<int64_t>(item.q_row + t) * p.out_token_stride +
@@ -31,8 +57,10 @@ template <int kDvSlots>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(AttnParams p) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
-  const AttnItem item = p.items[blockIdx.x];
-  const AttnSeq seq = p.seqs[item.seq];
+  AttnItem item;
+  int32_t seq_tokens = 0, seq_context = 0;
+  const int32_t* table = nullptr;
+  if (!ItemOf(p, blockIdx.x, item, seq_tokens, seq_context, table)) return;  // block-uniform
   const int rows = item.num_tokens * item.num_heads;
   const int dk = p.dk, dv = p.dv, kp = KeyPitch(dk);
   const bool v_separate = p.v_in_k < 0;
@@ -42,7 +70,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(AttnParams p) {
   const int vp = v_separate ? dv : kp;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int kvh = item.head / p.group;
-  const int64_t first_pos = seq.context_len - seq.num_tokens;  // position of new token 0
+  const int64_t first_pos = seq_context - seq_tokens;  // position of new token 0
 
   for (int r = warp; r < kAttnRows; r += kWarps) {
     float* dst = q_s + r * kp;
@@ -83,7 +111,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(AttnParams p) {
       float* kd = k_s + c * kp;
       float* vd = v_s + c * vp;
       if (pos < end) {
-        const int32_t block = p.block_tables[seq.table_offset + pos / p.block_size];
+        const int32_t block = table[pos / p.block_size];
         const uint8_t* row =
             p.kv +
             (static_cast<int64_t>(block) * p.block_size + pos % p.block_size) * p.kv_row.row_bytes;
@@ -178,7 +206,10 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(AttnParams p) {
 
 // Merges the splits of each row: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
 __global__ void CombineSplitsKernel(AttnParams p) {
-  const AttnItem item = p.items[blockIdx.x];
+  AttnItem item;
+  int32_t seq_tokens = 0, seq_context = 0;
+  const int32_t* table = nullptr;
+  if (!ItemOf(p, blockIdx.x, item, seq_tokens, seq_context, table)) return;
   const int rows = item.num_tokens * item.num_heads;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   for (int r = warp; r < rows; r += kWarps) {
@@ -240,26 +271,29 @@ void Launch(const AttnParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-void AddAttentionItems(int32_t seq, int64_t q_row, int64_t num_tokens, int64_t heads, int64_t group,
-                       std::vector<AttnItem>& items) {
+void SetAttentionWork(const int32_t* token_begin, const int32_t* num_tokens,
+                      const int32_t* context_len, const int32_t* block_tables, int64_t stride,
+                      int64_t num_seqs, int64_t max_tokens, int64_t heads, int64_t group,
+                      AttnParams& p) {
+  Require(heads > 0 && group > 0 && heads % group == 0, "attention: heads must be groups of KV heads");
+  p.token_begin = token_begin;
+  p.num_tokens = num_tokens;
+  p.context_len = context_len;
+  p.block_tables = block_tables;
+  p.table_stride = stride;
+  p.group = static_cast<int32_t>(group);
   const int64_t heads_per_item = std::min<int64_t>(group, kAttnRows);
   const int64_t tokens_per_item = std::max<int64_t>(1, kAttnRows / heads_per_item);
-  for (int64_t g0 = 0; g0 < heads; g0 += group) {  // one KV head's query heads
-    const int64_t g_end = std::min(heads, g0 + group);
-    for (int64_t h = g0; h < g_end; h += heads_per_item) {
-      const int64_t nh = std::min(heads_per_item, g_end - h);
-      for (int64_t t = 0; t < num_tokens; t += tokens_per_item) {
-        AttnItem it{};
-        it.seq = seq;
-        it.q_row = static_cast<int32_t>(q_row + t);
-        it.token = static_cast<int32_t>(t);
-        it.num_tokens = static_cast<int16_t>(std::min(tokens_per_item, num_tokens - t));
-        it.head = static_cast<int16_t>(h);
-        it.num_heads = static_cast<int16_t>(nh);
-        items.push_back(it);
-      }
-    }
-  }
+  p.heads_per_item = static_cast<int32_t>(heads_per_item);
+  p.tokens_per_item = static_cast<int32_t>(tokens_per_item);
+  p.head_chunks = static_cast<int32_t>((group + heads_per_item - 1) / heads_per_item);
+  p.token_chunks =
+      static_cast<int32_t>(std::max<int64_t>(1, (max_tokens + tokens_per_item - 1) / tokens_per_item));
+  const int64_t per_seq = (heads / group) * p.head_chunks * p.token_chunks;
+  const int64_t items = max_tokens > 0 ? num_seqs * per_seq : 0;
+  Require(items < (int64_t{1} << 31), "attention: too many work items in one call");
+  p.items_per_seq = static_cast<int32_t>(per_seq);
+  p.num_items = static_cast<int32_t>(items);
 }
 
 void ChooseSplits(int64_t num_items, int64_t max_context, int sm_count, AttnParams& params) {

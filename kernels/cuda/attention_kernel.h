@@ -18,7 +18,6 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <vector>
 
 #include "kernels/cuda/kv_cache.h"
 
@@ -27,17 +26,11 @@ namespace moeserve::cuda {
 inline constexpr int kAttnRows = 32;  // query rows per block
 inline constexpr int kAttnTile = 32;  // context positions per tile
 
-// One sequence of a call. Its new token j sits at position
-// context_len - num_tokens + j and sees positions [0, that].
-struct AttnSeq {
-  int32_t num_tokens;
-  int32_t context_len;
-  int32_t table_offset;  // first entry of its block table in the flat table array
-};
-
-// One thread block's rows: tokens [token, token + num_tokens) of `seq` (row
-// index q_row + t in the q and out arrays) times heads [head, head +
-// num_heads), num_tokens * num_heads <= kAttnRows.
+// One thread block's rows: tokens [token, token + num_tokens) of sequence
+// `seq` (row index q_row + t in the q and out arrays) times heads [head,
+// head + num_heads), num_tokens * num_heads <= kAttnRows. Derived in the
+// kernel from the block index and the sequence table (AttnParams), so that
+// nothing about a step's sequences is planned on the host.
 struct AttnItem {
   int32_t seq;
   int32_t q_row;
@@ -71,10 +64,21 @@ struct AttnParams {
   // absorbed form), the key tile doubles as the value tile; else -1.
   int32_t v_in_k = -1;
   float scale = 1.0f;
-  const AttnSeq* seqs = nullptr;
+  // The sequences: a SeqTable's arrays (kernels/seq_table.h). Sequence i's
+  // new token j is q row token_begin[i] + j, at position context_len[i] -
+  // num_tokens[i] + j; its block table starts at block_tables + i * stride.
+  const int32_t* token_begin = nullptr;
+  const int32_t* num_tokens = nullptr;
+  const int32_t* context_len = nullptr;
   const int32_t* block_tables = nullptr;
-  const AttnItem* items = nullptr;
-  int32_t num_items = 0;
+  int64_t table_stride = 0;
+  // The work: block x takes item x % items_per_seq of sequence x /
+  // items_per_seq, that item being (KV head, head chunk, token chunk) in
+  // that order of significance. Items past a sequence's tokens do nothing.
+  int32_t num_items = 0;  // num_seqs * items_per_seq
+  int32_t items_per_seq = 0;
+  int32_t heads_per_item = 0, tokens_per_item = 0;
+  int32_t head_chunks = 0, token_chunks = 0;
   // Context split: block (item, s) covers positions [s * split_tokens, ...).
   int32_t num_splits = 1;
   int64_t split_tokens = 0;
@@ -82,11 +86,13 @@ struct AttnParams {
   float* partial_ml = nullptr;   // [items][splits][kAttnRows][2]: running max and sum
 };
 
-// Appends the items covering `num_tokens` new tokens of sequence `seq` (q
-// rows from q_row) and heads [0, heads), heads sharing a KV head in groups
-// of `group`.
-void AddAttentionItems(int32_t seq, int64_t q_row, int64_t num_tokens, int64_t heads, int64_t group,
-                       std::vector<AttnItem>& items);
+// Sets the table and the item decomposition of `params` for `num_seqs`
+// sequences of at most `max_tokens` new tokens each, `heads` query heads in
+// groups of `group` per KV head.
+void SetAttentionWork(const int32_t* token_begin, const int32_t* num_tokens,
+                      const int32_t* context_len, const int32_t* block_tables, int64_t stride,
+                      int64_t num_seqs, int64_t max_tokens, int64_t heads, int64_t group,
+                      AttnParams& params);
 
 // Splits per item for `num_items` items over contexts up to `max_context`,
 // enough blocks to fill `sm_count` multiprocessors twice; sets num_splits

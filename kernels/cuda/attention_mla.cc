@@ -10,7 +10,6 @@
 // that bound the buffer), then ordinary causal attention per head.
 #include <algorithm>
 
-#include "kernels/cuda/attention_batch.h"
 #include "kernels/cuda/attention_kernel.h"
 #include "kernels/cuda/contracts.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -52,64 +51,38 @@ int64_t RoundUp(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 }  // namespace
 
 void CudaOps::MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
-                                   std::span<const SeqSlice> seqs, const MlaShape& shape,
-                                   MatView out) {
+                                   const SeqTable& seqs, const MlaShape& shape, MatView out) {
   RequireMla(q, wkv_b, cache, shape, out);
+  RequireTable(seqs, q.rows, cache);
   const int64_t heads = shape.heads, nope = shape.qk_nope_head_dim, rope = shape.qk_rope_head_dim;
   const int64_t vd = shape.v_head_dim, lora = shape.kv_lora_rank, qk = nope + rope;
   const int64_t width = cache.width;
   const bool bf16 = wkv_b.dtype() == DType::kBF16;
-
-  // The calls' rows, compacted: row i of the scratch arrays is batch row rows[i].
-  AttentionBatch batch;
-  std::vector<int32_t> rows;
-  for (const SeqSlice& s : seqs) {
-    RequireSeq(s, q.rows, cache);
-    if (s.num_tokens == 0) continue;
-    const int32_t index = batch.AddSeq(s, cache.block_size);
-    AddAttentionItems(index, static_cast<int64_t>(rows.size()), s.num_tokens, heads, heads,
-                      batch.items);
-    for (int64_t j = 0; j < s.num_tokens; ++j)
-      rows.push_back(static_cast<int32_t>(s.token_begin + j));
-  }
-  const auto n = static_cast<int64_t>(rows.size());
+  // Every row of the call: which rows belong to a sequence is device data.
+  // Rows of none attend to nothing and come out zero (o_lat starts zeroed).
+  const int64_t n = q.rows;
   if (n == 0) return;
-  bool contiguous = true;
-  for (int64_t i = 0; i < n; ++i)
-    contiguous = contiguous && rows[static_cast<size_t>(i)] == rows[0] + i;
-  std::vector<int64_t> rows64(rows.begin(), rows.end());
-  HostPack pack;
-  const AttentionBatch::Offsets meta = batch.PackInto(pack);
-  const size_t rows_off = pack.Put(rows);
-  const size_t rows64_off = pack.Put(rows64);
-  const void* device_meta = Upload(pack.bytes(), absorbed_meta_);
 
   AttnParams p;
-  batch.Bind(device_meta, meta, p);
-  ChooseSplits(p.num_items, batch.max_context, sm_count_, p);
+  SetAttentionWork(seqs.token_begin, seqs.num_tokens, seqs.context_len, seqs.block_tables,
+                   seqs.max_blocks, seqs.num_seqs, seqs.max_tokens, heads, heads, p);
+  ChooseSplits(p.num_items, seqs.max_context, sm_count_, p);
   p.dk = static_cast<int32_t>(width);
   p.dv = static_cast<int32_t>(lora);
   ScratchLayout layout;
-  const size_t q_g_off = layout.Add<float>(contiguous ? 0 : n * heads * qk);
   const size_t q_b_off = layout.Add<uint16_t>(bf16 ? n * heads * qk : 0);
   const size_t q_abs_off = layout.Add<float>(n * heads * width);
   const size_t o_lat_off = layout.Add<float>(n * heads * lora);
   const size_t o_b_off = layout.Add<uint16_t>(bf16 ? n * heads * lora : 0);
-  const size_t out_g_off = layout.Add<float>(contiguous ? 0 : n * heads * vd);
   const size_t po_off = layout.Add<float>(PartialOutFloats(p));
   const size_t pml_off = layout.Add<float>(PartialMlFloats(p));
   void* base = scratch_.Reserve(layout.bytes());
 
-  // 1. The queries of the call's rows, [n, heads * qk].
-  ConstMatView qv = q.Rows(contiguous ? rows[0] : 0, n);
-  if (!contiguous) {
-    float* q_g = At<float>(base, q_g_off);
-    LaunchGatherRows(q.data, q.stride, q.rows, q.cols, DeviceAt<int32_t>(device_meta, rows_off), n,
-                     q_g, heads * qk, false, error_word_.get(), stream_);
-    qv = {q_g, n, heads * qk, heads * qk};
-  }
+  // 1. The queries, [n, heads * qk].
+  const ConstMatView qv = q;
   float* q_abs = At<float>(base, q_abs_off);
   float* o_lat = At<float>(base, o_lat_off);
+  ZeroRows(MatView{o_lat, n, heads * lora, heads * lora});
 
   // 2. q_abs[:, h, 0:lora] = q_nope_h W_k_h, W_k_h = wkv_b rows [h (nope + v), + nope).
   MatmulArgs qa;
@@ -155,7 +128,6 @@ void CudaOps::MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b, const Pa
   p.kv = static_cast<const uint8_t*>(cache.data);
   p.kv_row = ToDevice(cache.layout());
   p.block_size = cache.block_size;
-  p.group = static_cast<int32_t>(heads);
   p.v_in_k = 0;
   p.scale = shape.softmax_scale;
   p.partial_out = At<float>(base, po_off);
@@ -182,25 +154,22 @@ void CudaOps::MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b, const Pa
   }
   oa.ldb = heads * lora;
   oa.stride_b = lora;
-  MatView target = out.Rows(contiguous ? rows[0] : 0, n);
-  if (!contiguous) target = {At<float>(base, out_g_off), n, heads * vd, heads * vd};
-  oa.d = target.data;
-  oa.ldd = std::max<int64_t>(target.stride, heads * vd);
+  oa.d = out.data;
+  oa.ldd = std::max<int64_t>(out.stride, heads * vd);
   oa.stride_d = vd;
   oa.batch = heads;
   gemm_->Matmul(oa, "mla absorbed o_lat x W_v^T");
-  if (!contiguous) {
-    LaunchCopyRowsTo(target.data, target.stride, n, heads * vd,
-                     DeviceAt<int64_t>(device_meta, rows64_off), out.data, out.stride, stream_);
-  }
 }
 
 void CudaOps::MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
-                                  std::span<const SeqSlice> seqs, const MlaShape& shape,
-                                  MatView out) {
+                                  const SeqTable& seqs, std::span<const SeqSlice> host,
+                                  const MlaShape& shape, MatView out) {
   RequireMla(q, wkv_b, cache, shape, out);
-  for (const SeqSlice& s : seqs) RequireSeq(s, q.rows, cache);
-  for (const SeqSlice& s : seqs) {
+  RequireTable(seqs, q.rows, cache);
+  // The decompressed context is sized on the host, from the host slices
+  // (the same sequences as the table's): this form is never captured.
+  for (const SeqSlice& s : host) RequireSeq(s, q.rows, cache);
+  for (const SeqSlice& s : host) {
     if (s.num_tokens > 0) MlaPrefillOne(q, wkv_b, cache, s, shape, out);
   }
 }
@@ -224,24 +193,21 @@ void CudaOps::MlaPrefillOne(ConstMatView q, const Tensor& wkv_b, const PagedCach
     ctx_rows[static_cast<size_t>(p)] =
         static_cast<int32_t>(block * cache.block_size + p % cache.block_size);
   }
-  const int32_t zero_block = 0;
-  AttentionBatch full, last;
-  full.AddSeq(n, ctx, &zero_block, 1);
-  last.AddSeq(n, ctx, &zero_block, 1);
-  AddAttentionItems(0, 0, n, chunk, 1, full.items);
-  const int64_t last_heads = heads - (heads - 1) / chunk * chunk;
-  AddAttentionItems(0, 0, n, last_heads, 1, last.items);
+  // One sequence over the decompressed buffer, a single "block" of ctx rows:
+  // token_begin, num_tokens, context_len and its block table {0}.
+  const std::vector<int32_t> one_seq = {0, static_cast<int32_t>(n), static_cast<int32_t>(ctx), 0};
   HostPack pack;
   const size_t rows_off = pack.Put(ctx_rows);
-  const AttentionBatch::Offsets full_off = full.PackInto(pack);
-  const AttentionBatch::Offsets last_off = last.PackInto(pack);
+  const size_t seq_off = pack.Put(one_seq);
   const void* device_meta = Upload(pack.bytes(), prefill_meta_);
+  const int32_t* one = DeviceAt<int32_t>(device_meta, seq_off);
 
+  const int64_t last_heads = heads - (heads - 1) / chunk * chunk;
   AttnParams p;
-  full.Bind(device_meta, full_off, p);
+  SetAttentionWork(one, one + 1, one + 2, one + 3, 1, 1, n, chunk, 1, p);
   ChooseSplits(p.num_items, ctx, sm_count_, p);
   AttnParams p_last = p;
-  last.Bind(device_meta, last_off, p_last);
+  SetAttentionWork(one, one + 1, one + 2, one + 3, 1, 1, n, last_heads, 1, p_last);
   ChooseSplits(p_last.num_items, ctx, sm_count_, p_last);
   p.dk = p_last.dk = static_cast<int32_t>(qk);
   p.dv = p_last.dv = static_cast<int32_t>(vd);
@@ -315,7 +281,6 @@ void CudaOps::MlaPrefillOne(ConstMatView q, const Tensor& wkv_b, const PagedCach
     a.k_head_stride = kvw;
     a.v_offset = nope + rope;
     a.v_head_stride = kvw;
-    a.group = 1;
     a.v_in_k = -1;
     a.scale = shape.softmax_scale;
     a.partial_out = At<float>(base, po_off);

@@ -26,6 +26,12 @@ void RequireDeviceWeight(const Tensor& w, int64_t rows, int64_t cols, DType a, D
 // a block table covering the context with ids inside the cache.
 void RequireSeq(const SeqSlice& seq, int64_t batch_rows, const PagedCacheView& cache);
 
+// A SeqTable's host side against `batch_rows` rows and a cache: arrays
+// present, bounds consistent (max_context within max_blocks blocks). Its
+// arrays are device memory the host does not read; the model checks a
+// step's sequences before uploading them.
+void RequireTable(const SeqTable& table, int64_t batch_rows, const PagedCacheView& cache);
+
 // Host bytes of several arrays, each 16-byte aligned, uploaded as one blob.
 class HostPack {
  public:

@@ -38,6 +38,7 @@ std::string DescribeDeviceErrors(uint32_t bits) {
       {kErrPositionNegative, "negative position"},
       {kErrBadSlotTable,
        "MoE slot table: a replica count outside [1, max_replicas] or a slot outside the group"},
+      {kErrCacheSlotOutsideCache, "KV cache write: a token's slot is past the cache's last block"},
   };
   std::string out;
   for (const Name& n : kNames) {

@@ -43,6 +43,7 @@ enum DeviceError : uint32_t {
   kErrExpertOutsideRange = 1u << 2,
   kErrPositionNegative = 1u << 3,
   kErrBadSlotTable = 1u << 4,  // MoeSlotTable: replica count or slot out of range
+  kErrCacheSlotOutsideCache = 1u << 5,  // SeqTable::slots: a slot past the cache's rows
 };
 // "token id outside the vocabulary; ..." for the bits set in `bits`.
 std::string DescribeDeviceErrors(uint32_t bits);

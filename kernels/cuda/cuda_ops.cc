@@ -46,6 +46,19 @@ void RequireSeq(const SeqSlice& seq, int64_t batch_rows, const PagedCacheView& c
   }
 }
 
+void RequireTable(const SeqTable& t, int64_t batch_rows, const PagedCacheView& cache) {
+  Require(t.num_seqs >= 0 && t.max_blocks >= 0 && t.max_tokens >= 0 && t.max_context >= 0,
+          "sequence table sizes must be >= 0");
+  Require(t.rows == batch_rows, "sequence table rows differ from the batch's");
+  Require(t.num_seqs == 0 || (t.token_begin != nullptr && t.num_tokens != nullptr &&
+                              t.context_len != nullptr && t.block_tables != nullptr),
+          "sequence table arrays missing");
+  Require(cache.block_size > 0, "cache block_size must be positive");
+  Require(t.max_context <= t.max_blocks * cache.block_size,
+          "sequence table: max_context beyond what max_blocks cover");
+  Require(t.max_tokens <= batch_rows, "sequence table: max_tokens beyond the batch");
+}
+
 void CudaOps::StreamDeleter::operator()(CUstream_st* stream) const {
   (void)cudaStreamSynchronize(stream);
   if (owned) (void)cudaStreamDestroy(stream);
@@ -112,10 +125,7 @@ CudaOps::CudaOps(int device, int sm_count, std::unique_ptr<CUstream_st, StreamDe
       moe_(stream_),
       moe_rows_(stream_),
       rope_freqs_(stream_),
-      write_meta_(stream_),
-      absorbed_meta_(stream_),
-      prefill_meta_(stream_),
-      gqa_meta_(stream_) {}
+      prefill_meta_(stream_) {}
 
 CudaOps::~CudaOps() { (void)cudaStreamSynchronize(stream_); }
 
@@ -195,27 +205,23 @@ void CudaOps::Rope(MatView x, int64_t heads_per_token, std::span<const int32_t> 
              stream_);
 }
 
-void CudaOps::CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
+void CudaOps::CacheWrite(ConstMatView values, const SeqTable& seqs,
                          const PagedCacheView& cache) {
   RequireView(values, "cache write values");
   Require(values.cols == cache.width, "cache write: values.cols != cache.width");
-  std::vector<int64_t> dst(static_cast<size_t>(values.rows), -1);
-  for (const SeqSlice& seq : seqs) {
-    RequireSeq(seq, values.rows, cache);
-    const int64_t first_pos = seq.context_len - seq.num_tokens;
-    for (int64_t j = 0; j < seq.num_tokens; ++j) {
-      const int64_t p = first_pos + j;
-      const int32_t block = seq.block_table[static_cast<size_t>(p / cache.block_size)];
-      dst[static_cast<size_t>(seq.token_begin + j)] =
-          block * cache.block_size + p % cache.block_size;
-    }
-  }
+  Require(seqs.rows == values.rows && (values.rows == 0 || seqs.slots != nullptr),
+          "cache write: the table's slots must cover the values' rows");
   if (values.rows == 0) return;
-  HostPack pack;
-  pack.Put(dst);
-  const auto* rows = static_cast<const int64_t*>(Upload(pack.bytes(), write_meta_));
-  LaunchKvCacheWrite(values.data, values.stride, values.rows, rows,
-                     static_cast<uint8_t*>(cache.data), ToDevice(cache.layout()), stream_);
+  LaunchKvCacheWrite(values.data, values.stride, values.rows, seqs.slots,
+                     cache.num_blocks * cache.block_size, static_cast<uint8_t*>(cache.data),
+                     ToDevice(cache.layout()), error_word_.get(), stream_);
+}
+
+void CudaOps::ZeroRows(MatView v) {
+  if (v.rows == 0 || v.cols == 0) return;
+  MOESERVE_CUDA_CHECK(cudaMemset2DAsync(v.data, static_cast<size_t>(v.stride) * sizeof(float), 0,
+                                        static_cast<size_t>(v.cols) * sizeof(float),
+                                        static_cast<size_t>(v.rows), stream_));
 }
 
 void CudaOps::GatherRows(ConstMatView x, std::span<const int32_t> rows, MatView out) {

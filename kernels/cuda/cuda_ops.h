@@ -7,11 +7,11 @@
 // with kernels/cuda/device_tensor.h), PagedCacheView::data,
 // RoutingParams::correction_bias, and the spans of numbers (token ids,
 // positions, row lists and row weights, routing expert ids and weights,
-// sampling's draw_index, token_ids and logprobs). Host memory: the
-// descriptors and their arrays (the `seqs` span and every SeqSlice's block
-// table, the SamplingParams span, RopeTable, RoutingParams itself, shapes).
+// sampling's draw_index, token_ids and logprobs), and a SeqTable's arrays.
+// Host memory: the descriptors (a SeqTable's bounds, the prefill form's host
+// slices, the SamplingParams span, RopeTable, RoutingParams itself, shapes).
 // Host descriptors are uploaded per call; an upload whose bytes equal the
-// previous one of the same kind (the same batch in the next layer) is skipped.
+// previous one of the same kind is skipped.
 //
 // Execution. Ops queue work on one CUDA stream and return without waiting,
 // except PermuteByExpert (it reads group sizes back to size the GEMMs).
@@ -20,13 +20,13 @@
 // queued ops; or, with Options::stream, a stream of the caller's (the CUDA
 // backend's non-blocking streams: order the synchronous copies yourself).
 //
-// Graph capture. The fixed-capacity MoE ops (MoeDispatchLayout,
-// GroupedGatedFfn, MoeCombineReduce) read no count on the host and upload no
-// descriptor, so they can be captured, once an eager call of the same sizes
-// has grown the scratch buffers and planned the products (a buffer that grows
-// during capture allocates inside the graph). Ops that upload host
-// descriptors (attention, CacheWrite, Rope, Sample) go through a ring of
-// pinned buffers that a replay would read after reuse: not capturable yet.
+// Graph capture. Every op but Sample and MlaAttentionPrefill reads its
+// sequences, counts and layouts from device memory and can be captured, once
+// an eager call of the same sizes has grown the scratch buffers, planned the
+// products and uploaded the rope table (a buffer that grows during capture
+// allocates inside the graph). An upload of a host descriptor while the
+// stream is captured would replay stale bytes: it invalidates the capture
+// instead, so EndCapture fails and the caller runs eagerly.
 //
 // Weights. Linear and GatedFfn take F32, BF16 or F8E4M3 weights (gemm.h);
 // Embedding tables and RmsNorm weights F32 or BF16; MLA's wkv_b F32 or BF16
@@ -97,15 +97,13 @@ class CudaOps final : public Ops {
   void Add(ConstMatView x, MatView y) override;
   void Rope(MatView x, int64_t heads_per_token, std::span<const int32_t> positions,
             const RopeTable& table) override;
-  void CacheWrite(ConstMatView values, std::span<const SeqSlice> seqs,
-                  const PagedCacheView& cache) override;
+  void CacheWrite(ConstMatView values, const SeqTable& seqs, const PagedCacheView& cache) override;
   void MlaAttentionPrefill(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
-                           std::span<const SeqSlice> seqs, const MlaShape& shape,
-                           MatView out) override;
+                           const SeqTable& seqs, std::span<const SeqSlice> host,
+                           const MlaShape& shape, MatView out) override;
   void MlaAttentionAbsorbed(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
-                            std::span<const SeqSlice> seqs, const MlaShape& shape,
-                            MatView out) override;
-  void GqaAttention(ConstMatView q, const PagedCacheView& cache, std::span<const SeqSlice> seqs,
+                            const SeqTable& seqs, const MlaShape& shape, MatView out) override;
+  void GqaAttention(ConstMatView q, const PagedCacheView& cache, const SeqTable& seqs,
                     const GqaShape& shape, MatView out) override;
   void RouteTopK(ConstMatView logits, const RoutingParams& params, std::span<int32_t> expert_ids,
                  std::span<float> weights) override;
@@ -203,6 +201,8 @@ class CudaOps final : public Ops {
   // Device copy of `host`, through the given cache (skipped when unchanged).
   const void* Upload(const std::vector<std::byte>& host, CachedUpload& cache);
   const float* RopeFrequencies(const RopeTable& table);
+  // Sets every element of `v` to zero (stream-ordered, capturable).
+  void ZeroRows(MatView v);
   void MlaPrefillOne(ConstMatView q, const Tensor& wkv_b, const PagedCacheView& cache,
                      const SeqSlice& seq, const MlaShape& shape, MatView out);
 
@@ -220,8 +220,7 @@ class CudaOps final : public Ops {
   DeviceBuffer moe_;          // PermuteByExpert's arrays
   DeviceBuffer moe_rows_;     // GroupedGatedFfn's gathered rows of one expert and their outputs
   CachedUpload rope_freqs_;   // RopeTable::inv_freq
-  CachedUpload write_meta_;   // CacheWrite's destination rows
-  CachedUpload absorbed_meta_, prefill_meta_, gqa_meta_;  // attention batches
+  CachedUpload prefill_meta_;  // the prefill form's context rows and its one-sequence table
 };
 
 }  // namespace moeserve::cuda

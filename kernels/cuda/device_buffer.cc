@@ -37,6 +37,17 @@ HostUploader::~HostUploader() {
 
 void HostUploader::Upload(const void* host, void* device, size_t bytes) {
   if (bytes == 0) return;
+  // A copy captured into a graph would replay from a pinned slot that later
+  // uploads reuse: stale bytes, silently. Break the capture instead, with an
+  // operation capture does not allow, so that EndCapture fails and the
+  // caller runs the step eagerly.
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  MOESERVE_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capturing));
+  if (capturing != cudaStreamCaptureStatusNone) {
+    (void)cudaStreamSynchronize(stream_);  // invalidates the capture
+    (void)cudaGetLastError();
+    return;
+  }
   Slot& s = slots_[static_cast<size_t>(next_)];
   next_ = (next_ + 1) % kSlots;
   if (s.done == nullptr) {

@@ -18,12 +18,16 @@ __device__ inline uint16_t FloatToBf16Bits(float x) {
 
 // One thread block per source row.
 __global__ void __launch_bounds__(kThreads)
-    KvCacheWriteKernel(const float* src, int64_t src_stride, int64_t rows, const int64_t* dst_rows,
-                       uint8_t* cache, KvRowDevice l) {
+    KvCacheWriteKernel(const float* src, int64_t src_stride, int64_t rows, const int32_t* dst_rows,
+                       int64_t cache_rows, uint8_t* cache, KvRowDevice l, uint32_t* error_word) {
   __shared__ float scratch[kThreads / kWarp];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t dst = dst_rows[r];
     if (dst < 0) continue;  // uniform across the block
+    if (dst >= cache_rows) {
+      if (threadIdx.x == 0) RaiseError(error_word, kErrCacheSlotOutsideCache);
+      continue;
+    }
     const float* x = src + r * src_stride;
     uint8_t* row = cache + dst * l.row_bytes;
     if (l.dtype == kKvF32) {
@@ -94,11 +98,12 @@ KvRowDevice F32Rows(int64_t width) {
   return ToDevice(KvRowLayout{KvCacheDtype::kF32, width, 0, 0});
 }
 
-void LaunchKvCacheWrite(const float* src, int64_t src_stride, int64_t rows, const int64_t* dst_rows,
-                        uint8_t* cache, const KvRowDevice& layout, cudaStream_t stream) {
+void LaunchKvCacheWrite(const float* src, int64_t src_stride, int64_t rows, const int32_t* dst_rows,
+                        int64_t cache_rows, uint8_t* cache, const KvRowDevice& layout,
+                        uint32_t* error_word, cudaStream_t stream) {
   if (rows == 0) return;
-  KvCacheWriteKernel<<<GridFor(rows, 1), kThreads, 0, stream>>>(src, src_stride, rows, dst_rows,
-                                                                cache, layout);
+  KvCacheWriteKernel<<<GridFor(rows, 1), kThreads, 0, stream>>>(
+      src, src_stride, rows, dst_rows, cache_rows, cache, layout, error_word);
   MOESERVE_CUDA_CHECK_LAUNCH();
 }
 

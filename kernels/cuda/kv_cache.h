@@ -28,9 +28,11 @@ KvRowDevice ToDevice(const KvRowLayout& layout);
 KvRowDevice F32Rows(int64_t width);
 
 // Stores src rows i < rows (width floats, row stride src_stride) in cache row
-// dst_rows[i] (skipped when negative), quantizing as the layout says.
-void LaunchKvCacheWrite(const float* src, int64_t src_stride, int64_t rows, const int64_t* dst_rows,
-                        uint8_t* cache, const KvRowDevice& layout, cudaStream_t stream);
+// dst_rows[i] (skipped when negative), quantizing as the layout says. A row
+// at or past `cache_rows` is skipped and raises kErrCacheSlotOutsideCache.
+void LaunchKvCacheWrite(const float* src, int64_t src_stride, int64_t rows, const int32_t* dst_rows,
+                        int64_t cache_rows, uint8_t* cache, const KvRowDevice& layout,
+                        uint32_t* error_word, cudaStream_t stream);
 
 // out[i, 0:width] = cache row rows[i] read back as float32, for i < n.
 void LaunchKvGatherRows(const uint8_t* cache, const KvRowDevice& layout, const int32_t* rows,

@@ -51,7 +51,9 @@ class DeepseekV3 final : public Model {
     absl::Status valid = ValidateBatch(batch, config_, cache);
     if (valid.ok()) valid = stack_.CheckPlanned(batch);
     const ForwardBatch nothing;
-    auto logits = stack_.Run(io_, layers_, valid.ok() ? batch : nothing, &cache, AttentionFn{this});
+    // A forced prefill form cannot be replayed: replay uses the absorbed form.
+    auto logits = stack_.Run(io_, layers_, valid.ok() ? batch : nothing, &cache, AttentionFn{this},
+                             options_.mla_form != MlaForm::kPrefill);
     if (!valid.ok()) return valid;
     return logits;
   }
@@ -67,11 +69,10 @@ class DeepseekV3 final : public Model {
   // Layer l's attention over one micro-batch.
   struct AttentionFn {
     const DeepseekV3* self;
-    void operator()(StepContext& step, size_t, const Layer& layer, std::span<const SeqSlice> seqs,
-                    std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
-                    MatView out) const {
-      MlaForward(step, layer.attn, self->config_, self->rope_, self->options_.mla_form, seqs,
-                 positions, cache, x, out);
+    void operator()(StepContext& step, size_t, const Layer& layer, const AttentionBatch& batch,
+                    const PagedCacheView& cache, ConstMatView x, MatView out) const {
+      MlaForward(step, layer.attn, self->config_, self->rope_, self->options_.mla_form, batch,
+                 cache, x, out);
     }
   };
 

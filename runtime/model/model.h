@@ -53,6 +53,11 @@ struct ForwardStats {
   // for dense layers.
   std::vector<std::vector<int64_t>> expert_load;
   CommunicationTiming communication;
+  // The batch-size bucket a decode step ran in (ModelOptions::graphs), 0 for
+  // an unpadded eager step. A bucket's first step runs its padded pass
+  // eagerly (sizing the op set's buffers), its second captures the graph,
+  // and every later one replays it.
+  int64_t graph_batch_size = 0;
 };
 
 // How MLA attention is computed. Both forms give the same function; kAuto
@@ -66,6 +71,14 @@ struct ModelOptions {
   // The most tokens one Forward takes. The step workspace is planned for it
   // at load time, and it is every micro-batch's MoE exchange capacity.
   int64_t max_batch_tokens = 2048;
+  // Decode steps (one new token per sequence) as graphs captured once per
+  // batch-size bucket and replayed (CUDA graphs on a GPU; the CPU backend's
+  // replay on the CPU): a step of n sequences runs the graph of the smallest
+  // bucket >= n with the rest padded. Steps that fit no bucket, and steps
+  // with the two-micro-batch overlap, run eagerly. The replayed step
+  // computes the same function as the eager one.
+  bool graphs = false;
+  std::vector<int64_t> graph_batch_sizes = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 };
 
 // One forward pass. Sequences are laid out one after another: seqs[i] covers

@@ -68,10 +68,9 @@ class Qwen3Moe final : public Model {
   // Layer l's attention over one micro-batch.
   struct AttentionFn {
     const Qwen3Moe* self;
-    void operator()(StepContext& step, size_t, const Layer& layer, std::span<const SeqSlice> seqs,
-                    std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
-                    MatView out) const {
-      GqaForward(step, layer.attn, self->config_, self->rope_, seqs, positions, cache, x, out);
+    void operator()(StepContext& step, size_t, const Layer& layer, const AttentionBatch& batch,
+                    const PagedCacheView& cache, ConstMatView x, MatView out) const {
+      GqaForward(step, layer.attn, self->config_, self->rope_, batch, cache, x, out);
     }
   };
 

@@ -208,9 +208,9 @@ TEST_P(KvCacheMlaTest, WithinTheRoundingBoundOfTheF32Cache) {
     const ConstMatView qv{q.data(), b.rows, H * qk, H * qk};
     const MatView ov{out.data(), b.rows, H * vd, H * vd};
     if (absorbed) {
-      ops->MlaAttentionAbsorbed(qv, wkv_b, c.view, b.seqs, kMla, ov);
+      ops->MlaAttentionAbsorbed(qv, wkv_b, c.view, HostSeqTable::Build(b.seqs, b.rows, b.block_size).View(), kMla, ov);
     } else {
-      ops->MlaAttentionPrefill(qv, wkv_b, c.view, b.seqs, kMla, ov);
+      ops->MlaAttentionPrefill(qv, wkv_b, c.view, HostSeqTable::Build(b.seqs, b.rows, b.block_size).View(), b.seqs, kMla, ov);
     }
     return out;
   };
@@ -287,7 +287,7 @@ TEST_P(KvCacheGqaTest, WithinTheRoundingBoundOfTheF32Cache) {
   const std::vector<float> q = RandomVector(static_cast<size_t>(b.rows * H * hd), 9);
   auto run = [&](const Cache& c) {
     std::vector<float> out(static_cast<size_t>(b.rows * H * hd), 0.0f);
-    ops->GqaAttention({q.data(), b.rows, H * hd, H * hd}, c.view, b.seqs, kGqa,
+    ops->GqaAttention({q.data(), b.rows, H * hd, H * hd}, c.view, HostSeqTable::Build(b.seqs, b.rows, b.block_size).View(), kGqa,
                       {out.data(), b.rows, H * hd, H * hd});
     return out;
   };

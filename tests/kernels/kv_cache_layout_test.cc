@@ -224,7 +224,7 @@ TEST(KvCacheLayoutTest, CacheWriteQuantizesIntoTheBlockTable) {
     const std::vector<int32_t> table_a = {5, 2}, table_b = {0};
     const std::vector<SeqSlice> seqs = {{0, 3, 7, table_a}, {3, 2, 3, table_b}};
     Tensor values = testing::RandomTensor({5, l.width}, 11);
-    ops->CacheWrite(values.mat(), seqs, view);
+    ops->CacheWrite(values.mat(), HostSeqTable::Build(seqs, 5, block_size).View(), view);
     std::vector<uint8_t> want(static_cast<size_t>(rb));
     auto expect_row = [&](int32_t block, int64_t slot, int64_t batch_row) {
       QuantizeKvRow(l, values.f32() + batch_row * l.width, want.data());

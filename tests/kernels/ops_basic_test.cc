@@ -161,7 +161,7 @@ TEST_F(OpsBasicTest, CacheWriteFollowsTheBlockTable) {
   // sequence b: 2 new tokens at positions 1..2 (block 0, slots 1..2).
   const std::vector<SeqSlice> seqs = {{0, 3, 7, table_a}, {3, 2, 3, table_b}};
   Tensor values = RandomTensor({5, width}, 11);
-  ops_->CacheWrite(values.mat(), seqs, cache.view);
+  ops_->CacheWrite(values.mat(), HostSeqTable::Build(seqs, 5, 4).View(), cache.view);
   auto expect_row = [&](int32_t block, int64_t slot, int64_t batch_row) {
     for (int64_t c = 0; c < width; ++c) {
       EXPECT_EQ(reinterpret_cast<const float*>(cache.view.token(block, slot))[c],

@@ -139,6 +139,18 @@ struct MlaBatch {
   PagedCacheView view;
   std::vector<std::vector<int32_t>> tables;
   std::vector<SeqSlice> seqs;
+  HostSeqTable host_table;
+  std::vector<Tensor> device_arrays;  // the table's arrays on the device
+  SeqTable table;
+
+  static Tensor DeviceInts(const std::vector<int32_t>& host) {
+    Tensor t = cuda::AllocateDevice(DType::kI32, {std::max<int64_t>(1, static_cast<int64_t>(host.size()))}).value();
+    if (!host.empty()) {
+      MOESERVE_CUDA_CHECK(cudaMemcpy(t.raw(), host.data(), host.size() * sizeof(int32_t),
+                                     cudaMemcpyHostToDevice));
+    }
+    return t;
+  }
 
   MlaBatch(int64_t b, int64_t ctx) : batch(b), context(ctx) {
     const int64_t width = D::kKvLora + D::kRope;
@@ -159,6 +171,18 @@ struct MlaBatch {
       tables.emplace_back(order.begin() + s * per_seq, order.begin() + (s + 1) * per_seq);
     }
     for (int64_t s = 0; s < b; ++s) seqs.push_back({s, 1, ctx, tables[static_cast<size_t>(s)]});
+    host_table = HostSeqTable::Build(seqs, b, kBlock);
+    table = host_table.View();
+    for (const std::vector<int32_t>* v :
+         {&host_table.token_begin, &host_table.num_tokens, &host_table.context_len,
+          &host_table.block_tables, &host_table.slots}) {
+      device_arrays.push_back(DeviceInts(*v));
+    }
+    table.token_begin = static_cast<const int32_t*>(device_arrays[0].raw());
+    table.num_tokens = static_cast<const int32_t*>(device_arrays[1].raw());
+    table.context_len = static_cast<const int32_t*>(device_arrays[2].raw());
+    table.block_tables = static_cast<const int32_t*>(device_arrays[3].raw());
+    table.slots = static_cast<const int32_t*>(device_arrays[4].raw());
   }
 };
 
@@ -178,7 +202,7 @@ void BenchMlaDecode(CudaOps& ops, const DeviceLimits& l, const Options& o) {
     const Tensor q = RandomActivations(b, D::kHeads * (D::kNope + D::kRope), 32);
     Tensor out = cuda::AllocateDevice(DType::kF32, {b, D::kHeads * D::kVHead}).value();
     const double ms = MedianMs(ops.stream(), 2, o.iters, [&] {
-      ops.MlaAttentionAbsorbed(q.mat(), wkv_b, batch.view, batch.seqs, kShape, out.mat());
+      ops.MlaAttentionAbsorbed(q.mat(), wkv_b, batch.view, batch.table, kShape, out.mat());
     });
     const double cache_bytes = static_cast<double>(b) * batch.context * batch.view.width * 4;
     const double bytes = cache_bytes + static_cast<double>(wkv_b.nbytes());
@@ -289,8 +313,8 @@ void AttentionBlock(CudaOps& ops, const DecodeModel& m, DecodeState& s, MlaBatch
   const MatView latent = s.kv.mat().Columns(0, D::kKvLora);
   ops.RmsNorm(latent, m.kv_norm, 1e-6f, latent);
   ops.Rope(s.kv.mat().Columns(D::kKvLora, D::kRope), 1, positions, m.rope);
-  ops.CacheWrite(s.kv.mat(), batch.seqs, batch.view);
-  ops.MlaAttentionAbsorbed(s.q.mat(), m.wkv_b, batch.view, batch.seqs, kShape, s.attn.mat());
+  ops.CacheWrite(s.kv.mat(), batch.table, batch.view);
+  ops.MlaAttentionAbsorbed(s.q.mat(), m.wkv_b, batch.view, batch.table, kShape, s.attn.mat());
   ops.Linear(s.attn.mat(), m.o_proj, s.delta.mat());
   ops.Add(s.delta.mat(), s.x.mat());
 }

@@ -44,19 +44,20 @@ class ProfilingOps final : public Ops {
   void Rope(MatView x, int64_t heads, std::span<const int32_t> pos, const RopeTable& t) override {
     Timed("Rope", [&] { inner_.Rope(x, heads, pos, t); });
   }
-  void CacheWrite(ConstMatView v, std::span<const SeqSlice> s, const PagedCacheView& c) override {
+  void CacheWrite(ConstMatView v, const SeqTable& s, const PagedCacheView& c) override {
     Timed("CacheWrite", [&] { inner_.CacheWrite(v, s, c); });
   }
   void MlaAttentionPrefill(ConstMatView q, const Tensor& w, const PagedCacheView& c,
-                           std::span<const SeqSlice> s, const MlaShape& sh, MatView o) override {
-    Timed("MlaAttentionPrefill", [&] { inner_.MlaAttentionPrefill(q, w, c, s, sh, o); });
+                           const SeqTable& s, std::span<const SeqSlice> h, const MlaShape& sh,
+                           MatView o) override {
+    Timed("MlaAttentionPrefill", [&] { inner_.MlaAttentionPrefill(q, w, c, s, h, sh, o); });
   }
   void MlaAttentionAbsorbed(ConstMatView q, const Tensor& w, const PagedCacheView& c,
-                            std::span<const SeqSlice> s, const MlaShape& sh, MatView o) override {
+                            const SeqTable& s, const MlaShape& sh, MatView o) override {
     Timed("MlaAttentionAbsorbed", [&] { inner_.MlaAttentionAbsorbed(q, w, c, s, sh, o); });
   }
-  void GqaAttention(ConstMatView q, const PagedCacheView& c, std::span<const SeqSlice> s,
-                    const GqaShape& sh, MatView o) override {
+  void GqaAttention(ConstMatView q, const PagedCacheView& c, const SeqTable& s, const GqaShape& sh,
+                    MatView o) override {
     Timed("GqaAttention", [&] { inner_.GqaAttention(q, c, s, sh, o); });
   }
   void RouteTopK(ConstMatView l, const RoutingParams& p, std::span<int32_t> ids,

@@ -82,6 +82,8 @@ text prompt (the coordinator needs --tokenizer), the tokens for --prompt-ids.
                        chunks of this size (default 2048)
   --device D           with --model: where the model runs, cpu or cuda / cuda:N
                        (default cpu)
+  --no-cuda-graphs     with --model on CUDA: run every decode step eagerly
+                       instead of replaying a CUDA graph per batch-size bucket
 )";
 
 constexpr char kChatUsage[] =
@@ -347,7 +349,8 @@ int RunGenerate(const std::vector<std::string>& argv) {
                           {"model", "server", "prompt-ids", "max-tokens", "temperature", "top-p",
                            "top-k", "min-p", "seed", "kv-cache-tokens", "kv-cache-dtype",
                            "max-batch-tokens", "logprobs", "stop", "device"},
-                          {"prompt-logprobs", "json", "ignore-eos", "tokens", "help"});
+                          {"prompt-logprobs", "json", "ignore-eos", "tokens", "help",
+                           "no-cuda-graphs"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << kGenerateUsage;
@@ -422,6 +425,7 @@ int RunGenerate(const std::vector<std::string>& argv) {
     return Fail(absl::InvalidArgumentError(absl::StrCat("--device: ", device.status().message())));
   }
   options.device = *device;
+  options.model.graphs = options.device.kind == DeviceKind::kCuda && !args->Has("no-cuda-graphs");
 
   auto engine = Engine::Create(options);
   if (!engine.ok()) return Fail(engine.status());

@@ -41,6 +41,9 @@ coordinator restarts, it registers again, keeping its weights.
                              CUDA (default auto)
   --device D                 where the model runs: cpu, or cuda / cuda:N for GPU N
                              of this machine (default cpu)
+  --no-cuda-graphs           on CUDA, run every decode step eagerly instead of
+                             replaying a CUDA graph captured once per batch-size
+                             bucket (1, 2, 4, ... 256 sequences); for comparing
   --worker-id ID             identity reported to the coordinator, e.g. the pod name
                              (default HOSTNAME:PID)
   --rank N                   the rank to ask the coordinator for, e.g. pod ordinal
@@ -101,6 +104,7 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
     return absl::InvalidArgumentError(absl::StrCat("--device: ", device.status().message()));
   }
   o.device = *device;
+  o.model.graphs = o.device.kind == DeviceKind::kCuda && !args.Has("no-cuda-graphs");
   o.worker_id = args.Get("worker-id").value_or(DefaultWorkerId());
   if (o.worker_id.empty()) return absl::InvalidArgumentError("--worker-id is empty");
   auto rank = args.Int("rank", -1);
@@ -144,7 +148,7 @@ int Main(const std::vector<std::string>& argv) {
       argv,
       {"coordinator", "model", "kv-cache-tokens", "kv-cache-dtype", "device", "worker-id", "rank",
        "connect-timeout-seconds", "communicator-host", "reconnect-seconds", "ep-size"},
-      {"help"});
+      {"help", "no-cuda-graphs"});
   if (!args.ok()) return BadFlags(args.status());
   if (args->Has("help")) {
     std::cout << kUsage;

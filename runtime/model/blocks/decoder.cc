@@ -1,6 +1,7 @@
 #include "runtime/model/blocks/decoder.h"
 
 #include <algorithm>
+#include <iostream>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -47,8 +48,7 @@ absl::StatusOr<DecoderLayerCommon> LoadDecoderLayerCommon(const WeightReader& re
   return common;
 }
 
-std::vector<MicroBatch> SplitMicroBatches(const ForwardBatch& batch,
-                                          std::span<const int32_t> positions, int count) {
+std::vector<MicroBatch> SplitMicroBatches(const ForwardBatch& batch, int count) {
   const auto total = static_cast<int64_t>(batch.tokens.size());
   std::vector<MicroBatch> mbs(static_cast<size_t>(count >= 2 ? 2 : 1));
   size_t split = batch.seqs.size();
@@ -68,8 +68,6 @@ std::vector<MicroBatch> SplitMicroBatches(const ForwardBatch& batch,
       mb.rows += s.num_tokens;
       mb.seqs.push_back(s);
     }
-    mb.positions =
-        positions.subspan(static_cast<size_t>(mb.row_begin), static_cast<size_t>(mb.rows));
   }
   return mbs;
 }
@@ -82,6 +80,9 @@ namespace {
 constexpr int64_t kLogitChunkRows = 64;
 
 }  // namespace
+
+DecoderStack::DecoderStack() = default;
+DecoderStack::~DecoderStack() = default;
 
 absl::Status DecoderStack::Init(const ModelConfig& config, Backend& backend,
                                 const ModelOptions& model_options) {
@@ -155,10 +156,26 @@ absl::Status DecoderStack::Init(const ModelConfig& config, Backend& backend,
   if (absl::Status s = compute_->Synchronize(); !s.ok()) return s;  // host_iota goes away
   schedule_ = BuildOverlapSchedule(moe_layers_, options_.micro_batches, options_.overlap);
   executor_ = std::make_unique<OverlapExecutor>(backend, *compute_, *comm_stream_, schedule_);
+
+  // Graphs replay one stream's work: a schedule that posts exchanges to the
+  // communication stream (the overlap) runs eagerly.
+  graphs_on_ = model_options.graphs &&
+               std::none_of(schedule_.steps.begin(), schedule_.steps.end(),
+                            [](const ScheduleStep& s) { return s.action == ScheduleStep::kPost; });
+  for (int64_t b : model_options.graph_batch_sizes) {
+    if (b <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("graph batch sizes must be positive, got ", b));
+    }
+    if (b <= max_tokens_) buckets_.push_back(b);
+  }
+  std::sort(buckets_.begin(), buckets_.end());
+  buckets_.erase(std::unique(buckets_.begin(), buckets_.end()), buckets_.end());
   return absl::OkStatus();
 }
 
 void DecoderStack::CreateStreams() {
+  graphs_.clear();    // captured on the old streams' op set
   executor_.reset();  // holds the old streams
   ops_.reset();
   compute_ = backend_->CreateStream();
@@ -187,43 +204,155 @@ absl::Status DecoderStack::CheckPlanned(const ForwardBatch& batch) const {
         absl::StrCat("a step of ", tokens, " tokens is more than the ", max_tokens_,
                      " this model's workspace was planned for (max batch tokens)"));
   }
+  if (static_cast<int64_t>(batch.seqs.size()) > max_tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a step of ", batch.seqs.size(), " sequences is more than the ", max_tokens_,
+                     " this model's step inputs were planned for (max batch tokens)"));
+  }
+  if (static_cast<int64_t>(batch.logit_rows.size()) > max_tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a step asking for the logits of ", batch.logit_rows.size(),
+                     " rows is more than the ", max_tokens_,
+                     " this model's step inputs were planned for (max batch tokens)"));
+  }
   return absl::OkStatus();
 }
 
-absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
+// A pass's inputs in backend memory, and the host data they were copied from
+// (kept until the streams are synchronized).
+struct DecoderStack::Inputs {
+  int64_t rows = 0;
+  std::span<int32_t> ids, positions;  // [rows]
+  std::span<const int32_t> logit_rows;
+  std::vector<MicroBatch> mbs;
+  std::vector<SeqTable> tables;  // by micro-batch
+  // Rows of no sequence (a bucket's padding) come out of attention as zero
+  // (ops.h), so they stay finite through the layers.
+  bool replay = false;  // captured for replay: no host sequences, no uploads
+  std::function<std::span<const int32_t>(const std::vector<int32_t>&)> upload;
+  std::vector<std::span<int64_t>> loads;  // by layer: expert loads (set by QueuePass)
+
+  // Host side.
+  std::vector<int32_t> host_ids, host_positions;
+  std::vector<HostSeqTable> host_tables;
+};
+
+// A decode bucket's graph and the static inputs it reads.
+struct DecoderStack::GraphBucket {
+  std::unique_ptr<Workspace> arena;  // ids, positions, tables: filled before each replay
+  Inputs in;
+  MatView logits;  // [rows, vocab], in the step workspace
+  bool warmed = false;  // its padded pass has run once eagerly
+  std::unique_ptr<Graph> graph;
+};
+
+namespace {
+
+// Copies `host` into `arena`'s next array on `stream`.
+std::span<int32_t> UploadInts(Stream& stream, Workspace& arena, const std::vector<int32_t>& host) {
+  std::span<int32_t> dst = arena.Array<int32_t>(static_cast<int64_t>(host.size()));
+  if (!host.empty()) stream.CopyToDevice(dst.data(), host.data(), dst.size_bytes());
+  return dst;
+}
+
+// Arrays for `t`'s shape in `arena`.
+SeqTable AllocateTable(Workspace& arena, int64_t num_seqs, int64_t rows, int64_t max_blocks) {
+  SeqTable t;
+  t.token_begin = arena.Array<int32_t>(num_seqs).data();
+  t.num_tokens = arena.Array<int32_t>(num_seqs).data();
+  t.context_len = arena.Array<int32_t>(num_seqs).data();
+  t.block_tables = arena.Array<int32_t>(num_seqs * max_blocks).data();
+  t.slots = arena.Array<int32_t>(rows).data();
+  t.num_seqs = num_seqs;
+  t.rows = rows;
+  t.max_blocks = max_blocks;
+  return t;
+}
+
+// Copies `host` into the arrays of `t` (allocated for its shape) on `stream`.
+void CopyTable(Stream& stream, const HostSeqTable& host, SeqTable& t) {
+  auto copy = [&](const int32_t* dst, const std::vector<int32_t>& src) {
+    if (!src.empty()) {
+      stream.CopyToDevice(const_cast<int32_t*>(dst), src.data(), src.size() * sizeof(int32_t));
+    }
+  };
+  copy(t.token_begin, host.token_begin);
+  copy(t.num_tokens, host.num_tokens);
+  copy(t.context_len, host.context_len);
+  copy(t.block_tables, host.block_tables);
+  copy(t.slots, host.slots);
+  t.max_tokens = host.max_tokens;
+  t.max_context = host.max_context;
+}
+
+// The host inputs of in.mbs over in.rows rows of `batch` (padded with token
+// 0 at position 0 past the batch's tokens), for blocks of `block_size`.
+// With `bucket`, each micro-batch's table has an entry per row and the
+// fixed stride and bounds of a graph.
+void BuildHostInputs(const ForwardBatch& batch, int64_t block_size, bool bucket,
+                     int64_t max_blocks, DecoderStack::Inputs& in) {
+  in.host_ids.assign(static_cast<size_t>(in.rows), 0);
+  std::copy(batch.tokens.begin(), batch.tokens.end(), in.host_ids.begin());
+  in.host_positions.assign(static_cast<size_t>(in.rows), 0);
+  const std::vector<int32_t> positions = TokenPositions(batch);
+  std::copy(positions.begin(), positions.end(), in.host_positions.begin());
+  in.host_tables.clear();
+  for (const MicroBatch& mb : in.mbs) {
+    in.host_tables.push_back(bucket ? HostSeqTable::Build(mb.seqs, mb.rows, block_size, mb.rows,
+                                                          max_blocks, 1, max_blocks * block_size)
+                                    : HostSeqTable::Build(mb.seqs, mb.rows, block_size));
+  }
+}
+
+}  // namespace
+
+int64_t DecoderStack::max_blocks(int64_t block_size) const {
+  return CeilDiv(config_->max_position_embeddings, block_size);
+}
+
+absl::Status DecoderStack::EnsureInputs(int64_t block_size) {
+  if (inputs_ != nullptr && inputs_block_size_ == block_size) return absl::OkStatus();
+  // ids, positions, logit rows, and per micro-batch: three per-sequence
+  // arrays, slots, block tables; room for a few uploads of per-sequence
+  // arrays; each array rounds up to the workspace alignment.
+  const auto ints = static_cast<size_t>(max_tokens_) *
+                    (3 + 2 * 4 + 8 + static_cast<size_t>(max_blocks(block_size)));
+  const size_t bytes = ints * sizeof(int32_t) + 64 * Workspace::kAlignment;
+  inputs_.reset();
+  auto created = Workspace::Create(*backend_, bytes);
+  if (!created.ok()) {
+    return absl::Status(created.status().code(),
+                        absl::StrCat("the step inputs for ", max_tokens_, " tokens per step and ",
+                                     "blocks of ", block_size, " tokens (", bytes,
+                                     " bytes): ", created.status().message()));
+  }
+  inputs_ = *std::move(created);
+  inputs_block_size_ = block_size;
+  graphs_.clear();  // their tables were laid out for the old block size
+  return absl::OkStatus();
+}
+
+void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in,
+                             MatView logits, float* host_logits) {
   const ModelConfig& c = *config_;
   const bool planning = pass.planning;
-  std::unique_ptr<Workspace> plan_ws = planning ? Workspace::ForPlanning() : nullptr;
-  Workspace& ws = planning ? *plan_ws : *workspace_;
-  Ops& ops = planning ? *null_ops_ : *ops_;
-  Stream& stream = *compute_;
-  const ForwardBatch& batch = *pass.batch;
-  const auto tokens = static_cast<int64_t>(batch.tokens.size());
+  const int64_t tokens = in.rows;
   const int64_t hidden = c.hidden_size;
-  ws.Reset();
 
-  // The step's inputs, uploaded once. The host vectors stay alive until the
-  // streams are synchronized at the end of the pass.
   MatView h = ws.Matrix(tokens, hidden);
   MatView normed = ws.Matrix(tokens, hidden);
   MatView delta = ws.Matrix(tokens, hidden);
-  std::span<int32_t> ids = ws.Array<int32_t>(tokens);
-  std::span<int32_t> pos = ws.Array<int32_t>(tokens);
-  const std::vector<int32_t> positions = TokenPositions(batch);
-  if (!planning && tokens > 0) {
-    stream.CopyToDevice(ids.data(), batch.tokens.data(), ids.size_bytes());
-    stream.CopyToDevice(pos.data(), positions.data(), pos.size_bytes());
-  }
-  const std::vector<MicroBatch> mbs = SplitMicroBatches(batch, pos, options_.micro_batches);
+  const std::vector<MicroBatch>& mbs = in.mbs;
 
   stats_.expert_load.resize(moe_layers_.size());
-  std::vector<std::span<int64_t>> loads(moe_layers_.size());
+  std::vector<std::span<int64_t>>& loads = in.loads;
+  loads.assign(moe_layers_.size(), {});
   std::vector<MoeExchange> exchanges(mbs.size());
   for (size_t l = 0; l < moe_layers_.size(); ++l) {
     stats_.expert_load[l].assign(moe_layers_[l] ? static_cast<size_t>(c.n_routed_experts) : 0, 0);
     if (!moe_layers_[l]) continue;
     loads[l] = ws.Array<int64_t>(c.n_routed_experts);
-    if (!planning) stream.Fill(loads[l].data(), 0, loads[l].size_bytes());
+    if (!planning) compute_->Fill(loads[l].data(), 0, loads[l].size_bytes());
   }
   if (max_slots_ > 0) {
     LayerPlacement widest;
@@ -233,11 +362,12 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
       exchanges[m] = AllocateMoeExchange(ws, c, widest, mbs[m].rows, max_tokens_);
     }
   }
-  if (tokens > 0) ops.Embedding(pass.io->embed, ids, h);
+  if (tokens > 0) ops.Embedding(pass.io->embed, in.ids, h);
 
   StepContext ctx{ops, ws,
                   std::span<const int32_t>(static_cast<const int32_t*>(iota_.raw()),
-                                           static_cast<size_t>(max_tokens_))};
+                                           static_cast<size_t>(max_tokens_)),
+                  in.upload};
   auto exchange_of = [&](int micro_batch, int64_t l) {
     const LayerPlacement& p = options_.placement.layer(l);
     return MoeExchangeForSlots(exchanges[static_cast<size_t>(micro_batch)],
@@ -254,7 +384,8 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
     return m;
   };
   auto compute = [&](const Stage& stage) {
-    const MicroBatch& mb = mbs[static_cast<size_t>(stage.micro_batch)];
+    const auto m = static_cast<size_t>(stage.micro_batch);
+    const MicroBatch& mb = mbs[m];
     const int64_t l = stage.layer;
     const DecoderLayerCommon& common = pass.common(l);
     MatView hm = h.Rows(mb.row_begin, mb.rows);
@@ -266,7 +397,12 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
           ops.RmsNorm(hm, common.attn_norm, c.rms_norm_eps, nm);
           const PagedCacheView cache_layer =
               pass.cache != nullptr ? pass.cache->layer(l) : PagedCacheView{};
-          pass.attention(ctx, l, mb, cache_layer, nm, dm);
+          AttentionBatch batch;
+          batch.table = planning ? SeqTable{} : in.tables[m];
+          batch.positions = in.positions.subspan(static_cast<size_t>(mb.row_begin),
+                                                 static_cast<size_t>(mb.rows));
+          if (!in.replay) batch.host = mb.seqs;
+          pass.attention(ctx, l, batch, cache_layer, nm, dm);
           ops.Add(dm, hm);
           ops.RmsNorm(hm, common.ffn_norm, c.rms_norm_eps, nm);
         }
@@ -311,61 +447,50 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
     }
   };
 
-  const double exchanged_before = comm_->exchange_seconds();
   if (planning) {
     // The same stages in schedule order; no exchange, no event.
     for (const ScheduleStep& step : schedule_.steps) {
       if (step.action == ScheduleStep::kCompute) compute(step.stage);
     }
   } else {
-    compute_->ResetTimes();
-    comm_stream_->ResetTimes();
     executor_->Queue(compute, communicate);
   }
 
-  // Logits of the asked rows, a chunk at a time, into host memory.
-  const auto n = static_cast<int64_t>(batch.logit_rows.size());
+  // Logits of the rows in.logit_rows names, a chunk at a time: into
+  // `logits` (backend memory) or, chunk by chunk, to `host_logits`.
+  const auto n = static_cast<int64_t>(in.logit_rows.size());
   const int64_t vocab = pass.io->lm_head.dim(0);
-  const int64_t chunk = std::min(kLogitChunkRows, planning ? max_tokens_ : n);
-  std::vector<int32_t> rows32(batch.logit_rows.begin(), batch.logit_rows.end());
-  std::span<int32_t> rows = ws.Array<int32_t>(planning ? max_tokens_ : n);
+  const int64_t chunk = planning ? std::min(kLogitChunkRows, max_tokens_)
+                                 : std::min<int64_t>(kLogitChunkRows, std::max<int64_t>(n, 1));
   MatView picked = ws.Matrix(chunk, hidden);
-  MatView chunk_logits = ws.Matrix(chunk, vocab);
-  Tensor logits = planning ? Tensor() : Tensor::Empty(DType::kF32, {n, vocab});
-  if (!planning && n > 0) {
-    stream.CopyToDevice(rows.data(), rows32.data(), rows.size_bytes());
-    for (int64_t begin = 0; begin < n; begin += chunk) {
-      const int64_t count = std::min(chunk, n - begin);
-      MatView p = picked.Rows(0, count);
-      // A backend whose memory is host memory writes the logits where the
-      // caller reads them; another computes them in the workspace and copies.
-      MatView out = backend_->host_accessible() ? logits.mat().Rows(begin, count)
-                                                : chunk_logits.Rows(0, count);
-      ops.GatherRows(h, rows.subspan(static_cast<size_t>(begin), static_cast<size_t>(count)), p);
-      ops.RmsNorm(p, pass.io->final_norm, c.rms_norm_eps, p);
-      ops.Linear(p, pass.io->lm_head, out);
-      if (!backend_->host_accessible()) {
-        stream.CopyToHost(logits.f32() + begin * vocab, out.data,
-                          static_cast<size_t>(count * vocab) * sizeof(float));
-      }
+  MatView chunk_logits = host_logits != nullptr ? ws.Matrix(chunk, vocab) : MatView{};
+  if (planning) return;
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t count = std::min(chunk, n - begin);
+    MatView p = picked.Rows(0, count);
+    // Where the chunk's logits are computed: `logits`; else the caller's
+    // host memory when the backend's memory is host memory; else the
+    // workspace, copied out.
+    MatView out = host_logits == nullptr ? logits.Rows(begin, count)
+                  : backend_->host_accessible()
+                      ? MatView{host_logits + begin * vocab, count, vocab, vocab}
+                      : chunk_logits.Rows(0, count);
+    ops.GatherRows(h, in.logit_rows.subspan(static_cast<size_t>(begin), static_cast<size_t>(count)),
+                   p);
+    ops.RmsNorm(p, pass.io->final_norm, c.rms_norm_eps, p);
+    ops.Linear(p, pass.io->lm_head, out);
+    if (host_logits != nullptr && !backend_->host_accessible()) {
+      compute_->CopyToHost(host_logits + begin * vocab, out.data,
+                           static_cast<size_t>(count * vocab) * sizeof(float));
     }
   }
-  if (planning) {
-    // Room for a split of the tokens between micro-batches other than the
-    // planned one: each buffer rounds up to the alignment on its own.
-    const size_t bytes = ws.high_water_bytes() + (size_t{1} << 20);
-    auto created = Workspace::Create(*backend_, bytes);
-    if (!created.ok()) {
-      return absl::Status(created.status().code(),
-                          absl::StrCat("the step workspace for ", max_tokens_, " tokens per step (",
-                                       bytes, " bytes): ", created.status().message()));
-    }
-    workspace_ = *std::move(created);
-    return Tensor();
-  }
+}
+
+absl::Status DecoderStack::FinishPass(const Inputs& in, double exchanged_before) {
   for (size_t l = 0; l < moe_layers_.size(); ++l) {
     if (!moe_layers_[l]) continue;
-    stream.CopyToHost(stats_.expert_load[l].data(), loads[l].data(), loads[l].size_bytes());
+    compute_->CopyToHost(stats_.expert_load[l].data(), in.loads[l].data(),
+                         in.loads[l].size_bytes());
   }
   absl::Status status = compute_->Synchronize();
   if (absl::Status s = comm_stream_->Synchronize(); status.ok()) status = s;
@@ -386,9 +511,192 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
     // A failed stream stays failed; the next step (after the group is
     // formed again, say) gets fresh ones. The old ones have drained.
     CreateStreams();
-    return status;
   }
+  return status;
+}
+
+absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
+  const ForwardBatch& batch = *pass.batch;
+  const auto tokens = static_cast<int64_t>(batch.tokens.size());
+  const int64_t vocab = pass.io->lm_head.dim(0);
+
+  Inputs in;
+  in.mbs = SplitMicroBatches(batch, options_.micro_batches);
+  if (pass.planning) {
+    // Measure the workspace: the largest step, the largest logits buffer
+    // (a graph bucket's, or one chunk).
+    std::unique_ptr<Workspace> plan_ws = Workspace::ForPlanning();
+    std::unique_ptr<Workspace> plan_inputs = Workspace::ForPlanning();
+    in.rows = tokens;
+    in.ids = plan_inputs->Array<int32_t>(tokens);
+    in.positions = plan_inputs->Array<int32_t>(tokens);
+    in.tables.resize(in.mbs.size());
+    in.logit_rows = plan_inputs->Array<int32_t>(1);
+    const int64_t graph_rows = graphs_on_ && !buckets_.empty() ? buckets_.back() : 0;
+    MatView graph_logits = plan_ws->Matrix(graph_rows, vocab);
+    QueuePass(pass, *plan_ws, *null_ops_, in, graph_logits, nullptr);
+    plan_ws->Matrix(std::min(kLogitChunkRows, max_tokens_), vocab);  // a chunk copied out
+    // Room for a split of the tokens between micro-batches other than the
+    // planned one: each buffer rounds up to the alignment on its own.
+    const size_t bytes = plan_ws->high_water_bytes() + (size_t{1} << 20);
+    auto created = Workspace::Create(*backend_, bytes);
+    if (!created.ok()) {
+      return absl::Status(created.status().code(),
+                          absl::StrCat("the step workspace for ", max_tokens_, " tokens per step (",
+                                       bytes, " bytes): ", created.status().message()));
+    }
+    workspace_ = *std::move(created);
+    return Tensor();
+  }
+
+  const int64_t block_size = pass.cache->options().block_size;
+  if (absl::Status s = EnsureInputs(block_size); !s.ok()) return s;
+  inputs_->Reset();
+  workspace_->Reset();
+  in.rows = tokens;
+  BuildHostInputs(batch, block_size, false, 0, in);
+  in.ids = UploadInts(*compute_, *inputs_, in.host_ids);
+  in.positions = UploadInts(*compute_, *inputs_, in.host_positions);
+  const std::vector<int32_t> rows32(batch.logit_rows.begin(), batch.logit_rows.end());
+  in.logit_rows = UploadInts(*compute_, *inputs_, rows32);
+  for (const HostSeqTable& t : in.host_tables) {
+    in.tables.push_back(AllocateTable(*inputs_, t.num_seqs(), t.rows, t.max_blocks));
+    CopyTable(*compute_, t, in.tables.back());
+  }
+  // Per-call uploads (MLA's subsets of one form): the same contents share
+  // memory; the host copies live until the pass is over.
+  std::map<std::vector<int32_t>, std::span<const int32_t>> uploaded;
+  in.upload = [&](const std::vector<int32_t>& host) {
+    auto it = uploaded.find(host);
+    if (it == uploaded.end()) {
+      it = uploaded.emplace(host, std::span<const int32_t>()).first;
+      it->second = UploadInts(*compute_, *inputs_, it->first);
+    }
+    return it->second;
+  };
+
+  const double exchanged_before = comm_->exchange_seconds();
+  compute_->ResetTimes();
+  comm_stream_->ResetTimes();
+  stats_.graph_batch_size = 0;
+  const auto n = static_cast<int64_t>(batch.logit_rows.size());
+  Tensor logits = Tensor::Empty(DType::kF32, {n, vocab});
+  QueuePass(pass, *workspace_, *ops_, in, MatView{}, n > 0 ? logits.f32() : nullptr);
+  if (absl::Status s = FinishPass(in, exchanged_before); !s.ok()) return s;
   return logits;
+}
+
+
+std::optional<absl::StatusOr<Tensor>> DecoderStack::RunGraph(Pass& pass) {
+  if (!graphs_on_ || !pass.replayable || pass.planning || pass.cache == nullptr ||
+      buckets_.empty()) {
+    return std::nullopt;
+  }
+  // A decode step: one new token per sequence, in row order, and the logits
+  // of every row in that order.
+  const ForwardBatch& batch = *pass.batch;
+  const size_t n = batch.seqs.size();
+  if (n == 0 || batch.tokens.size() != n || batch.logit_rows.size() != n) return std::nullopt;
+  for (size_t i = 0; i < n; ++i) {
+    const SeqSlice& s = batch.seqs[i];
+    if (s.token_begin != static_cast<int64_t>(i) || s.num_tokens != 1 ||
+        batch.logit_rows[i] != static_cast<int64_t>(i)) {
+      return std::nullopt;
+    }
+  }
+  const auto bucket = std::lower_bound(buckets_.begin(), buckets_.end(), static_cast<int64_t>(n));
+  if (bucket == buckets_.end()) return std::nullopt;
+  const int64_t rows = *bucket;
+  const int64_t block_size = pass.cache->options().block_size;
+  if (absl::Status s = EnsureInputs(block_size); !s.ok()) return absl::StatusOr<Tensor>(s);
+  const int64_t stride = max_blocks(block_size);
+  const int64_t vocab = pass.io->lm_head.dim(0);
+
+  std::unique_ptr<GraphBucket>& slot = graphs_[rows];
+  if (slot == nullptr) {
+    // The bucket's static inputs: one allocation, once per bucket.
+    auto g = std::make_unique<GraphBucket>();
+    Inputs& in = g->in;
+    in.rows = rows;
+    in.replay = true;
+    const int64_t first = options_.micro_batches == 2 ? (rows + 1) / 2 : rows;
+    in.mbs.resize(options_.micro_batches == 2 ? 2 : 1);
+    in.mbs[0].rows = first;
+    if (in.mbs.size() == 2) {
+      in.mbs[1].row_begin = first;
+      in.mbs[1].rows = rows - first;
+    }
+    const size_t bytes =
+        static_cast<size_t>(rows) * (2 + 2 * 4 + static_cast<size_t>(stride)) * sizeof(int32_t) +
+        16 * Workspace::kAlignment;
+    auto arena = Workspace::Create(*backend_, bytes);
+    if (!arena.ok()) return absl::StatusOr<Tensor>(arena.status());
+    g->arena = *std::move(arena);
+    in.ids = g->arena->Array<int32_t>(rows);
+    in.positions = g->arena->Array<int32_t>(rows);
+    in.logit_rows = std::span<const int32_t>(static_cast<const int32_t*>(iota_.raw()),
+                                             static_cast<size_t>(rows));
+    for (const MicroBatch& mb : in.mbs) {
+      in.tables.push_back(AllocateTable(*g->arena, mb.rows, mb.rows, stride));
+    }
+    slot = std::move(g);
+  }
+  GraphBucket& g = *slot;
+  Inputs& in = g.in;
+  for (MicroBatch& mb : in.mbs) mb.seqs.clear();
+  for (size_t i = 0; i < n; ++i) {
+    const bool second = in.mbs.size() == 2 && static_cast<int64_t>(i) >= in.mbs[1].row_begin;
+    MicroBatch& mb = in.mbs[second ? 1 : 0];
+    SeqSlice s = batch.seqs[i];
+    s.token_begin -= mb.row_begin;
+    mb.seqs.push_back(s);
+  }
+  BuildHostInputs(batch, block_size, true, stride, in);
+  compute_->CopyToDevice(in.ids.data(), in.host_ids.data(), in.ids.size_bytes());
+  compute_->CopyToDevice(in.positions.data(), in.host_positions.data(), in.positions.size_bytes());
+  for (size_t m = 0; m < in.mbs.size(); ++m) CopyTable(*compute_, in.host_tables[m], in.tables[m]);
+
+  const double exchanged_before = comm_->exchange_seconds();
+  compute_->ResetTimes();
+  comm_stream_->ResetTimes();
+  if (!g.warmed) {
+    // The bucket's first step runs its padded pass eagerly: the op set
+    // sizes its scratch buffers and plans its products for these shapes, so
+    // that the capture (next step) allocates nothing.
+    workspace_->Reset();
+    g.logits = workspace_->Matrix(rows, vocab);
+    QueuePass(pass, *workspace_, *ops_, in, g.logits, nullptr);
+    g.warmed = true;
+  } else if (g.graph == nullptr) {
+    workspace_->Reset();
+    g.logits = workspace_->Matrix(rows, vocab);
+    absl::Status captured = compute_->BeginCapture();
+    if (captured.ok()) {
+      QueuePass(pass, *workspace_, *ops_, in, g.logits, nullptr);
+      auto graph = compute_->EndCapture();
+      captured = graph.status();
+      if (graph.ok()) g.graph = *std::move(graph);
+    }
+    if (!captured.ok()) {
+      // Eager from now on; this step too.
+      graphs_off_reason_ = absl::StrCat("capturing a decode step of ", rows,
+                                        " sequences failed: ", captured.message());
+      std::cerr << "moeserve: decode graphs turned off, steps run eagerly: " << graphs_off_reason_
+                << "\n";
+      graphs_on_ = false;
+      graphs_.clear();
+      return std::nullopt;
+    }
+  }
+  if (g.graph != nullptr) {
+    if (absl::Status s = g.graph->Launch(*compute_); !s.ok()) return absl::StatusOr<Tensor>(s);
+    ++graph_replays_;
+  }
+  stats_.graph_batch_size = rows;
+  Tensor logits = Tensor::Empty(DType::kF32, {static_cast<int64_t>(n), vocab});
+  compute_->CopyToHost(logits.f32(), g.logits.data, static_cast<size_t>(n * vocab) * sizeof(float));
+  if (absl::Status s = FinishPass(in, exchanged_before); !s.ok()) return absl::StatusOr<Tensor>(s);
+  return absl::StatusOr<Tensor>(std::move(logits));
 }
 
 }  // namespace moeserve

@@ -6,7 +6,9 @@
 #define MOESERVE_RUNTIME_MODEL_BLOCKS_DECODER_H_
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -49,31 +51,43 @@ absl::StatusOr<DecoderLayerCommon> LoadDecoderLayerCommon(const WeightReader& re
                                                           const WeightSelection& selection);
 
 // A contiguous run of a batch's sequences that goes through the layers
-// together. Rows [row_begin, row_begin + rows) of the batch; seqs' token_begin
-// count from row_begin.
+// together. Rows [row_begin, row_begin + rows) of the batch; seqs'
+// token_begin count from row_begin.
 struct MicroBatch {
   int64_t row_begin = 0;
   int64_t rows = 0;
   std::vector<SeqSlice> seqs;
-  std::span<const int32_t> positions;  // of the micro-batch's rows (backend memory)
+};
+
+// What an architecture's attention reads about one micro-batch's sequences.
+// `table` and `positions` are backend memory, read when the ops run. `host`
+// holds the same sequences for decisions made when the work is queued (which
+// MLA form); it is empty when the step is captured for replay, where nothing
+// queued may depend on one step's sequences.
+struct AttentionBatch {
+  SeqTable table;
+  std::span<const int32_t> positions;  // of the micro-batch's rows
+  std::span<const SeqSlice> host;
 };
 
 // Splits the batch into `count` (1 or 2) micro-batches of whole sequences,
 // the first holding the sequences up to half of the tokens. Always returns
 // `count` of them; the second may be empty (a step of one sequence).
-std::vector<MicroBatch> SplitMicroBatches(const ForwardBatch& batch,
-                                          std::span<const int32_t> positions, int count);
+std::vector<MicroBatch> SplitMicroBatches(const ForwardBatch& batch, int count);
 
 // What an architecture's attention gets for one call: the op set of the
 // step (queueing on the compute stream; an op set that does nothing while the
 // workspace is planned), the step's workspace for its temporaries (take a
-// mark and release it before returning), and 0, 1, 2, ... in backend memory
-// (at least as many as the step's tokens), for gathers that keep rows in
-// place.
+// mark and release it before returning), 0, 1, 2, ... in backend memory (at
+// least as many as the step's tokens), for gathers that keep rows in place,
+// and `upload`, which copies host integers into step memory (the same
+// contents give the same memory; not available, an empty function, while a
+// step is captured for replay or planned).
 struct StepContext {
   Ops& ops;
   Workspace& ws;
   std::span<const int32_t> iota;
+  std::function<std::span<const int32_t>(const std::vector<int32_t>&)> upload;
 };
 
 // Runs the residual stack of every decoder architecture here over a batch:
@@ -89,6 +103,13 @@ struct StepContext {
 // Not thread safe; one per model.
 class DecoderStack {
  public:
+  DecoderStack();
+  ~DecoderStack();
+  // A step's inputs in backend memory, and a decode bucket's graph
+  // (internal to decoder.cc).
+  struct Inputs;
+  struct GraphBucket;
+
   // `backend`, `io` and options.parallel.comm (when set) must outlive the
   // stack. Checks the placement against the config; an empty placement means
   // every MoE layer holds its experts contiguously across the group.
@@ -97,14 +118,18 @@ class DecoderStack {
   // The experts this rank loads in each layer.
   WeightSelection Selection() const;
 
-  // attention(ctx, l, layers[l], seqs, positions, cache_layer, x, out) queues
-  // layer l's attention over normalized input x of one micro-batch into out;
-  // layers[l].common is a DecoderLayerCommon; positions are backend memory.
-  // `cache` may be null only while planning. Fails only when the group's
-  // collectives fail.
+  // attention(ctx, l, layers[l], batch, cache_layer, x, out) queues layer
+  // l's attention over normalized input x of one micro-batch (an
+  // AttentionBatch) into out; layers[l].common is a DecoderLayerCommon.
+  // `cache` may be null only while planning. Decode steps (one new token per
+  // sequence, every row's logits) run as a captured graph per batch-size
+  // bucket when options.graphs is on and `replayable` (the architecture's
+  // attention can run from the device tables alone). Fails only when the
+  // group's collectives fail.
   template <typename Layer, typename Attention>
   absl::StatusOr<Tensor> Run(const EmbeddingAndHead& io, const std::vector<Layer>& layers,
-                             const ForwardBatch& batch, PagedKvCache* cache, Attention&& attention);
+                             const ForwardBatch& batch, PagedKvCache* cache, Attention&& attention,
+                             bool replayable = true);
 
   // Plans the step workspace by running the pass once over the largest batch
   // (options.max_batch_tokens) with an op set that does nothing, then
@@ -113,11 +138,16 @@ class DecoderStack {
   absl::Status Plan(const EmbeddingAndHead& io, const std::vector<Layer>& layers,
                     Attention&& attention);
 
-  // InvalidArgument when the batch has more tokens than the workspace was
-  // planned for.
+  // InvalidArgument when the batch has more tokens (or sequences) than the
+  // workspace was planned for.
   absl::Status CheckPlanned(const ForwardBatch& batch) const;
 
   const ForwardStats& stats() const { return stats_; }
+  // Steps run by replaying a captured graph, and graphs captured, so far.
+  int64_t graph_replays() const { return graph_replays_; }
+  int64_t graphs_captured() const { return static_cast<int64_t>(graphs_.size()); }
+  // Why decode graphs were turned off after being asked for; empty if not.
+  const std::string& graphs_off_reason() const { return graphs_off_reason_; }
   // The step workspace's size, once planned.
   size_t workspace_bytes() const { return workspace_ ? workspace_->capacity_bytes() : 0; }
   Backend& backend() { return *backend_; }
@@ -129,8 +159,23 @@ class DecoderStack {
   static Pass MakePass(const EmbeddingAndHead& io, const std::vector<Layer>& layers,
                        const ForwardBatch& batch, PagedKvCache* cache, Attention& attention);
   absl::StatusOr<Tensor> RunPass(Pass& pass);
+  // The pass of a decode step of `batch` through the graph of its bucket,
+  // capturing it first if need be; nullopt when the step does not fit one.
+  std::optional<absl::StatusOr<Tensor>> RunGraph(Pass& pass);
+  // Queues the layers and the logits of rows [0, logit rows) of a pass whose
+  // inputs (ids, positions, sequence tables) are in backend memory; logits go
+  // to `logits` (backend memory, [rows, vocab]) or, with `host_logits`, are
+  // copied there chunk by chunk.
+  void QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in, MatView logits,
+                 float* host_logits);
+  // Copies the expert loads out, waits for the streams and gathers the
+  // step's statistics.
+  absl::Status FinishPass(const Inputs& in, double exchanged_before);
   // (Re)creates the streams, their op set and the executor over them.
   void CreateStreams();
+  // The arena of the step inputs, sized for caches of `block_size`.
+  absl::Status EnsureInputs(int64_t block_size);
+  int64_t max_blocks(int64_t block_size) const;
 
   const ModelConfig* config_ = nullptr;
   Backend* backend_ = nullptr;
@@ -149,6 +194,15 @@ class DecoderStack {
   OverlapSchedule schedule_;
   std::unique_ptr<OverlapExecutor> executor_;
   ForwardStats stats_;
+  // Step inputs (ids, positions, sequence tables) of eager steps.
+  std::unique_ptr<Workspace> inputs_;
+  int64_t inputs_block_size_ = 0;
+  // Decode graphs by bucket size.
+  bool graphs_on_ = false;
+  std::vector<int64_t> buckets_;
+  std::map<int64_t, std::unique_ptr<GraphBucket>> graphs_;
+  int64_t graph_replays_ = 0;
+  std::string graphs_off_reason_;
 };
 
 struct DecoderStack::Pass {
@@ -156,10 +210,11 @@ struct DecoderStack::Pass {
   const ForwardBatch* batch = nullptr;
   PagedKvCache* cache = nullptr;
   bool planning = false;
+  bool replayable = false;
   // Layer l's common parts, and its attention over one micro-batch.
   std::function<const DecoderLayerCommon&(int64_t l)> common;
-  std::function<void(StepContext& ctx, int64_t l, const MicroBatch& mb, const PagedCacheView& cache,
-                     ConstMatView x, MatView out)>
+  std::function<void(StepContext& ctx, int64_t l, const AttentionBatch& batch,
+                     const PagedCacheView& cache, ConstMatView x, MatView out)>
       attention;
 };
 
@@ -175,11 +230,10 @@ DecoderStack::Pass DecoderStack::MakePass(const EmbeddingAndHead& io,
   pass.common = [&layers](int64_t l) -> const DecoderLayerCommon& {
     return layers[static_cast<size_t>(l)].common;
   };
-  pass.attention = [&layers, &attention](StepContext& ctx, int64_t l, const MicroBatch& mb,
+  pass.attention = [&layers, &attention](StepContext& ctx, int64_t l, const AttentionBatch& b,
                                          const PagedCacheView& cache_layer, ConstMatView x,
                                          MatView out) {
-    attention(ctx, static_cast<size_t>(l), layers[static_cast<size_t>(l)],
-              std::span<const SeqSlice>(mb.seqs), mb.positions, cache_layer, x, out);
+    attention(ctx, static_cast<size_t>(l), layers[static_cast<size_t>(l)], b, cache_layer, x, out);
   };
   return pass;
 }
@@ -188,8 +242,10 @@ template <typename Layer, typename Attention>
 absl::StatusOr<Tensor> DecoderStack::Run(const EmbeddingAndHead& io,
                                          const std::vector<Layer>& layers,
                                          const ForwardBatch& batch, PagedKvCache* cache,
-                                         Attention&& attention) {
+                                         Attention&& attention, bool replayable) {
   Pass pass = MakePass(io, layers, batch, cache, attention);
+  pass.replayable = replayable;
+  if (std::optional<absl::StatusOr<Tensor>> replayed = RunGraph(pass)) return *std::move(replayed);
   return RunPass(pass);
 }
 

@@ -36,8 +36,8 @@ absl::StatusOr<GqaWeights> LoadGqa(const WeightReader& reader, const std::string
 }
 
 void GqaForward(StepContext& step, const GqaWeights& w, const ModelConfig& c, const RopeTable& rope,
-                std::span<const SeqSlice> seqs, std::span<const int32_t> positions,
-                const PagedCacheView& cache, ConstMatView x, MatView out) {
+                const AttentionBatch& batch, const PagedCacheView& cache, ConstMatView x,
+                MatView out) {
   Ops& ops = step.ops;
   Workspace& ws = step.ws;
   const Workspace::Mark mark = ws.mark();
@@ -59,15 +59,15 @@ void GqaForward(StepContext& step, const GqaWeights& w, const ModelConfig& c, co
   MatView k_heads{k.data, tokens * c.num_key_value_heads, d, d};
   if (!w.q_norm.empty()) ops.RmsNorm(q_heads, w.q_norm, c.rms_norm_eps, q_heads);
   if (!w.k_norm.empty()) ops.RmsNorm(k_heads, w.k_norm, c.rms_norm_eps, k_heads);
-  ops.Rope(q_heads, c.num_attention_heads, positions, rope);
-  ops.Rope(k_heads, c.num_key_value_heads, positions, rope);
+  ops.Rope(q_heads, c.num_attention_heads, batch.positions, rope);
+  ops.Rope(k_heads, c.num_key_value_heads, batch.positions, rope);
   // Place the finished keys beside the values (a gather with the identity).
   ops.GatherRows(k, step.iota.subspan(0, static_cast<size_t>(tokens)), kv.Columns(0, kv_dim));
-  ops.CacheWrite(kv, seqs, cache);
+  ops.CacheWrite(kv, batch.table, cache);
 
   Ops::GqaShape shape{c.num_attention_heads, c.num_key_value_heads, d, c.softmax_scale()};
   MatView attn = ws.Matrix(tokens, q_dim);
-  ops.GqaAttention(q, cache, seqs, shape, attn);
+  ops.GqaAttention(q, cache, batch.table, shape, attn);
   ops.Linear(attn, w.o_proj, out);
   ws.Release(mark);  // later work of this stream runs after these ops
 }

@@ -29,9 +29,8 @@ absl::StatusOr<GqaWeights> LoadGqa(const WeightReader& reader, const std::string
 // Projects x, normalizes and rotates q and k per head, writes K and V to the
 // cache, attends causally and writes the output projection to `out`.
 void GqaForward(StepContext& step, const GqaWeights& weights, const ModelConfig& config,
-                const RopeTable& rope, std::span<const SeqSlice> seqs,
-                std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
-                MatView out);
+                const RopeTable& rope, const AttentionBatch& batch, const PagedCacheView& cache,
+                ConstMatView x, MatView out);
 
 }  // namespace moeserve
 

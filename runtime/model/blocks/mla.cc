@@ -1,5 +1,6 @@
 #include "runtime/model/blocks/mla.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "runtime/model/architectures.h"
@@ -65,8 +66,8 @@ absl::StatusOr<MlaWeights> LoadMla(const WeightReader& reader, const std::string
 }
 
 void MlaForward(StepContext& step, const MlaWeights& w, const ModelConfig& c, const RopeTable& rope,
-                MlaForm form, std::span<const SeqSlice> seqs, std::span<const int32_t> positions,
-                const PagedCacheView& cache, ConstMatView x, MatView out) {
+                MlaForm form, const AttentionBatch& batch, const PagedCacheView& cache,
+                ConstMatView x, MatView out) {
   Ops& ops = step.ops;
   Workspace& ws = step.ws;
   const Workspace::Mark mark = ws.mark();
@@ -85,30 +86,68 @@ void MlaForward(StepContext& step, const MlaWeights& w, const ModelConfig& c, co
     ops.Linear(x, w.q_proj, q);
   }
   MatView q_heads{q.data, tokens * heads, qk_dim, qk_dim};
-  ops.Rope(q_heads.Columns(c.qk_nope_head_dim, c.qk_rope_head_dim), heads, positions, rope);
+  ops.Rope(q_heads.Columns(c.qk_nope_head_dim, c.qk_rope_head_dim), heads, batch.positions, rope);
 
   // The cache row of each token: [normalized latent | roped shared key].
   MatView kv = ws.Matrix(tokens, c.kv_cache_width());
   ops.Linear(x, w.kv_a_proj, kv);
   MatView latent = kv.Columns(0, c.kv_lora_rank);
   ops.RmsNorm(latent, w.kv_a_norm, c.rms_norm_eps, latent);
-  ops.Rope(kv.Columns(c.kv_lora_rank, c.qk_rope_head_dim), 1, positions, rope);
-  ops.CacheWrite(kv, seqs, cache);
+  ops.Rope(kv.Columns(c.kv_lora_rank, c.qk_rope_head_dim), 1, batch.positions, rope);
+  ops.CacheWrite(kv, batch.table, cache);
 
   Ops::MlaShape shape{heads,        c.qk_nope_head_dim, c.qk_rope_head_dim,
                       c.v_head_dim, c.kv_lora_rank,     c.softmax_scale()};
-  std::vector<SeqSlice> prefill_seqs, absorbed_seqs;
-  for (const SeqSlice& s : seqs) {
-    const bool prefill =
-        form == MlaForm::kPrefill || (form == MlaForm::kAuto && PrefillIsCheaper(c, s));
-    (prefill ? prefill_seqs : absorbed_seqs).push_back(s);
-  }
   MatView attn = ws.Matrix(tokens, heads * c.v_head_dim);
-  if (!prefill_seqs.empty()) {
-    ops.MlaAttentionPrefill(q, w.kv_b_proj, cache, prefill_seqs, shape, attn);
-  }
-  if (!absorbed_seqs.empty()) {
-    ops.MlaAttentionAbsorbed(q, w.kv_b_proj, cache, absorbed_seqs, shape, attn);
+  if (batch.host.empty()) {
+    // A step captured for replay: nothing may depend on its sequences, and
+    // every one is a decode token, which the absorbed form serves best.
+    ops.MlaAttentionAbsorbed(q, w.kv_b_proj, cache, batch.table, shape, attn);
+  } else {
+    std::vector<SeqSlice> prefill_seqs;
+    // Per table entry (the table may pad past the host's sequences; while
+    // planning it has none).
+    std::vector<int32_t> prefill_tokens(
+        std::max(static_cast<size_t>(batch.table.num_seqs), batch.host.size()), 0);
+    std::vector<int32_t> absorbed_tokens(prefill_tokens.size(), 0);
+    for (size_t i = 0; i < batch.host.size(); ++i) {
+      const SeqSlice& s = batch.host[i];
+      const bool prefill =
+          form == MlaForm::kPrefill || (form == MlaForm::kAuto && PrefillIsCheaper(c, s));
+      if (prefill) prefill_seqs.push_back(s);
+      (prefill ? prefill_tokens : absorbed_tokens)[i] = static_cast<int32_t>(s.num_tokens);
+    }
+    if (prefill_seqs.size() == batch.host.size()) {
+      ops.MlaAttentionPrefill(q, w.kv_b_proj, cache, batch.table, batch.host, shape, attn);
+    } else if (prefill_seqs.empty()) {
+      ops.MlaAttentionAbsorbed(q, w.kv_b_proj, cache, batch.table, shape, attn);
+    } else {
+      // Each form over the table with the other form's sequences masked out
+      // (no tokens). The absorbed form first, over the span of rows its
+      // sequences cover (it zeroes the other rows of its span), then the
+      // prefill form writes its rows.
+      int64_t first = tokens, end = 0;
+      std::vector<int32_t> begins(prefill_tokens.size(), 0);
+      for (size_t i = 0; i < batch.host.size(); ++i) {
+        if (absorbed_tokens[i] == 0) continue;
+        first = std::min(first, batch.host[i].token_begin);
+        end = std::max(end, batch.host[i].token_begin + batch.host[i].num_tokens);
+      }
+      for (size_t i = 0; i < batch.host.size(); ++i) {
+        if (absorbed_tokens[i] > 0) begins[i] = static_cast<int32_t>(batch.host[i].token_begin - first);
+      }
+      SeqTable absorbed = batch.table;
+      absorbed.token_begin = step.upload(begins).data();
+      absorbed.num_tokens = step.upload(absorbed_tokens).data();
+      absorbed.rows = end - first;
+      absorbed.max_tokens = *std::max_element(absorbed_tokens.begin(), absorbed_tokens.end());
+      absorbed.slots = nullptr;  // attention reads no slots
+      ops.MlaAttentionAbsorbed(q.Rows(first, end - first), w.kv_b_proj, cache, absorbed, shape,
+                               attn.Rows(first, end - first));
+      SeqTable prefill = batch.table;
+      prefill.num_tokens = step.upload(prefill_tokens).data();
+      ops.MlaAttentionPrefill(q, w.kv_b_proj, cache, prefill, prefill_seqs, shape, attn);
+    }
   }
   ops.Linear(attn, w.o_proj, out);
   // Later work of this stream may reuse the memory: it runs after these ops.

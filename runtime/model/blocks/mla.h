@@ -34,9 +34,8 @@ absl::StatusOr<MlaWeights> LoadMla(const WeightReader& reader, const std::string
 // latent + rope key to `cache`, attends causally within each sequence, and
 // writes the output projection to `out` [T, hidden].
 void MlaForward(StepContext& step, const MlaWeights& weights, const ModelConfig& config,
-                const RopeTable& rope, MlaForm form, std::span<const SeqSlice> seqs,
-                std::span<const int32_t> positions, const PagedCacheView& cache, ConstMatView x,
-                MatView out);
+                const RopeTable& rope, MlaForm form, const AttentionBatch& batch,
+                const PagedCacheView& cache, ConstMatView x, MatView out);
 
 }  // namespace moeserve
 

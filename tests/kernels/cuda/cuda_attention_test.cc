@@ -114,13 +114,14 @@ TEST_P(CudaMlaTest, MatchesCpu) {
   const Tensor dev_w = bf16 ? DevBf16(wkv_b) : Dev(wkv_b);
   TwinMatrix q(b.rows, s.heads * qk, 53);
   TwinMatrix out = SentinelOutput(b.rows, s.heads * s.v_head_dim);
+  const SeqTables seq_tables(b.seqs, b.rows, b.block_size);
   if (absorbed) {
-    cpu_->MlaAttentionAbsorbed(q.host_view(), cpu_w, cache.host.view, b.seqs, s, out.host_view());
-    gpu_->MlaAttentionAbsorbed(q.device_view(), dev_w, cache.device_view, b.seqs, s,
+    cpu_->MlaAttentionAbsorbed(q.host_view(), cpu_w, cache.host.view, seq_tables.host(), s, out.host_view());
+    gpu_->MlaAttentionAbsorbed(q.device_view(), dev_w, cache.device_view, seq_tables.device(), s,
                                out.device_view());
   } else {
-    cpu_->MlaAttentionPrefill(q.host_view(), cpu_w, cache.host.view, b.seqs, s, out.host_view());
-    gpu_->MlaAttentionPrefill(q.device_view(), dev_w, cache.device_view, b.seqs, s,
+    cpu_->MlaAttentionPrefill(q.host_view(), cpu_w, cache.host.view, seq_tables.host(), b.seqs, s, out.host_view());
+    gpu_->MlaAttentionPrefill(q.device_view(), dev_w, cache.device_view, seq_tables.device(), b.seqs, s,
                               out.device_view());
   }
   Sync();
@@ -160,8 +161,9 @@ TEST_P(CudaGqaTest, MatchesCpu) {
   Caches cache(b, 2 * s.kv_heads * s.head_dim, 61);
   TwinMatrix q(b.rows, s.q_heads * s.head_dim, 62);
   TwinMatrix out = SentinelOutput(b.rows, s.q_heads * s.head_dim);
-  cpu_->GqaAttention(q.host_view(), cache.host.view, b.seqs, s, out.host_view());
-  gpu_->GqaAttention(q.device_view(), cache.device_view, b.seqs, s, out.device_view());
+  const SeqTables seq_tables(b.seqs, b.rows, b.block_size);
+  cpu_->GqaAttention(q.host_view(), cache.host.view, seq_tables.host(), s, out.host_view());
+  gpu_->GqaAttention(q.device_view(), cache.device_view, seq_tables.device(), s, out.device_view());
   Sync();
   EXPECT_LE(RelativeError(out.DeviceElements(), out.HostElements()), kF32Tolerance);
 }
@@ -180,14 +182,15 @@ TEST_F(CudaOpsTest, AttentionSeesTheRowsCacheWriteJustWrote) {
   const int64_t width = s.kv_lora_rank + s.qk_rope_head_dim;
   Caches cache(b, width, 71);
   TwinMatrix values(b.rows, width, 72);
-  cpu_->CacheWrite(values.host_view(), b.seqs, cache.host.view);
-  gpu_->CacheWrite(values.device_view(), b.seqs, cache.device_view);
+  const SeqTables seq_tables(b.seqs, b.rows, b.block_size);
+  cpu_->CacheWrite(values.host_view(), seq_tables.host(), cache.host.view);
+  gpu_->CacheWrite(values.device_view(), seq_tables.device(), cache.device_view);
   const Tensor wkv_b =
       RandomTensor({s.heads * (s.qk_nope_head_dim + s.v_head_dim), s.kv_lora_rank}, 73, 0.05f);
   TwinMatrix q(b.rows, s.heads * (s.qk_nope_head_dim + s.qk_rope_head_dim), 74);
   TwinMatrix out = SentinelOutput(b.rows, s.heads * s.v_head_dim);
-  cpu_->MlaAttentionAbsorbed(q.host_view(), wkv_b, cache.host.view, b.seqs, s, out.host_view());
-  gpu_->MlaAttentionAbsorbed(q.device_view(), Dev(wkv_b), cache.device_view, b.seqs, s,
+  cpu_->MlaAttentionAbsorbed(q.host_view(), wkv_b, cache.host.view, seq_tables.host(), s, out.host_view());
+  gpu_->MlaAttentionAbsorbed(q.device_view(), Dev(wkv_b), cache.device_view, seq_tables.device(), s,
                              out.device_view());
   Sync();
   EXPECT_LE(RelativeError(out.DeviceElements(), out.HostElements()), kF32Tolerance);

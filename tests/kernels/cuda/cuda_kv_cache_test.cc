@@ -73,8 +73,9 @@ struct TwinCache {
 // The new tokens' rows written by both twins: the caches must be identical.
 void WriteBoth(Ops& cpu, cuda::CudaOps& gpu, TwinCache& cache, const Batch& b, uint32_t seed) {
   TwinMatrix values(b.rows, cache.layout.width, seed);
-  cpu.CacheWrite(values.host_view(), b.seqs, cache.host_view);
-  gpu.CacheWrite(values.device_view(), b.seqs, cache.device_view);
+  const SeqTables seq_tables(b.seqs, b.rows, b.block_size);
+  cpu.CacheWrite(values.host_view(), seq_tables.host(), cache.host_view);
+  gpu.CacheWrite(values.device_view(), seq_tables.device(), cache.device_view);
   ASSERT_TRUE(gpu.Synchronize().ok());
   const std::vector<uint8_t> got = cache.DeviceBytes();
   size_t differing = 0;
@@ -112,13 +113,14 @@ TEST_P(CudaKvMlaTest, CacheWriteAndAttentionMatchCpu) {
   TwinMatrix q(b.rows, s.heads * (s.qk_nope_head_dim + s.qk_rope_head_dim), 84);
   TwinMatrix out = SentinelOutput(b.rows, s.heads * s.v_head_dim);
   const Tensor dev_w = Dev(wkv_b);
+  const SeqTables seq_tables(b.seqs, b.rows, b.block_size);
   if (absorbed) {
-    cpu_->MlaAttentionAbsorbed(q.host_view(), wkv_b, cache.host_view, b.seqs, s, out.host_view());
-    gpu_->MlaAttentionAbsorbed(q.device_view(), dev_w, cache.device_view, b.seqs, s,
+    cpu_->MlaAttentionAbsorbed(q.host_view(), wkv_b, cache.host_view, seq_tables.host(), s, out.host_view());
+    gpu_->MlaAttentionAbsorbed(q.device_view(), dev_w, cache.device_view, seq_tables.device(), s,
                                out.device_view());
   } else {
-    cpu_->MlaAttentionPrefill(q.host_view(), wkv_b, cache.host_view, b.seqs, s, out.host_view());
-    gpu_->MlaAttentionPrefill(q.device_view(), dev_w, cache.device_view, b.seqs, s,
+    cpu_->MlaAttentionPrefill(q.host_view(), wkv_b, cache.host_view, seq_tables.host(), b.seqs, s, out.host_view());
+    gpu_->MlaAttentionPrefill(q.device_view(), dev_w, cache.device_view, seq_tables.device(), b.seqs, s,
                               out.device_view());
   }
   Sync();
@@ -152,8 +154,9 @@ TEST_P(CudaKvGqaTest, CacheWriteAndAttentionMatchCpu) {
   WriteBoth(*cpu_, *gpu_, cache, b, 92);
   TwinMatrix q(b.rows, s.q_heads * s.head_dim, 93);
   TwinMatrix out = SentinelOutput(b.rows, s.q_heads * s.head_dim);
-  cpu_->GqaAttention(q.host_view(), cache.host_view, b.seqs, s, out.host_view());
-  gpu_->GqaAttention(q.device_view(), cache.device_view, b.seqs, s, out.device_view());
+  const SeqTables seq_tables(b.seqs, b.rows, b.block_size);
+  cpu_->GqaAttention(q.host_view(), cache.host_view, seq_tables.host(), s, out.host_view());
+  gpu_->GqaAttention(q.device_view(), cache.device_view, seq_tables.device(), s, out.device_view());
   Sync();
   const double err = RelativeError(out.DeviceElements(), out.HostElements());
   EXPECT_LE(err, kTolerance);

@@ -155,8 +155,9 @@ TEST_F(CudaElementwiseTest, CacheWriteFillsTheSlotsOfEveryPosition) {
   Tensor dev_cache = Dev(Tensor::FromF32({8 * 4, 40}, host_cache.storage));
   const PagedCacheView dev_view{dev_cache.f32(), 8, 4, 40};
   TwinMatrix values(5, 40, 15, 8, 0);
-  cpu_->CacheWrite(values.host_view(), seqs, host_cache.view);
-  gpu_->CacheWrite(values.device_view(), seqs, dev_view);
+  const SeqTables seq_tables(seqs, 5, 4);
+  cpu_->CacheWrite(values.host_view(), seq_tables.host(), host_cache.view);
+  gpu_->CacheWrite(values.device_view(), seq_tables.device(), dev_view);
   Sync();
   const std::vector<float> got = Host(dev_cache);
   ASSERT_EQ(got.size(), host_cache.storage.size());

@@ -17,6 +17,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device_tensor.h"
 #include "kernels/ops.h"
+#include "kernels/seq_table.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace moeserve::testing {
@@ -51,6 +52,40 @@ inline Tensor DevBf16(const Tensor& host) {
   EXPECT_TRUE(t.ok()) << t.status();
   return t.ok() ? *std::move(t) : Tensor();
 }
+
+// Device copy of host int32 values (kept alive by the tensor).
+inline Tensor DevInts(const std::vector<int32_t>& host) {
+  Tensor t = Tensor::Empty(DType::kI32, {static_cast<int64_t>(host.size())});
+  if (!host.empty()) std::memcpy(t.raw(), host.data(), host.size() * sizeof(int32_t));
+  return Dev(t);
+}
+
+// A batch's sequence table for both twins: host() for the CPU op set,
+// device() over device copies of the same arrays for the CUDA one.
+class SeqTables {
+ public:
+  SeqTables(std::span<const SeqSlice> seqs, int64_t rows, int64_t block_size)
+      : table_(HostSeqTable::Build(seqs, rows, block_size)),
+        token_begin_(DevInts(table_.token_begin)),
+        num_tokens_(DevInts(table_.num_tokens)),
+        context_len_(DevInts(table_.context_len)),
+        block_tables_(DevInts(table_.block_tables)),
+        slots_(DevInts(table_.slots)) {}
+  SeqTable host() const { return table_.View(); }
+  SeqTable device() const {
+    SeqTable t = table_.View();
+    t.token_begin = static_cast<const int32_t*>(token_begin_.raw());
+    t.num_tokens = static_cast<const int32_t*>(num_tokens_.raw());
+    t.context_len = static_cast<const int32_t*>(context_len_.raw());
+    t.block_tables = static_cast<const int32_t*>(block_tables_.raw());
+    t.slots = static_cast<const int32_t*>(slots_.raw());
+    return t;
+  }
+
+ private:
+  HostSeqTable table_;
+  Tensor token_begin_, num_tokens_, context_len_, block_tables_, slots_;
+};
 
 // Host float copy of a device F32 tensor.
 inline std::vector<float> Host(const Tensor& device) {
