@@ -25,7 +25,7 @@ class NullOps final : public Ops {
                       MatView) override {}
   void MoeDispatchLayout(ConstMatView, std::span<const int32_t>, int64_t, const MoeSlotTable&,
                          int32_t, int64_t, MatView, std::span<int32_t>, std::span<int32_t>,
-                         std::span<int64_t>) override {}
+                         std::span<int64_t>, std::span<const int32_t>) override {}
   void GroupedGatedFfn(ConstMatView, std::span<const int32_t>, int64_t, int64_t,
                        std::span<const ExpertFfnWeights>, MatView) override {}
   void MoeCombineReduce(ConstMatView, std::span<const int32_t>, std::span<const int32_t>,

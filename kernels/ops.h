@@ -263,10 +263,14 @@ class Ops {
   // pair order; send_counts: [slots]; pair_rows[p]: the send row of pair p;
   // expert_load[e] += the pairs routed to e (accumulates over calls).
   // capacity >= T (a slot holds one expert and a token picks it at most once).
+  // tokens_in_use: empty, or one count in backend memory: the pairs of
+  // tokens at or past it (a batch-size bucket's padding) are not dispatched,
+  // counted in no load, and get pair_rows -1.
   virtual void MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_ids, int64_t top_k,
                                  const MoeSlotTable& table, int32_t rank, int64_t capacity,
                                  MatView send, std::span<int32_t> send_counts,
-                                 std::span<int32_t> pair_rows, std::span<int64_t> expert_load) = 0;
+                                 std::span<int32_t> pair_rows, std::span<int64_t> expert_load,
+                                 std::span<const int32_t> tokens_in_use) = 0;
 
   // The local experts over the rows a dispatch received, in one launch. x and
   // out: [sources * experts.size() * capacity, hidden], group (r, s) at
@@ -280,7 +284,8 @@ class Ops {
   // out[t] = shared[t] (zero when shared has no rows), then for each of token
   // t's top_k pairs in ascending expert id (ties in pair order), out[t] +=
   // gains[p] * combined[pair_rows[p]], one pair at a time: the same float sum
-  // whatever the placement, replicas or micro-batching.
+  // whatever the placement, replicas or micro-batching. Pairs of row -1 (not
+  // dispatched) add nothing.
   virtual void MoeCombineReduce(ConstMatView combined, std::span<const int32_t> pair_rows,
                                 std::span<const int32_t> expert_ids, std::span<const float> gains,
                                 int64_t top_k, ConstMatView shared, MatView out) = 0;

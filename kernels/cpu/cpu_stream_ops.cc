@@ -72,10 +72,11 @@ class CpuStreamOps final : public Ops {
   void MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_ids, int64_t top_k,
                          const MoeSlotTable& table, int32_t rank, int64_t capacity, MatView send,
                          std::span<int32_t> send_counts, std::span<int32_t> pair_rows,
-                         std::span<int64_t> expert_load) override {
+                         std::span<int64_t> expert_load,
+                         std::span<const int32_t> tokens_in_use) override {
     Queue([=](Ops& o) {
       o.MoeDispatchLayout(x, expert_ids, top_k, table, rank, capacity, send, send_counts, pair_rows,
-                          expert_load);
+                          expert_load, tokens_in_use);
     });
   }
   void GroupedGatedFfn(ConstMatView x, std::span<const int32_t> counts, int64_t sources,

@@ -15,18 +15,23 @@ namespace moeserve::cpu {
 void CpuOps::MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_ids, int64_t top_k,
                                const MoeSlotTable& table, int32_t rank, int64_t capacity,
                                MatView send, std::span<int32_t> send_counts,
-                               std::span<int32_t> pair_rows, std::span<int64_t> expert_load) {
+                               std::span<int32_t> pair_rows, std::span<int64_t> expert_load,
+                               std::span<const int32_t> tokens_in_use) {
   RequireView(x, "moe dispatch x");
   RequireView(send, "moe dispatch send");
   const char* violation =
       MoeDispatchLayoutViolation(x, expert_ids.size(), top_k, table, rank, capacity, send,
                                  send_counts.size(), pair_rows.size(), expert_load.size());
   Require(violation == nullptr, violation);
-  const int64_t pairs = x.rows * top_k, slots = table.slots();
+  Require(tokens_in_use.size() <= 1, "moe dispatch: tokens_in_use holds one count");
+  const int64_t in_use =
+      tokens_in_use.empty() ? x.rows : std::clamp<int64_t>(tokens_in_use[0], 0, x.rows);
+  const int64_t slots = table.slots();
   std::fill(send_counts.begin(), send_counts.end(), 0);
+  std::fill(pair_rows.begin() + in_use * top_k, pair_rows.end(), -1);
   std::vector<int64_t> turn(static_cast<size_t>(table.num_experts), 0);
   const size_t row_bytes = static_cast<size_t>(x.cols) * sizeof(float);
-  for (int64_t p = 0; p < pairs; ++p) {
+  for (int64_t p = 0; p < in_use * top_k; ++p) {
     const int32_t e = expert_ids[static_cast<size_t>(p)];
     Require(e >= 0 && e < table.num_experts, "moe dispatch: expert id outside the table");
     const int32_t count = table.replica_counts[e];
@@ -100,6 +105,7 @@ void CpuOps::MoeCombineReduce(ConstMatView combined, std::span<const int32_t> pa
     });
     for (int64_t p : order) {
       const int32_t row = pair_rows[static_cast<size_t>(p)];
+      if (row == -1) continue;  // not dispatched
       Require(row >= 0 && row < combined.rows, "moe reduce: pair row outside combined");
       const float w = gains[static_cast<size_t>(p)];
       const float* src = combined.row(row);

@@ -135,7 +135,8 @@ class CudaOps final : public Ops {
   void MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_ids, int64_t top_k,
                          const MoeSlotTable& table, int32_t rank, int64_t capacity, MatView send,
                          std::span<int32_t> send_counts, std::span<int32_t> pair_rows,
-                         std::span<int64_t> expert_load) override;
+                         std::span<int64_t> expert_load,
+                         std::span<const int32_t> tokens_in_use) override;
   void GroupedGatedFfn(ConstMatView x, std::span<const int32_t> counts, int64_t sources,
                        int64_t capacity, std::span<const ExpertFfnWeights> experts,
                        MatView out) override;

@@ -13,12 +13,23 @@ constexpr int kMaxTopK = 32;
 
 // One warp per expert walks the pairs 32 at a time; a ballot numbers the
 // expert's pairs in pair order (k), which fixes replica, slot and row.
-__global__ void DispatchLayoutKernel(const int32_t* expert_ids, int64_t pairs, DispatchTable table,
+__device__ inline int64_t PairsInUse(int64_t pairs, int64_t top_k, const int32_t* tokens_in_use) {
+  if (tokens_in_use == nullptr) return pairs;
+  const int64_t n = static_cast<int64_t>(max(*tokens_in_use, 0)) * top_k;
+  return n < pairs ? n : pairs;
+}
+
+__global__ void DispatchLayoutKernel(const int32_t* expert_ids, int64_t all_pairs, int64_t top_k,
+                                     const int32_t* tokens_in_use, DispatchTable table,
                                      int32_t rank, int64_t capacity, int32_t* send_counts,
                                      int32_t* pair_rows, int64_t* expert_load,
                                      uint32_t* error_word) {
   const int lane = threadIdx.x % kWarp;
   const int64_t e = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  const int64_t pairs = PairsInUse(all_pairs, top_k, tokens_in_use);
+  if (e == 0) {  // the pairs left out: not dispatched
+    for (int64_t p = pairs + lane; p < all_pairs; p += kWarp) pair_rows[p] = -1;
+  }
   if (e >= table.num_experts) return;  // uniform per warp
   const int32_t count = table.replica_counts[e];
   const bool table_ok = count >= 1 && count <= table.max_replicas;
@@ -63,8 +74,10 @@ __global__ void DispatchLayoutKernel(const int32_t* expert_ids, int64_t pairs, D
 // One block per pair: its token's row into its send row.
 __global__ void DispatchCopyKernel(const float* x, int64_t x_stride, int64_t cols,
                                    const int32_t* expert_ids, int64_t num_experts,
-                                   const int32_t* pair_rows, int64_t pairs, int64_t top_k,
-                                   float* send, int64_t send_stride, uint32_t* error_word) {
+                                   const int32_t* pair_rows, int64_t all_pairs, int64_t top_k,
+                                   const int32_t* tokens_in_use, float* send,
+                                   int64_t send_stride, uint32_t* error_word) {
+  const int64_t pairs = PairsInUse(all_pairs, top_k, tokens_in_use);
   for (int64_t p = blockIdx.x; p < pairs; p += gridDim.x) {
     const int32_t e = expert_ids[p];
     if (e < 0 || e >= num_experts) {
@@ -148,7 +161,7 @@ __global__ void CombineReduceKernel(const float* combined, int64_t combined_stri
       for (int32_t j = 0; j < top_k; ++j) {
         const int64_t p = first + order[j];
         int32_t row = pair_rows[p];
-        if (row < 0 || row >= combined_rows) {
+        if (row < -1 || row >= combined_rows) {  // -1: not dispatched
           RaiseError(error_word, kErrRowOutsideMatrix);
           row = -1;
         }
@@ -175,7 +188,8 @@ void LaunchMoeDispatchLayout(const float* x, int64_t x_stride, int64_t cols,
                              const int32_t* expert_ids, int64_t pairs, int64_t top_k,
                              const DispatchTable& table, int32_t rank, int64_t capacity,
                              float* send, int64_t send_stride, int32_t* send_counts,
-                             int32_t* pair_rows, int64_t* expert_load, uint32_t* error_word,
+                             int32_t* pair_rows, int64_t* expert_load,
+                             const int32_t* tokens_in_use, uint32_t* error_word,
                              cudaStream_t stream) {
   if (table.slots > 0) {
     MOESERVE_CUDA_CHECK(cudaMemsetAsync(
@@ -183,13 +197,14 @@ void LaunchMoeDispatchLayout(const float* x, int64_t x_stride, int64_t cols,
   }
   if (table.num_experts > 0) {
     DispatchLayoutKernel<<<GridFor(table.num_experts, kWarpsPerBlock), kThreads, 0, stream>>>(
-        expert_ids, pairs, table, rank, capacity, send_counts, pair_rows, expert_load, error_word);
+        expert_ids, pairs, top_k, tokens_in_use, table, rank, capacity, send_counts, pair_rows,
+        expert_load, error_word);
     MOESERVE_CUDA_CHECK_LAUNCH();
   }
   if (pairs == 0) return;
   DispatchCopyKernel<<<GridFor(pairs, 1), kThreads, 0, stream>>>(
-      x, x_stride, cols, expert_ids, table.num_experts, pair_rows, pairs, top_k, send, send_stride,
-      error_word);
+      x, x_stride, cols, expert_ids, table.num_experts, pair_rows, pairs, top_k, tokens_in_use,
+      send, send_stride, error_word);
   MOESERVE_CUDA_CHECK_LAUNCH();
 }
 

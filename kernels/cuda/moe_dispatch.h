@@ -34,12 +34,15 @@ struct DispatchTable {
 // kErrRowOutsideMatrix), send_counts of the expert's replica slots, and
 // expert_load[e] += its pairs. Then copies x[p / top_k] to send[pair_rows[p]]
 // for every pair (an expert id outside the table raises
-// kErrExpertOutsideRange and copies nothing).
+// kErrExpertOutsideRange and copies nothing). With `tokens_in_use` (device,
+// one count), only the pairs of the first *tokens_in_use tokens take part;
+// the others get pair_rows -1.
 void LaunchMoeDispatchLayout(const float* x, int64_t x_stride, int64_t cols,
                              const int32_t* expert_ids, int64_t pairs, int64_t top_k,
                              const DispatchTable& table, int32_t rank, int64_t capacity,
                              float* send, int64_t send_stride, int32_t* send_counts,
-                             int32_t* pair_rows, int64_t* expert_load, uint32_t* error_word,
+                             int32_t* pair_rows, int64_t* expert_load,
+                             const int32_t* tokens_in_use, uint32_t* error_word,
                              cudaStream_t stream);
 
 // Groups of a received buffer: group g = r * local + s (source rank r,
@@ -70,8 +73,9 @@ void LaunchScatterSlotRows(const float* ye, int64_t ye_stride, int64_t cols,
 // out[t] = shared[t] (zero when shared is null), then out[t] += gains[p] *
 // combined[pair_rows[p]] for the token's pairs in ascending expert id (ties
 // in pair order), one pair at a time with __fmul_rn / __fadd_rn: the CPU
-// twin's float sum to the bit. A pair row outside [0, combined_rows) raises
-// kErrRowOutsideMatrix and is skipped. In place (shared == out) allowed.
+// twin's float sum to the bit. A pair row of -1 (not dispatched) adds
+// nothing; one outside [0, combined_rows) raises kErrRowOutsideMatrix and is
+// skipped. In place (shared == out) allowed.
 void LaunchMoeCombineReduce(const float* combined, int64_t combined_stride, int64_t combined_rows,
                             const int32_t* pair_rows, const int32_t* expert_ids, const float* gains,
                             int64_t tokens, int64_t top_k, int64_t cols, const float* shared,

@@ -15,19 +15,23 @@ namespace moeserve::cuda {
 void CudaOps::MoeDispatchLayout(ConstMatView x, std::span<const int32_t> expert_ids, int64_t top_k,
                                 const MoeSlotTable& table, int32_t rank, int64_t capacity,
                                 MatView send, std::span<int32_t> send_counts,
-                                std::span<int32_t> pair_rows, std::span<int64_t> expert_load) {
+                                std::span<int32_t> pair_rows, std::span<int64_t> expert_load,
+                                std::span<const int32_t> tokens_in_use) {
   RequireView(x, "moe dispatch x");
   RequireView(send, "moe dispatch send");
   const char* violation =
       MoeDispatchLayoutViolation(x, expert_ids.size(), top_k, table, rank, capacity, send,
                                  send_counts.size(), pair_rows.size(), expert_load.size());
   Require(violation == nullptr, violation);
+  Require(tokens_in_use.size() <= 1, "moe dispatch: tokens_in_use holds one count");
   const int64_t pairs = x.rows * top_k, slots = table.slots();
   const DispatchTable device_table{table.replica_slots, table.replica_counts, table.num_experts,
                                    table.max_replicas, slots};
   LaunchMoeDispatchLayout(x.data, x.stride, x.cols, expert_ids.data(), pairs, top_k, device_table,
                           rank, capacity, send.data, send.stride, send_counts.data(),
-                          pair_rows.data(), expert_load.data(), error_word_.get(), stream_);
+                          pair_rows.data(), expert_load.data(),
+                          tokens_in_use.empty() ? nullptr : tokens_in_use.data(), error_word_.get(),
+                          stream_);
 }
 
 void CudaOps::GroupedGatedFfn(ConstMatView x, std::span<const int32_t> counts, int64_t sources,

@@ -81,9 +81,9 @@ class ProfilingOps final : public Ops {
   void MoeDispatchLayout(ConstMatView x, std::span<const int32_t> e, int64_t k,
                          const MoeSlotTable& t, int32_t r, int64_t cap, MatView s,
                          std::span<int32_t> sc, std::span<int32_t> pr,
-                         std::span<int64_t> load) override {
+                         std::span<int64_t> load, std::span<const int32_t> in_use) override {
     Timed("MoeDispatchLayout",
-          [&] { inner_.MoeDispatchLayout(x, e, k, t, r, cap, s, sc, pr, load); });
+          [&] { inner_.MoeDispatchLayout(x, e, k, t, r, cap, s, sc, pr, load, in_use); });
   }
   // Runs on a CPU stream's thread, after the dispatch: the counts are there.
   void GroupedGatedFfn(ConstMatView x, std::span<const int32_t> counts, int64_t sources,

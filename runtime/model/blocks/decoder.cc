@@ -231,9 +231,12 @@ struct DecoderStack::Inputs {
   bool replay = false;  // captured for replay: no host sequences, no uploads
   std::function<std::span<const int32_t>(const std::vector<int32_t>&)> upload;
   std::vector<std::span<int64_t>> loads;  // by layer: expert loads (set by QueuePass)
+  // By micro-batch: its tokens that are not padding, one count in backend
+  // memory (empty spans for eager steps, which have no padding).
+  std::vector<std::span<int32_t>> tokens_in_use;
 
   // Host side.
-  std::vector<int32_t> host_ids, host_positions;
+  std::vector<int32_t> host_ids, host_positions, host_in_use;
   std::vector<HostSeqTable> host_tables;
 };
 
@@ -373,8 +376,9 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in,
     return MoeExchangeForSlots(exchanges[static_cast<size_t>(micro_batch)],
                                static_cast<int64_t>(p.ranks) * p.slots_per_rank);
   };
-  auto moe_context = [&](int64_t l) {
+  auto moe_context = [&](int64_t l, int micro_batch) {
     MoeContext m;
+    if (!in.tokens_in_use.empty()) m.tokens_in_use = in.tokens_in_use[static_cast<size_t>(micro_batch)];
     m.weights = &pass.common(l).ffn.moe;
     m.config = &c;
     m.placement = &options_.placement.layer(l);
@@ -408,7 +412,7 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in,
         }
         if (common.ffn.is_moe) {
           MoeExchange ex = exchange_of(stage.micro_batch, l);
-          MoeRoute(ops, moe_context(l), nm, ex);
+          MoeRoute(ops, moe_context(l, stage.micro_batch), nm, ex);
         } else if (mb.rows > 0) {
           ops.GatedFfn(nm, common.ffn.dense.gate, common.ffn.dense.up, common.ffn.dense.down, dm);
           ops.Add(dm, hm);
@@ -417,18 +421,18 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in,
       }
       case StageKind::kShared: {
         MoeExchange ex = exchange_of(stage.micro_batch, l);
-        MoeShared(ops, moe_context(l), nm, ex);
+        MoeShared(ops, moe_context(l, stage.micro_batch), nm, ex);
         break;
       }
       case StageKind::kExperts: {
         MoeExchange ex = exchange_of(stage.micro_batch, l);
-        MoeExperts(ops, moe_context(l), ex);
+        MoeExperts(ops, moe_context(l, stage.micro_batch), ex);
         break;
       }
       case StageKind::kReduce:
         if (mb.rows > 0) {
           MoeExchange ex = exchange_of(stage.micro_batch, l);
-          MoeReduce(ops, moe_context(l), ex, dm);
+          MoeReduce(ops, moe_context(l, stage.micro_batch), ex, dm);
           ops.Add(dm, hm);
         }
         break;
@@ -628,7 +632,7 @@ std::optional<absl::StatusOr<Tensor>> DecoderStack::RunGraph(Pass& pass) {
     }
     const size_t bytes =
         static_cast<size_t>(rows) * (2 + 2 * 4 + static_cast<size_t>(stride)) * sizeof(int32_t) +
-        16 * Workspace::kAlignment;
+        32 * Workspace::kAlignment;
     auto arena = Workspace::Create(*backend_, bytes);
     if (!arena.ok()) return absl::StatusOr<Tensor>(arena.status());
     g->arena = *std::move(arena);
@@ -638,6 +642,7 @@ std::optional<absl::StatusOr<Tensor>> DecoderStack::RunGraph(Pass& pass) {
                                              static_cast<size_t>(rows));
     for (const MicroBatch& mb : in.mbs) {
       in.tables.push_back(AllocateTable(*g->arena, mb.rows, mb.rows, stride));
+      in.tokens_in_use.push_back(g->arena->Array<int32_t>(1));
     }
     slot = std::move(g);
   }
@@ -654,7 +659,14 @@ std::optional<absl::StatusOr<Tensor>> DecoderStack::RunGraph(Pass& pass) {
   BuildHostInputs(batch, block_size, true, stride, in);
   compute_->CopyToDevice(in.ids.data(), in.host_ids.data(), in.ids.size_bytes());
   compute_->CopyToDevice(in.positions.data(), in.host_positions.data(), in.positions.size_bytes());
-  for (size_t m = 0; m < in.mbs.size(); ++m) CopyTable(*compute_, in.host_tables[m], in.tables[m]);
+  in.host_in_use.clear();
+  for (const MicroBatch& mb : in.mbs) {
+    in.host_in_use.push_back(static_cast<int32_t>(mb.seqs.size()));  // one row per sequence
+  }
+  for (size_t m = 0; m < in.mbs.size(); ++m) {
+    CopyTable(*compute_, in.host_tables[m], in.tables[m]);
+    compute_->CopyToDevice(in.tokens_in_use[m].data(), &in.host_in_use[m], sizeof(int32_t));
+  }
 
   const double exchanged_before = comm_->exchange_seconds();
   compute_->ResetTimes();

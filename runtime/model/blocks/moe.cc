@@ -135,7 +135,7 @@ void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) 
   // Also with no tokens: the counts the dispatch sends must be zeros.
   ops.MoeDispatchLayout(x.Rows(0, ex.tokens), ex.experts, config.num_experts_per_tok,
                         ctx.table->table, ctx.rank, ex.capacity, ex.send, ex.send_counts,
-                        ex.pair_rows, ctx.expert_load);
+                        ex.pair_rows, ctx.expert_load, ctx.tokens_in_use);
 }
 
 namespace {

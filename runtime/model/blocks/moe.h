@@ -97,6 +97,9 @@ struct MoeContext {
   int32_t rank = 0;
   // [num_experts] in backend memory: MoeRoute adds each expert's pairs.
   std::span<int64_t> expert_load;
+  // Empty, or one count in backend memory: the micro-batch's tokens past it
+  // (a batch-size bucket's padding) are not dispatched.
+  std::span<const int32_t> tokens_in_use;
 };
 
 // Each stage queues ops on the stream `ops` feeds (compute stages) or an

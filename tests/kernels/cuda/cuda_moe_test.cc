@@ -80,8 +80,11 @@ TEST_F(CudaMoeTest, DispatchLayoutMatchesTheCpuExactlyWithReplicasAndEmptySlots)
                                   table.max_replicas, table.ranks,         table.slots_per_rank};
     std::vector<int32_t> counts(static_cast<size_t>(slots), -7), rows(ids.size(), -7);
     std::vector<int64_t> load(static_cast<size_t>(experts), 5);  // accumulates
+    // Rank 2 leaves its last 5 tokens out, as a padded bucket does.
+    const std::vector<int32_t> in_use =
+        rank == 2 ? std::vector<int32_t>{static_cast<int32_t>(tokens - 5)} : std::vector<int32_t>{};
     cpu_->MoeDispatchLayout(x.host_view(), ids, top_k, host_table, rank, capacity, send.host_view(),
-                            counts, rows, load);
+                            counts, rows, load, in_use);
 
     DeviceArray<int32_t> dev_ids(ids), dev_slots(table.slots), dev_rcounts(table.counts);
     DeviceArray<int32_t> dev_counts(std::vector<int32_t>(static_cast<size_t>(slots), -7));
@@ -89,9 +92,10 @@ TEST_F(CudaMoeTest, DispatchLayoutMatchesTheCpuExactlyWithReplicasAndEmptySlots)
     DeviceArray<int64_t> dev_load(std::vector<int64_t>(static_cast<size_t>(experts), 5));
     const MoeSlotTable dev_table{dev_slots.data(),   dev_rcounts.data(), experts,
                                  table.max_replicas, table.ranks,        table.slots_per_rank};
+    DeviceArray<int32_t> dev_in_use(in_use);
     gpu_->MoeDispatchLayout(x.device_view(), dev_ids.cspan(), top_k, dev_table, rank, capacity,
-                            send.device_view(), dev_counts.span(), dev_rows.span(),
-                            dev_load.span());
+                            send.device_view(), dev_counts.span(), dev_rows.span(), dev_load.span(),
+                            in_use.empty() ? std::span<const int32_t>() : dev_in_use.cspan());
     Sync();
     EXPECT_EQ(dev_counts.ToHost(), counts) << "rank " << rank;
     EXPECT_EQ(dev_rows.ToHost(), rows) << "rank " << rank;
