@@ -69,19 +69,23 @@ BlockManager::PrefixMatch BlockManager::MatchPrefix(std::span<const int32_t> tok
   if (!options_.enable_prefix_caching) return match;
   const auto bs = static_cast<size_t>(options_.block_size);
   uint64_t parent = 0;
+  BlockRef parent_ref;
   for (int64_t i = 0; i < max_blocks; ++i) {
     std::span<const int32_t> chunk = tokens.subspan(static_cast<size_t>(i) * bs, bs);
     const uint64_t h = options_.block_hash(parent, chunk);
     auto it = cached_.find(h);
     if (it == cached_.end()) break;
+    // Its parent must be the block just taken, and its tokens these.
     const Block& block = blocks_[static_cast<size_t>(it->second)];
-    if (block.parent_hash != parent) break;
+    if (!(block.parent == parent_ref)) break;
     std::span<const int32_t> held = TokensOf(it->second);
     if (!std::equal(chunk.begin(), chunk.end(), held.begin())) break;
     match.blocks.push_back(it->second);
     parent = h;
+    parent_ref = RefOf(it->second);
   }
   match.last_hash = parent;
+  match.last_ref = parent_ref;
   return match;
 }
 
@@ -134,6 +138,7 @@ absl::StatusOr<int64_t> BlockManager::Allocate(uint64_t id, std::span<const int3
   seq.num_tokens = num_tokens;
   seq.num_hashed_blocks = num_hits;
   seq.last_hash = match.last_hash;
+  seq.last_ref = match.last_ref;
   const int64_t hit_tokens = num_hits * options_.block_size;
   if (options_.enable_prefix_caching) {
     stats_.queried_tokens += static_cast<int64_t>(tokens.size());
@@ -175,14 +180,27 @@ void BlockManager::CacheComputedBlocks(uint64_t id, std::span<const int32_t> tok
                  "computed tokens beyond the sequence's slots or tokens");
   const auto bs = static_cast<size_t>(options_.block_size);
   const int64_t full_blocks = num_computed_tokens / options_.block_size;
-  for (int64_t i = seq.num_hashed_blocks; i < full_blocks; ++i) {
+  for (int64_t i = seq.num_hashed_blocks; i < full_blocks && !seq.collided; ++i) {
     std::span<const int32_t> chunk = tokens.subspan(static_cast<size_t>(i) * bs, bs);
     const uint64_t h = options_.block_hash(seq.last_hash, chunk);
     const int32_t b = seq.table[static_cast<size_t>(i)];
-    if (!blocks_[static_cast<size_t>(b)].registered && !cached_.contains(h)) {
-      Register(b, h, seq.last_hash, chunk);
+    auto found = cached_.find(h);
+    int32_t canonical = -1;  // the registered block holding this very prefix
+    if (found == cached_.end()) {
+      Register(b, h, seq.last_ref, chunk);
+      canonical = b;
+    } else {
+      const Block& other = blocks_[static_cast<size_t>(found->second)];
+      std::span<const int32_t> held = TokensOf(found->second);
+      if (other.parent == seq.last_ref && std::equal(chunk.begin(), chunk.end(), held.begin())) {
+        canonical = found->second;  // the same prefix, registered by another sequence
+      } else {
+        seq.collided = true;  // the hash names other content: leave the rest unregistered
+        break;
+      }
     }
     seq.last_hash = h;
+    seq.last_ref = RefOf(canonical);
     seq.num_hashed_blocks = i + 1;
   }
 }
@@ -269,12 +287,13 @@ void BlockManager::LruUnlink(int32_t b) {
   --lru_size_;
 }
 
-void BlockManager::Register(int32_t b, uint64_t hash, uint64_t parent_hash,
+void BlockManager::Register(int32_t b, uint64_t hash, BlockRef parent,
                             std::span<const int32_t> tokens) {
   Block& block = blocks_[static_cast<size_t>(b)];
   block.registered = true;
+  ++block.generation;
   block.hash = hash;
-  block.parent_hash = parent_hash;
+  block.parent = parent;
   std::copy(tokens.begin(), tokens.end(),
             block_tokens_.begin() + static_cast<int64_t>(b) * options_.block_size);
   cached_[hash] = b;

@@ -7,12 +7,18 @@
 //
 // Prefix caching (as vLLM's): a FULL block whose KV has been computed is
 // registered under a hash of its token ids chained with the hash of the block
-// before it, so one hash names the whole prefix up to the block's end. A later
-// sequence starting with the same tokens takes the registered blocks instead
-// of computing them again. The registered token ids and the parent hash are
-// compared too, so a hash collision cannot hand out wrong content. A partial
-// last block is never registered and never shared: a sequence only writes into
-// blocks that it alone holds, so nothing is ever copied on write.
+// before it, so one hash finds a candidate for the whole prefix up to the
+// block's end. The hash only finds; what decides is identity: a registered
+// block records its token ids and its PARENT BLOCK (the registered block
+// holding the prefix before it, by id and registration generation), and a
+// later sequence takes it only after taking that very parent block and only
+// if the tokens are equal. So a block is reused exactly when its whole prefix
+// is the same tokens, whatever the hash does: two prompts crafted to collide
+// (the chained hash is not cryptographic) cannot share KV computed under
+// another prefix. A sequence whose block collides with a registered block of
+// other content registers nothing past it. A partial last block is never
+// registered and never shared: a sequence only writes into blocks that it
+// alone holds, so nothing is ever copied on write.
 //
 // A registered block whose last holder frees it keeps its content and stays
 // reusable in an LRU list. Allocation takes never-used or unregistered free
@@ -127,11 +133,20 @@ class BlockManager {
   absl::Status CheckConsistency() const;
 
  private:
+  // A registered block's identity: its id and how many times it has been
+  // registered (so that a child of evicted content never matches the
+  // block's next content). {-1, 0}: no parent (the first block).
+  struct BlockRef {
+    int32_t block = -1;
+    uint32_t generation = 0;
+    bool operator==(const BlockRef&) const = default;
+  };
   struct Block {
     int32_t ref_count = 0;
-    bool registered = false;   // cached_ maps `hash` to this block
-    uint64_t hash = 0;         // chained hash, while registered
-    uint64_t parent_hash = 0;  // hash of the block before it, while registered
+    bool registered = false;  // cached_ maps `hash` to this block
+    uint32_t generation = 0;  // registrations so far
+    uint64_t hash = 0;        // chained hash, while registered
+    BlockRef parent;          // the registered block before it, while registered
     int32_t lru_prev = -1;     // neighbours in the LRU while registered and free
     int32_t lru_next = -1;
   };
@@ -140,10 +155,15 @@ class BlockManager {
     int64_t num_tokens = 0;         // token slots held
     int64_t num_hashed_blocks = 0;  // leading blocks whose chained hash is known
     uint64_t last_hash = 0;         // hash of block num_hashed_blocks - 1, 0 if none
+    // The registered block holding the same prefix as block
+    // num_hashed_blocks - 1 (this sequence's own or an equal one).
+    BlockRef last_ref;
+    bool collided = false;  // a block collided with other content: register no more
   };
   struct PrefixMatch {
     std::vector<int32_t> blocks;  // registered blocks of the cached prefix
     uint64_t last_hash = 0;       // chained hash of the last of them
+    BlockRef last_ref;            // the last of them
   };
 
   explicit BlockManager(const Options& options);
@@ -154,8 +174,10 @@ class BlockManager {
   void Release(int32_t block);
   void LruPushBack(int32_t block);
   void LruUnlink(int32_t block);
-  void Register(int32_t block, uint64_t hash, uint64_t parent_hash,
-                std::span<const int32_t> tokens);
+  void Register(int32_t block, uint64_t hash, BlockRef parent, std::span<const int32_t> tokens);
+  BlockRef RefOf(int32_t block) const {
+    return {block, blocks_[static_cast<size_t>(block)].generation};
+  }
 
   Options options_;
   std::vector<Block> blocks_;

@@ -208,6 +208,38 @@ TEST(BlockManagerTest, ComparesTokensSoHashCollisionsCannotHit) {
   EXPECT_TRUE(m->CheckConsistency().ok()) << m->CheckConsistency();
 }
 
+// Cross-request KV poisoning through a forced hash collision. With a hash
+// that sees only the parent's hash and a block's first token, an attacker's
+// first block {1, 9, 9, 9} collides with a victim's {1, 2, 3, 4}. The
+// attacker's second block {5, 6, 7, 8} (KV computed after {1, 9, 9, 9}) has
+// the same hash and tokens as the victim's second block and, keyed by the
+// parent's hash alone, would be handed to the victim. Keyed by the parent
+// block, it is not even registered, and the victim reuses only its own first
+// block.
+TEST(BlockManagerTest, ACollidingPrefixSharesNoKvWithAnotherPrompt) {
+  auto weak = [](uint64_t parent, std::span<const int32_t> tokens) -> uint64_t {
+    return parent * 31 + static_cast<uint64_t>(tokens[0]);
+  };
+  auto m = Make(16, true, weak);
+  Compute(*m, 1, {1, 2, 3, 4, 0});  // the victim's first block, registered
+  const std::vector<int32_t> attacker = {1, 9, 9, 9, 5, 6, 7, 8, 0};
+  Compute(*m, 2, attacker);
+  const int32_t attacker_second = m->block_table(2)[1];
+  const std::vector<int32_t> victim = {1, 2, 3, 4, 5, 6, 7, 8, 0};
+  EXPECT_EQ(m->CachedPrefixTokens(victim), 4);
+  auto hits = m->Allocate(3, victim, static_cast<int64_t>(victim.size()));
+  ASSERT_TRUE(hits.ok()) << hits.status();
+  EXPECT_EQ(*hits, 4);
+  EXPECT_EQ(m->block_table(3)[0], m->block_table(1)[0]);
+  EXPECT_NE(m->block_table(3)[1], attacker_second);
+  // The victim's own second block is registered under it and shared from
+  // now on by prompts with the victim's prefix.
+  m->CacheComputedBlocks(3, victim, static_cast<int64_t>(victim.size()));
+  EXPECT_EQ(m->CachedPrefixTokens(victim), 8);
+  EXPECT_EQ(m->CachedPrefixTokens(attacker), 0);  // the attacker's blocks: not registered
+  EXPECT_TRUE(m->CheckConsistency().ok()) << m->CheckConsistency();
+}
+
 TEST(BlockManagerTest, ChainedHashDependsOnParentAndOrder) {
   const std::vector<int32_t> a = {1, 2, 3, 4};
   const std::vector<int32_t> b = {2, 1, 3, 4};
