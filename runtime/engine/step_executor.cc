@@ -80,22 +80,27 @@ absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const Se
   if (rows.empty()) return outputs;
 
   const int64_t vocab = logits->dim(1);
-  Tensor logprobs = Tensor::Empty(DType::kF32, logits->shape());
-  ops_.LogSoftmax(logits->mat(), logprobs.mat());
+  // Log-probabilities one row at a time, and only for rows that report one
+  // (a prompt position, or alternatives of a sampled token): one row of
+  // scratch, not a second [rows, vocab] matrix beside the logits (1 GB for
+  // the prompt log-probabilities of a 2,048-token chunk at a 129k vocabulary).
+  Tensor row_logprobs = Tensor::Empty(DType::kF32, {1, vocab});
   std::vector<int32_t> sample_rows;
   std::vector<SamplingParams> params;
   std::vector<uint64_t> draws;
   for (size_t k = 0; k < rows.size(); ++k) {
     const LogitRow& r = rows[k];
-    const float* lp = logprobs.mat().row(static_cast<int64_t>(k));
-    if (r.next_token >= 0) outputs[r.work].prompt_logprobs.push_back(lp[r.next_token]);
+    const bool top = r.sample && work[r.work].top_logprobs > 0;
+    if (r.next_token >= 0 || top) {
+      ops_.LogSoftmax(logits->mat().Rows(static_cast<int64_t>(k), 1), row_logprobs.mat());
+      const float* lp = row_logprobs.f32();
+      if (r.next_token >= 0) outputs[r.work].prompt_logprobs.push_back(lp[r.next_token]);
+      if (top) outputs[r.work].top = TopLogprobs(lp, vocab, work[r.work].top_logprobs);
+    }
     if (r.sample) {
       sample_rows.push_back(static_cast<int32_t>(k));
       params.push_back(work[r.work].sampling);
       draws.push_back(work[r.work].draw_index);
-      if (work[r.work].top_logprobs > 0) {
-        outputs[r.work].top = TopLogprobs(lp, vocab, work[r.work].top_logprobs);
-      }
     }
   }
   if (sample_rows.empty()) return outputs;
