@@ -32,6 +32,74 @@ std::vector<TokenLogprob> TopLogprobs(const float* logprobs, int64_t vocab, int3
 
 }  // namespace
 
+void ApplyPenalties(const Penalties& p, const std::unordered_set<int32_t>& prompt,
+                    const std::unordered_map<int32_t, int32_t>& generated,
+                    std::span<float> logits) {
+  auto inside = [&](int32_t t) { return t >= 0 && static_cast<size_t>(t) < logits.size(); };
+  auto repeat = [&](int32_t t) {
+    if (!inside(t)) return;
+    float& l = logits[static_cast<size_t>(t)];
+    l = l > 0.0f ? l / p.repetition : l * p.repetition;
+  };
+  if (p.repetition != 1.0f) {
+    for (int32_t t : prompt) repeat(t);
+    for (const auto& [t, n] : generated) {
+      if (!prompt.contains(t)) repeat(t);
+    }
+  }
+  for (const auto& [t, n] : generated) {
+    if (inside(t)) logits[static_cast<size_t>(t)] -= p.presence + p.frequency * static_cast<float>(n);
+  }
+}
+
+void StepExecutor::Release(std::span<const uint64_t> ids) {
+  for (uint64_t id : ids) history_.erase(id);
+}
+
+absl::Status StepExecutor::Record(const SequenceWork& w) {
+  const int64_t first = w.context_len - static_cast<int64_t>(w.token_ids.size());
+  auto it = history_.find(w.sequence_id);
+  if (!w.history_tokens.empty() &&
+      static_cast<int64_t>(w.history_tokens.size()) != first) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", w.sequence_id, ": ", w.history_tokens.size(),
+                     " history tokens for a chunk that starts at position ", first));
+  }
+  if (first == 0 || !w.history_tokens.empty()) {
+    it = history_.insert_or_assign(w.sequence_id, History{}).first;
+  } else if (it == history_.end() || it->second.next_position != first) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence ", w.sequence_id, ": its penalties need the tokens before position ", first,
+        ", which this worker has ",
+        it == history_.end() ? "not seen" : absl::StrCat("seen up to ", it->second.next_position)));
+  }
+  History& h = it->second;
+  const int64_t vocab = model_.config().vocab_size;
+  auto add = [&](int64_t position, int32_t t) {
+    if (t < 0 || t >= vocab) return false;
+    if (position < w.prompt_tokens) {
+      h.prompt.insert(t);
+    } else {
+      ++h.generated[t];
+    }
+    return true;
+  };
+  bool inside = true;
+  for (size_t j = 0; j < w.history_tokens.size() && inside; ++j) {
+    inside = add(static_cast<int64_t>(j), w.history_tokens[j]);
+  }
+  for (size_t j = 0; j < w.token_ids.size() && inside; ++j) {
+    inside = add(first + static_cast<int64_t>(j), w.token_ids[j]);
+  }
+  if (!inside) {
+    history_.erase(it);
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", w.sequence_id, ": a token is outside the vocabulary"));
+  }
+  h.next_position = w.context_len;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const SequenceWork> work) {
   reached_forward_ = false;
   ForwardBatch batch;
@@ -71,6 +139,17 @@ absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const Se
     }
     batch.logit_rows.push_back(r.row);
   }
+  for (const SequenceWork& w : work) {
+    if (w.penalties.active() && !(w.penalties.repetition > 0.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", w.sequence_id,
+                                                     ": repetition penalty must be > 0, got ",
+                                                     w.penalties.repetition));
+    }
+  }
+  for (const SequenceWork& w : work) {
+    if (!w.penalties.active()) continue;
+    if (absl::Status s = Record(w); !s.ok()) return s;
+  }
 
   reached_forward_ = true;
   auto logits = model_.Forward(batch, cache_);
@@ -108,9 +187,26 @@ absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const Se
   const auto n = static_cast<int64_t>(sample_rows.size());
   Tensor picked = Tensor::Empty(DType::kF32, {n, vocab});
   ops_.GatherRows(logits->mat(), sample_rows, picked.mat());
+  // Penalties change what is drawn, not the reported log-probability: that
+  // of the chosen token under the model's own distribution, from the row
+  // before the penalties.
+  std::vector<size_t> penalized;  // sample indices
+  for (size_t i = 0; i < sample_rows.size(); ++i) {
+    const SequenceWork& w = work[rows[static_cast<size_t>(sample_rows[i])].work];
+    if (!w.penalties.active()) continue;
+    const History& h = history_.at(w.sequence_id);
+    ApplyPenalties(w.penalties, h.prompt, h.generated,
+                   std::span<float>(picked.mat().row(static_cast<int64_t>(i)),
+                                    static_cast<size_t>(vocab)));
+    penalized.push_back(i);
+  }
   std::vector<int32_t> ids(static_cast<size_t>(n));
   std::vector<float> chosen(static_cast<size_t>(n));
   ops_.Sample(picked.mat(), params, draws, ids, chosen);
+  for (size_t i : penalized) {
+    ops_.LogSoftmax(logits->mat().Rows(sample_rows[i], 1), row_logprobs.mat());
+    chosen[i] = row_logprobs.f32()[ids[i]];
+  }
   size_t s = 0;
   for (const LogitRow& r : rows) {
     if (!r.sample) continue;

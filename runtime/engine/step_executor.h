@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -18,6 +20,25 @@
 namespace moeserve {
 
 inline constexpr int32_t kMaxTopLogprobs = 20;
+
+// Penalties on tokens the sequence has seen (inference.proto's Sampling),
+// applied to the logits before sampling, in this order: the repetition
+// penalty divides the positive logits (multiplies the negative ones) of
+// every token of the prompt or the output, as in CTRL; then each token the
+// sequence generated loses presence + frequency * (times generated). The
+// reported log-probabilities stay those of the model's distribution.
+struct Penalties {
+  float repetition = 1.0f;
+  float presence = 0.0f;
+  float frequency = 0.0f;
+  bool active() const { return repetition != 1.0f || presence != 0.0f || frequency != 0.0f; }
+};
+
+// Applies `p` to one row of logits, given the distinct tokens of the prompt
+// and the count of each generated token (ids inside the row).
+void ApplyPenalties(const Penalties& p, const std::unordered_set<int32_t>& prompt,
+                    const std::unordered_map<int32_t, int32_t>& generated,
+                    std::span<float> logits);
 
 // One sequence's share of a step (worker.proto's SequenceWork).
 struct SequenceWork {
@@ -34,6 +55,11 @@ struct SequenceWork {
   // (the first token of the next chunk; unset: nothing reported for it).
   bool prompt_logprobs = false;
   std::optional<int32_t> following_token;
+  Penalties penalties;
+  int64_t prompt_tokens = 0;  // fed positions below it are the prompt
+  // With penalties, when the fed tokens do not follow what this executor was
+  // last fed of the sequence: the tokens of every earlier position.
+  std::vector<int32_t> history_tokens;
 };
 
 struct TokenLogprob {
@@ -63,11 +89,30 @@ class StepExecutor {
   // collectives, with Run({}).
   bool last_run_reached_forward() const { return reached_forward_; }
 
+  // Forgets the token history kept for `ids` (sequences that ended).
+  void Release(std::span<const uint64_t> ids);
+  // Sequences whose token history is kept (those with penalties).
+  size_t sequences_with_history() const { return history_.size(); }
+
  private:
+  // The tokens a sequence with penalties has fed, from position 0: the
+  // prompt's as a set, the generated ones with their counts. A chunk that
+  // starts at position 0 (a new or re-prefilled sequence) starts it over.
+  struct History {
+    int64_t next_position = 0;
+    std::unordered_set<int32_t> prompt;
+    std::unordered_map<int32_t, int32_t> generated;
+  };
+  // Adds the fed tokens of `w` to its history; InvalidArgument when the
+  // history does not reach the chunk's first position (the worker did not
+  // see the sequence's earlier tokens).
+  absl::Status Record(const SequenceWork& w);
+
   Model& model_;
   PagedKvCache& cache_;
   Ops& ops_;
   bool reached_forward_ = false;
+  std::unordered_map<uint64_t, History> history_;
 };
 
 }  // namespace moeserve

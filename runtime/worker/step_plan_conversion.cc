@@ -61,20 +61,34 @@ absl::StatusOr<SamplingParams> SamplingFromProto(const pb::SequenceWork& work) {
   if (!(s.min_p() >= 0.0f && s.min_p() <= 1.0f)) {
     return absl::InvalidArgumentError(absl::StrCat("min_p must be in [0, 1], got ", s.min_p()));
   }
-  if (s.repetition_penalty() != 0.0f && s.repetition_penalty() != 1.0f) {
-    return absl::UnimplementedError(absl::StrCat("repetition_penalty ", s.repetition_penalty(),
-                                                 ": this worker applies no penalties yet"));
-  }
-  if (s.presence_penalty() != 0.0f || s.frequency_penalty() != 0.0f) {
-    return absl::UnimplementedError(absl::StrCat("presence_penalty ", s.presence_penalty(),
-                                                 " / frequency_penalty ", s.frequency_penalty(),
-                                                 ": this worker applies no penalties yet"));
-  }
   p.temperature = s.temperature();
   p.top_p = s.top_p();
   p.top_k = s.top_k();
   p.min_p = s.min_p();
   p.seed = s.seed();
+  return p;
+}
+
+absl::StatusOr<Penalties> PenaltiesFromProto(const pb::SequenceWork& work) {
+  Penalties p;
+  if (!work.has_sampling()) return p;
+  const pb::Sampling& s = work.sampling();
+  // 0 is proto3's unset: no repetition penalty.
+  if (s.repetition_penalty() != 0.0f) {
+    if (!(s.repetition_penalty() > 0.0f) || !std::isfinite(s.repetition_penalty())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "repetition_penalty must be finite and > 0, got ", s.repetition_penalty()));
+    }
+    p.repetition = s.repetition_penalty();
+  }
+  for (auto [name, v] : {std::pair{"presence_penalty", s.presence_penalty()},
+                         {"frequency_penalty", s.frequency_penalty()}}) {
+    if (!(v >= -2.0f && v <= 2.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be in [-2, 2], got ", v));
+    }
+  }
+  p.presence = s.presence_penalty();
+  p.frequency = s.frequency_penalty();
   return p;
 }
 
@@ -92,6 +106,13 @@ absl::StatusOr<SequenceWork> SequenceWorkFromProto(const pb::SequenceWork& work)
   auto sampling = SamplingFromProto(work);
   if (!sampling.ok()) return sampling.status();
   w.sampling = *sampling;
+  auto penalties = PenaltiesFromProto(work);
+  if (!penalties.ok()) return penalties.status();
+  w.penalties = *penalties;
+  w.prompt_tokens = work.prompt_tokens();
+  auto history = ToInt32(work.history_token_ids(), "history token");
+  if (!history.ok()) return history.status();
+  w.history_tokens = *std::move(history);
   w.draw_index = work.draw_index();
   if (work.logprobs() > static_cast<uint32_t>(kMaxTopLogprobs)) {
     return absl::InvalidArgumentError(

@@ -44,6 +44,11 @@ absl::StatusOr<SamplingParams> SamplingFromProto(const worker::v1::SequenceWork&
 // executor, which knows the model and the cache.
 absl::StatusOr<SequenceWork> SequenceWorkFromProto(const worker::v1::SequenceWork& work);
 
+// The repetition, presence and frequency penalties of `work`'s sampling
+// (repetition 0 is unset: none). InvalidArgument naming the field when one
+// is out of range (repetition finite and > 0, the others in [-2, 2]).
+absl::StatusOr<Penalties> PenaltiesFromProto(const worker::v1::SequenceWork& work);
+
 // All of a plan's sequences, in order. Errors name the sequence.
 absl::StatusOr<std::vector<SequenceWork>> StepWorkFromProto(const worker::v1::StepPlan& plan);
 

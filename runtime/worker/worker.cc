@@ -177,6 +177,9 @@ pb::StepResult Worker::Session::ServeStep(const pb::StepPlan& plan) {
   };
   if (absl::Status s = CheckStepPlanHeader(plan, expected_); !s.ok()) return fail(s);
   expected_.last_step = plan.step();
+  const std::vector<uint64_t> released(plan.released_sequences().begin(),
+                                       plan.released_sequences().end());
+  executor.Release(released);
   auto work = StepWorkFromProto(plan);
   if (!work.ok()) return fail(work.status());
   auto outputs = executor.Run(*work);

@@ -26,12 +26,6 @@ absl::Status CheckSampling(const SamplingOptions& s) {
     return Invalid(absl::StrCat("sampling.repetition_penalty must be a finite number > 0, got ",
                                 s.repetition_penalty));
   }
-  // Penalties need each sequence's token history on the worker, which the
-  // step protocol does not carry yet: refuse them rather than ignore them.
-  if (s.repetition_penalty != 1.0f || s.presence_penalty != 0.0f || s.frequency_penalty != 0.0f) {
-    return absl::UnimplementedError(
-        "repetition, presence and frequency penalties are not implemented yet; leave them unset");
-  }
   for (auto [name, v] : {std::pair{"presence_penalty", s.presence_penalty},
                          {"frequency_penalty", s.frequency_penalty}}) {
     if (!(v >= -2.0f && v <= 2.0f)) {

@@ -19,6 +19,7 @@ struct EngineLoop::Active {
   std::optional<absl::Time> last_token;
   absl::Time first_token;
   std::vector<int32_t> generated;
+  int64_t worker_position = 0;  // the next position the worker was fed of it
   std::vector<std::optional<float>> prompt_logprobs;  // when asked; [0] stays empty
   bool stopped_by_token = false;
   bool stopped_by_string = false;  // the sink saw a stop string complete
@@ -62,6 +63,7 @@ struct EngineLoop::Rank {
   scheduler::StepPlan plan;    // this step's, kept to reuse its buffers
   int64_t pending_blocks = 0;  // of admitted sequences not yet scheduled
   int64_t last_preemptions = 0;
+  std::vector<uint64_t> released;  // ended since the last plan (StepPlan::released_sequences)
 };
 
 EngineLoop::EngineLoop(const Options& options, CoordinatorMetrics& metrics)
@@ -406,6 +408,9 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, u
   wp.set_step(steps_run_ + 1);
   wp.set_rank(rank);
   wp.set_world_size(static_cast<uint32_t>(ranks_.size()));
+  Rank& r = *ranks_[rank];
+  wp.mutable_released_sequences()->Add(r.released.begin(), r.released.end());
+  r.released.clear();
   const absl::Time now = absl::Now();
   for (const scheduler::ScheduledSequence& s : plan.seqs) {
     Active& a = *active_.at(s.id);
@@ -431,6 +436,21 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, u
     ws->set_presence_penalty(so.presence_penalty);
     ws->set_frequency_penalty(so.frequency_penalty);
     ws->set_seed(a.seed);
+    w->set_prompt_tokens(static_cast<uint32_t>(a.request.prompt_ids.size()));
+    const int64_t fed_from = s.context_len - static_cast<int64_t>(s.token_ids.size());
+    const bool penalties = so.repetition_penalty != 1.0f || so.presence_penalty != 0.0f ||
+                           so.frequency_penalty != 0.0f;
+    if (penalties && fed_from > 0 && fed_from != a.worker_position) {
+      // The worker has not seen the positions before this chunk (a cached
+      // prefix, or a restart after preemption): send them for its history.
+      const auto prompt_size = static_cast<int64_t>(a.request.prompt_ids.size());
+      for (int64_t p = 0; p < fed_from; ++p) {
+        const int32_t t = p < prompt_size ? a.request.prompt_ids[static_cast<size_t>(p)]
+                                          : a.generated[static_cast<size_t>(p - prompt_size)];
+        w->add_history_token_ids(static_cast<uint32_t>(t));
+      }
+    }
+    a.worker_position = s.context_len;
     w->set_draw_index(a.generated.size());
     w->set_logprobs(static_cast<uint32_t>(a.request.logprobs));
     const auto prompt_len = static_cast<int64_t>(a.request.prompt_ids.size());
@@ -636,6 +656,7 @@ void EngineLoop::Finish(uint64_t id, const scheduler::FinishedSequence& f, bool 
   auto it = active_.find(id);
   if (it == active_.end()) return;
   Active& a = *it->second;
+  if (a.rank < ranks_.size()) ranks_[a.rank]->released.push_back(id);
   const absl::Time now = absl::Now();
   const v1::FinishReason reason =
       a.stopped_by_string && f.reason != scheduler::FinishReason::kAborted

@@ -223,6 +223,58 @@ TEST_F(ServingTest, BadRequestsFailAloneWithTheirCode) {
   EXPECT_TRUE(ok.status.ok()) << "the service keeps serving after bad requests";
 }
 
+// Repetition, presence and frequency penalties reach the worker with the
+// prompt's length, change the greedy tokens (the same prompt and penalties
+// as StepExecutorTest.GreedyDecodingWithPenaltiesFollowsTheReference, which
+// holds each choice to the definition), give the same tokens every time,
+// also beside other requests, and keep the model's log-probabilities.
+TEST_F(ServingTest, PenaltiesChangeGreedyTokensTheSameWayEveryTime) {
+  const std::vector<uint32_t> prompt = {0, 333, 972, 156, 406, 668, 17, 42};
+  v1::GenerateRequest plain = TokenRequest(prompt, 8);
+  plain.set_logprobs(1);
+  v1::GenerateRequest penalized = plain;
+  penalized.mutable_sampling()->set_repetition_penalty(1.3f);
+  penalized.mutable_sampling()->set_presence_penalty(0.4f);
+  penalized.mutable_sampling()->set_frequency_penalty(0.6f);
+  const Stream base = Generate(*Inference(), plain);
+  const Stream first = Generate(*Inference(), penalized);
+  ASSERT_TRUE(base.status.ok()) << base.status.error_message();
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  ASSERT_EQ(first.tokens.size(), 8u);
+  EXPECT_NE(first.tokens, base.tokens);
+  // The first token's log-probability is the model's, as without penalties
+  // (the repetition penalty may still pick another token: compare only if
+  // it picked the same).
+  if (first.tokens[0] == base.tokens[0]) {
+    EXPECT_NEAR(first.logprobs[0], base.logprobs[0], kLogprobTolerance);
+  }
+  std::vector<Stream> again(3);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < again.size(); ++i) {
+    threads.emplace_back([&, i] {
+      again[i] = Generate(*Inference(), i == 1 ? TokenRequest({5, 6, 7, 8, 9}, 6) : penalized);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i : {size_t{0}, size_t{2}}) {
+    ASSERT_TRUE(again[i].status.ok()) << again[i].status.error_message();
+    EXPECT_EQ(again[i].tokens, first.tokens) << i;
+  }
+  // A prompt longer than a KV block: the second time its first block comes
+  // from the prefix cache, and the worker gets that block's tokens for the
+  // penalties along with the rest: the same tokens.
+  std::vector<uint32_t> long_prompt;
+  for (uint32_t t = 0; t < 150; ++t) long_prompt.push_back((t * 37 + 11) % 1000);
+  v1::GenerateRequest long_request = TokenRequest(long_prompt, 6);
+  *long_request.mutable_sampling() = penalized.sampling();
+  const Stream cold = Generate(*Inference(), long_request);
+  const Stream warm = Generate(*Inference(), long_request);
+  ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
+  ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
+  EXPECT_GT(warm.final.usage().cached_tokens(), 0u);
+  EXPECT_EQ(warm.tokens, cold.tokens);
+}
+
 TEST_F(ServingTest, CancellingMidStreamFreesTheKvBlocks) {
   Stream s = Generate(*Inference(), TokenRequest({5, 6, 7, 8}, 2000), /*cancel_after_chunks=*/3);
   EXPECT_EQ(s.status.error_code(), grpc::StatusCode::CANCELLED);

@@ -41,12 +41,15 @@ TEST(RequestValidatorTest, KvCapacityBoundsPromptPlusMaxTokens) {
   EXPECT_EQ(*r.stopping.max_tokens, 1024 - 3);
 }
 
-TEST(RequestValidatorTest, PenaltiesAreRefusedUntilImplemented) {
+TEST(RequestValidatorTest, PenaltiesInRangeAreAccepted) {
   GenerationRequest r = Good();
+  r.sampling.repetition_penalty = 1.3f;
   r.sampling.presence_penalty = 0.5f;
-  absl::Status s = ValidateRequest(Limits(), r);
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("penalties are not implemented yet"));
+  r.sampling.frequency_penalty = -2.0f;
+  EXPECT_TRUE(ValidateRequest(Limits(), r).ok());
+  r.sampling.frequency_penalty = 2.5f;
+  EXPECT_THAT(std::string(ValidateRequest(Limits(), r).message()),
+              HasSubstr("sampling.frequency_penalty must be in [-2, 2], got 2.5"));
 }
 
 TEST(RequestValidatorTest, AcceptsAGoodRequestAndFillsMaxTokens) {

@@ -1,7 +1,10 @@
 #include "runtime/engine/step_executor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -119,6 +122,112 @@ TEST(StepExecutorTest, MalformedWorkIsAnErrorNotACrash) {
     ASSERT_FALSE(out.ok());
     EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument) << out.status();
   }
+}
+
+// ApplyPenalties against its definition, token by token over the whole row.
+TEST(StepExecutorTest, PenaltiesFollowTheirDefinition) {
+  std::vector<float> row(40);
+  for (size_t t = 0; t < row.size(); ++t) row[t] = std::sin(static_cast<float>(t) * 1.7f) * 3.0f;
+  const std::unordered_set<int32_t> prompt = {1, 4, 9, 16, 25};
+  const std::unordered_map<int32_t, int32_t> generated = {{4, 2}, {7, 1}, {33, 3}};
+  const Penalties p{1.5f, 0.25f, 0.5f};
+  std::vector<float> got = row;
+  ApplyPenalties(p, prompt, generated, got);
+  for (int32_t t = 0; t < static_cast<int32_t>(row.size()); ++t) {
+    float want = row[static_cast<size_t>(t)];
+    const auto g = generated.find(t);
+    if (prompt.contains(t) || g != generated.end()) want = want > 0 ? want / 1.5f : want * 1.5f;
+    if (g != generated.end()) want -= 0.25f + 0.5f * static_cast<float>(g->second);
+    EXPECT_EQ(got[static_cast<size_t>(t)], want) << "token " << t;
+  }
+}
+
+// Greedy decoding with all three penalties against a reference built from
+// the model's raw logits: at every step the chosen token is the argmax of
+// the logits penalized by the definition, over the prompt and the tokens
+// generated so far, and its reported log-probability is the model's own.
+// A sequence that ends is forgotten; one that starts over at position 0
+// (re-prefilled) starts its history over.
+TEST(StepExecutorTest, GreedyDecodingWithPenaltiesFollowsTheReference) {
+  testing::LoadedModel m = testing::LoadForTest(kFixture);
+  testing::LoadedModel ref = testing::LoadForTest(kFixture);
+  ASSERT_NE(m.model, nullptr);
+  ASSERT_NE(ref.model, nullptr);
+  StepExecutor exec(*m.model, *m.cache, *m.ops);
+  const Penalties penalties{1.3f, 0.4f, 0.6f};
+  const std::vector<int32_t> prompt = {0, 333, 972, 156, 406, 668, 17, 42};
+  const std::vector<int32_t> table = Blocks(0, 1);
+  std::vector<int32_t> fed = prompt;  // everything fed so far
+  std::unordered_set<int32_t> prompt_set(prompt.begin(), prompt.end());
+  std::unordered_map<int32_t, int32_t> generated;
+  SequenceWork w;
+  w.sequence_id = 5;
+  w.token_ids = prompt;
+  w.context_len = static_cast<int64_t>(prompt.size());
+  w.block_table = table;
+  w.sample = true;
+  w.penalties = penalties;
+  w.prompt_tokens = static_cast<int64_t>(prompt.size());
+  int changed = 0;  // steps where the penalties changed the choice
+  for (int step = 0; step < 8; ++step) {
+    auto out = exec.Run({&w, 1});
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_TRUE((*out)[0].sampled.has_value());
+    // The reference: the whole sequence so far in one pass, its last row.
+    ForwardBatch batch;
+    batch.tokens = fed;
+    batch.seqs.push_back({0, static_cast<int64_t>(fed.size()), static_cast<int64_t>(fed.size()),
+                          table});
+    batch.logit_rows.push_back(static_cast<int64_t>(fed.size()) - 1);
+    auto logits = ref.model->Forward(batch, *ref.cache);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    std::vector<float> raw(logits->f32(), logits->f32() + logits->numel());
+    std::vector<float> penalized = raw;
+    for (int32_t t = 0; t < static_cast<int32_t>(raw.size()); ++t) {
+      float& l = penalized[static_cast<size_t>(t)];
+      const auto g = generated.find(t);
+      if (prompt_set.contains(t) || g != generated.end()) l = l > 0 ? l / 1.3f : l * 1.3f;
+      if (g != generated.end()) l -= 0.4f + 0.6f * static_cast<float>(g->second);
+    }
+    const auto argmax = [](const std::vector<float>& v) {
+      return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+    };
+    const int32_t want = argmax(penalized);
+    // Chunked against whole-sequence passes: float summation order only
+    // (kPathTolerance); a near tie within it could flip, which these
+    // random-weight logits, spread over several units, do not have.
+    EXPECT_EQ((*out)[0].sampled->id, want) << "step " << step;
+    if (want != argmax(raw)) ++changed;
+    double lse = 0;
+    const float top = *std::max_element(raw.begin(), raw.end());
+    for (float x : raw) lse += std::exp(static_cast<double>(x - top));
+    const double logprob = raw[static_cast<size_t>(want)] - top - std::log(lse);
+    EXPECT_NEAR((*out)[0].sampled->logprob, logprob, kPathTolerance) << "step " << step;
+    // Feed the chosen token back, as the coordinator does.
+    const int32_t next = (*out)[0].sampled->id;
+    ++generated[next];
+    fed.push_back(next);
+    w.token_ids = {next};
+    w.context_len = static_cast<int64_t>(fed.size());
+  }
+  EXPECT_GT(changed, 0) << "the penalties never changed a choice: the test proves nothing";
+  EXPECT_EQ(exec.sequences_with_history(), 1u);
+  const uint64_t ended = 5;
+  exec.Release({&ended, 1});
+  EXPECT_EQ(exec.sequences_with_history(), 0u);
+  // A decode token for a sequence whose history is gone is refused.
+  auto orphan = exec.Run({&w, 1});
+  ASSERT_FALSE(orphan.ok());
+  EXPECT_NE(std::string(orphan.status().message()).find("penalties need the tokens before"),
+            std::string::npos)
+      << orphan.status();
+  // With the earlier tokens sent along (a cached prefix), it is served.
+  w.history_tokens.assign(fed.begin(), fed.end() - 1);
+  auto resumed = exec.Run({&w, 1});
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(exec.sequences_with_history(), 1u);
+  w.history_tokens.pop_back();  // one short of the chunk's first position
+  EXPECT_EQ(exec.Run({&w, 1}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -68,12 +68,22 @@ TEST(StepPlanConversionTest, AbsentSamplingIsGreedyAndAbsentFollowingTokenStaysU
   EXPECT_FALSE(w->following_token.has_value());
 }
 
-TEST(StepPlanConversionTest, NeutralPenaltiesAreAccepted) {
+TEST(StepPlanConversionTest, PenaltiesAndThePromptLengthCarryOver) {
   pb::SequenceWork proto = FullWork();
-  proto.mutable_sampling()->set_repetition_penalty(1.0f);
-  EXPECT_TRUE(SequenceWorkFromProto(proto).ok());
   proto.mutable_sampling()->set_repetition_penalty(0.0f);  // unset
-  EXPECT_TRUE(SequenceWorkFromProto(proto).ok());
+  auto w = SequenceWorkFromProto(proto);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_FALSE(w->penalties.active());
+  proto.mutable_sampling()->set_repetition_penalty(1.25f);
+  proto.mutable_sampling()->set_presence_penalty(0.5f);
+  proto.mutable_sampling()->set_frequency_penalty(-0.25f);
+  proto.set_prompt_tokens(7);
+  w = SequenceWorkFromProto(proto);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->penalties.repetition, 1.25f);
+  EXPECT_EQ(w->penalties.presence, 0.5f);
+  EXPECT_EQ(w->penalties.frequency, -0.25f);
+  EXPECT_EQ(w->prompt_tokens, 7);
 }
 
 TEST(StepPlanConversionTest, BadValuesAreErrorsThatNameThem) {
@@ -106,15 +116,17 @@ TEST(StepPlanConversionTest, BadValuesAreErrorsThatNameThem) {
        absl::StatusCode::kInvalidArgument, "top_k"},
       {"min_p above 1", [](pb::SequenceWork& w) { w.mutable_sampling()->set_min_p(1.5f); },
        absl::StatusCode::kInvalidArgument, "min_p"},
-      {"repetition penalty",
-       [](pb::SequenceWork& w) { w.mutable_sampling()->set_repetition_penalty(1.2f); },
-       absl::StatusCode::kUnimplemented, "repetition_penalty 1.2"},
-      {"presence penalty",
-       [](pb::SequenceWork& w) { w.mutable_sampling()->set_presence_penalty(0.5f); },
-       absl::StatusCode::kUnimplemented, "presence_penalty"},
-      {"frequency penalty",
-       [](pb::SequenceWork& w) { w.mutable_sampling()->set_frequency_penalty(-0.5f); },
-       absl::StatusCode::kUnimplemented, "frequency_penalty"},
+      {"negative repetition penalty",
+       [](pb::SequenceWork& w) { w.mutable_sampling()->set_repetition_penalty(-1.2f); },
+       absl::StatusCode::kInvalidArgument, "repetition_penalty must be finite and > 0, got -1.2"},
+      {"presence penalty beyond 2",
+       [](pb::SequenceWork& w) { w.mutable_sampling()->set_presence_penalty(2.5f); },
+       absl::StatusCode::kInvalidArgument, "presence_penalty must be in [-2, 2]"},
+      {"NaN frequency penalty",
+       [](pb::SequenceWork& w) {
+         w.mutable_sampling()->set_frequency_penalty(std::numeric_limits<float>::quiet_NaN());
+       },
+       absl::StatusCode::kInvalidArgument, "frequency_penalty"},
   };
   for (const Case& c : cases) {
     pb::SequenceWork proto = FullWork();

@@ -423,9 +423,10 @@ TEST(WorkerTest, MalformedPlansAreAnsweredWithErrorsAndServingGoesOn) {
   script.push_back({Plan(2, 0, 1), ""});
   script.push_back({Plan(2, 0, 1), "step 2 does not follow the last step answered, 2"});
   script.push_back({Plan(3, 0, 3), "rank 0 of 3"});
+  // Penalties on a sequence whose earlier tokens this worker never saw.
   pb::StepPlan penalty = Plan(4, 0, 1);
-  AddGreedyWork(penalty, 1, {5, 6}, 2, {0})->mutable_sampling()->set_presence_penalty(0.5f);
-  script.push_back({penalty, "UNIMPLEMENTED"});
+  AddGreedyWork(penalty, 9, {5, 6}, 4, {0})->mutable_sampling()->set_presence_penalty(0.5f);
+  script.push_back({penalty, "penalties need the tokens before position 2"});
   pb::StepPlan short_table = Plan(5, 0, 1);
   AddGreedyWork(short_table, 1, {5, 6, 7, 8, 9}, 5, {0});  // 5 tokens need 2 blocks of 4
   script.push_back({short_table, "INVALID_ARGUMENT"});
