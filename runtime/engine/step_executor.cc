@@ -147,6 +147,15 @@ absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const Se
     }
   }
   for (const SequenceWork& w : work) {
+    for (const auto& [id, bias] : w.logit_bias) {
+      if (id < 0 || id >= model_.config().vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", w.sequence_id,
+                                                       ": logit bias for token ", id,
+                                                       ", outside the vocabulary"));
+      }
+    }
+  }
+  for (const SequenceWork& w : work) {
     if (!w.penalties.active()) continue;
     if (absl::Status s = Record(w); !s.ok()) return s;
   }
@@ -187,17 +196,20 @@ absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const Se
   const auto n = static_cast<int64_t>(sample_rows.size());
   Tensor picked = Tensor::Empty(DType::kF32, {n, vocab});
   ops_.GatherRows(logits->mat(), sample_rows, picked.mat());
-  // Penalties change what is drawn, not the reported log-probability: that
-  // of the chosen token under the model's own distribution, from the row
-  // before the penalties.
+  // Penalties and logit biases change what is drawn, not the reported
+  // log-probability: that of the chosen token under the model's own
+  // distribution, from the row before them.
   std::vector<size_t> penalized;  // sample indices
   for (size_t i = 0; i < sample_rows.size(); ++i) {
     const SequenceWork& w = work[rows[static_cast<size_t>(sample_rows[i])].work];
-    if (!w.penalties.active()) continue;
-    const History& h = history_.at(w.sequence_id);
-    ApplyPenalties(w.penalties, h.prompt, h.generated,
-                   std::span<float>(picked.mat().row(static_cast<int64_t>(i)),
-                                    static_cast<size_t>(vocab)));
+    if (!w.penalties.active() && w.logit_bias.empty()) continue;
+    float* row = picked.mat().row(static_cast<int64_t>(i));
+    if (w.penalties.active()) {
+      const History& h = history_.at(w.sequence_id);
+      ApplyPenalties(w.penalties, h.prompt, h.generated,
+                     std::span<float>(row, static_cast<size_t>(vocab)));
+    }
+    for (const auto& [id, bias] : w.logit_bias) row[id] += bias;
     penalized.push_back(i);
   }
   std::vector<int32_t> ids(static_cast<size_t>(n));

@@ -10,6 +10,7 @@
 #include <span>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -56,6 +57,8 @@ struct SequenceWork {
   bool prompt_logprobs = false;
   std::optional<int32_t> following_token;
   Penalties penalties;
+  // Added to the sampled row's logits after the penalties (token id, bias).
+  std::vector<std::pair<int32_t, float>> logit_bias;
   int64_t prompt_tokens = 0;  // fed positions below it are the prompt
   // With penalties, when the fed tokens do not follow what this executor was
   // last fed of the sequence: the tokens of every earlier position.

@@ -109,6 +109,23 @@ absl::StatusOr<SequenceWork> SequenceWorkFromProto(const pb::SequenceWork& work)
   auto penalties = PenaltiesFromProto(work);
   if (!penalties.ok()) return penalties.status();
   w.penalties = *penalties;
+  if (work.has_sampling()) {
+    const pb::Sampling& s = work.sampling();
+    if (s.logit_bias_ids_size() != s.logit_bias_values_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "logit bias: ", s.logit_bias_ids_size(), " ids but ", s.logit_bias_values_size(),
+          " values"));
+    }
+    for (int i = 0; i < s.logit_bias_ids_size(); ++i) {
+      const float bias = s.logit_bias_values(i);
+      if (s.logit_bias_ids(i) > kMaxInt32 || !(bias >= -100.0f && bias <= 100.0f)) {
+        return absl::InvalidArgumentError(absl::StrCat("logit bias ", bias, " for token ",
+                                                       s.logit_bias_ids(i),
+                                                       ": ids up to 2^31-1, biases in [-100, 100]"));
+      }
+      w.logit_bias.emplace_back(static_cast<int32_t>(s.logit_bias_ids(i)), bias);
+    }
+  }
   w.prompt_tokens = work.prompt_tokens();
   auto history = ToInt32(work.history_token_ids(), "history token");
   if (!history.ok()) return history.status();

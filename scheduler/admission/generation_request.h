@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace moeserve {
@@ -20,6 +21,7 @@ struct SamplingOptions {
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
   std::optional<uint64_t> seed;  // unset: the server picks one
+  std::vector<std::pair<int32_t, float>> logit_bias;  // ascending token id
 };
 
 struct StoppingOptions {

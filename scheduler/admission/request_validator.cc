@@ -10,7 +10,7 @@ namespace {
 
 absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
 
-absl::Status CheckSampling(const SamplingOptions& s) {
+absl::Status CheckSampling(const RequestLimits& limits, const SamplingOptions& s) {
   if (!(s.temperature >= 0.0f) || std::isinf(s.temperature)) {
     return Invalid(
         absl::StrCat("sampling.temperature must be a finite number >= 0, got ", s.temperature));
@@ -30,6 +30,20 @@ absl::Status CheckSampling(const SamplingOptions& s) {
                          {"frequency_penalty", s.frequency_penalty}}) {
     if (!(v >= -2.0f && v <= 2.0f)) {
       return Invalid(absl::StrCat("sampling.", name, " must be in [-2, 2], got ", v));
+    }
+  }
+  if (static_cast<int64_t>(s.logit_bias.size()) > limits.max_logit_bias) {
+    return Invalid(absl::StrCat("sampling.logit_bias has ", s.logit_bias.size(),
+                                " entries; at most ", limits.max_logit_bias, " are allowed"));
+  }
+  for (const auto& [id, bias] : s.logit_bias) {
+    if (id < 0 || id >= limits.vocab_size) {
+      return Invalid(absl::StrCat("sampling.logit_bias: token id ", id,
+                                  " is outside the vocabulary [0, ", limits.vocab_size, ")"));
+    }
+    if (!(bias >= -100.0f && bias <= 100.0f)) {
+      return Invalid(absl::StrCat("sampling.logit_bias[", id, "] must be in [-100, 100], got ",
+                                  bias));
     }
   }
   return absl::OkStatus();
@@ -98,7 +112,7 @@ absl::Status ValidateRequest(const RequestLimits& limits, GenerationRequest& r) 
     return Invalid(
         absl::StrCat("logprobs must be in [0, ", limits.max_logprobs, "], got ", r.logprobs));
   }
-  if (absl::Status s = CheckSampling(r.sampling); !s.ok()) return s;
+  if (absl::Status s = CheckSampling(limits, r.sampling); !s.ok()) return s;
   if (absl::Status s = CheckStopping(limits, r.stopping); !s.ok()) return s;
   if (!r.stopping.max_tokens.has_value()) {
     r.stopping.max_tokens = std::min(limits.max_context_tokens, kv) - prompt;

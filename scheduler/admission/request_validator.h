@@ -19,6 +19,7 @@ struct RequestLimits {
   int32_t max_logprobs = 20;
   int32_t max_stop_strings = 16;
   int32_t max_stop_string_bytes = 256;
+  int32_t max_logit_bias = 1024;  // entries of sampling.logit_bias
 };
 
 // Checks `request` and fills its defaults (max_tokens: the rest of the

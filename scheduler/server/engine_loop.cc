@@ -436,6 +436,10 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, u
     ws->set_presence_penalty(so.presence_penalty);
     ws->set_frequency_penalty(so.frequency_penalty);
     ws->set_seed(a.seed);
+    for (const auto& [id, bias] : so.logit_bias) {
+      ws->add_logit_bias_ids(static_cast<uint32_t>(id));
+      ws->add_logit_bias_values(bias);
+    }
     w->set_prompt_tokens(static_cast<uint32_t>(a.request.prompt_ids.size()));
     const int64_t fed_from = s.context_len - static_cast<int64_t>(s.token_ids.size());
     const bool penalties = so.repetition_penalty != 1.0f || so.presence_penalty != 0.0f ||

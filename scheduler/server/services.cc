@@ -1,5 +1,6 @@
 #include "scheduler/server/services.h"
 
+#include <algorithm>
 #include <deque>
 #include <mutex>
 
@@ -142,6 +143,9 @@ void FromProto(const v1::SamplingParams& s, SamplingOptions& r) {
   if (s.has_presence_penalty()) r.presence_penalty = s.presence_penalty();
   if (s.has_frequency_penalty()) r.frequency_penalty = s.frequency_penalty();
   if (s.has_seed()) r.seed = s.seed();
+  r.logit_bias.clear();
+  for (const auto& [id, bias] : s.logit_bias()) r.logit_bias.emplace_back(ToId(id), bias);
+  std::sort(r.logit_bias.begin(), r.logit_bias.end());
 }
 
 void FromProto(const v1::StoppingCriteria& st, StoppingOptions& r) {

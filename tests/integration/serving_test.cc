@@ -205,6 +205,10 @@ TEST_F(ServingTest, BadRequestsFailAloneWithTheirCode) {
       {[](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_p(0); }, "sampling.top_p"},
       {[](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_k(-1); }, "sampling.top_k"},
       {[](v1::GenerateRequest& r) { r.set_logprobs(21); }, "logprobs must be in [0, 20]"},
+      {[](v1::GenerateRequest& r) { (*r.mutable_sampling()->mutable_logit_bias())[7] = 101; },
+       "sampling.logit_bias[7] must be in [-100, 100], got 101"},
+      {[](v1::GenerateRequest& r) { (*r.mutable_sampling()->mutable_logit_bias())[1000] = 1; },
+       "sampling.logit_bias: token id 1000 is outside the vocabulary"},
       {[](v1::GenerateRequest& r) { r.mutable_stopping()->set_max_tokens(200000); },
        "exceeds the context length 163840"},
       {[](v1::GenerateRequest& r) {
@@ -260,6 +264,12 @@ TEST_F(ServingTest, PenaltiesChangeGreedyTokensTheSameWayEveryTime) {
     ASSERT_TRUE(again[i].status.ok()) << again[i].status.error_message();
     EXPECT_EQ(again[i].tokens, first.tokens) << i;
   }
+  // A logit bias of +100 on one token makes greedy decoding repeat it.
+  v1::GenerateRequest forced = TokenRequest(prompt, 4);
+  (*forced.mutable_sampling()->mutable_logit_bias())[123] = 100.0f;
+  const Stream f = Generate(*Inference(), forced);
+  ASSERT_TRUE(f.status.ok()) << f.status.error_message();
+  EXPECT_EQ(f.tokens, std::vector<uint32_t>(4, 123));
   // A prompt longer than a KV block: the second time its first block comes
   // from the prefix cache, and the worker gets that block's tokens for the
   // penalties along with the rest: the same tokens.

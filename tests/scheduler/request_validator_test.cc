@@ -41,6 +41,21 @@ TEST(RequestValidatorTest, KvCapacityBoundsPromptPlusMaxTokens) {
   EXPECT_EQ(*r.stopping.max_tokens, 1024 - 3);
 }
 
+TEST(RequestValidatorTest, LogitBiasIsCheckedEntryByEntry) {
+  GenerationRequest r = Good();
+  r.sampling.logit_bias = {{0, -100.0f}, {7, 100.0f}};
+  EXPECT_TRUE(ValidateRequest(Limits(), r).ok());
+  r.sampling.logit_bias = {{7, 100.5f}};
+  EXPECT_THAT(std::string(ValidateRequest(Limits(), r).message()),
+              HasSubstr("sampling.logit_bias[7] must be in [-100, 100], got 100.5"));
+  r.sampling.logit_bias = {{-1, 1.0f}};
+  EXPECT_THAT(std::string(ValidateRequest(Limits(), r).message()),
+              HasSubstr("sampling.logit_bias: token id -1 is outside the vocabulary"));
+  r.sampling.logit_bias.assign(1025, {1, 0.5f});
+  EXPECT_THAT(std::string(ValidateRequest(Limits(), r).message()),
+              HasSubstr("sampling.logit_bias has 1025 entries; at most 1024"));
+}
+
 TEST(RequestValidatorTest, PenaltiesInRangeAreAccepted) {
   GenerationRequest r = Good();
   r.sampling.repetition_penalty = 1.3f;

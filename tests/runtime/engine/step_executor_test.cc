@@ -124,6 +124,40 @@ TEST(StepExecutorTest, MalformedWorkIsAnErrorNotACrash) {
   }
 }
 
+// A logit bias moves the choice, not the reported log-probability: -100 on
+// the greedy token picks the runner-up, +100 on the third picks the third,
+// each reported with the model's log-probability of that token.
+TEST(StepExecutorTest, LogitBiasMovesTheChoiceNotTheLogprob) {
+  testing::LoadedModel m = testing::LoadForTest(kFixture);
+  ASSERT_NE(m.model, nullptr);
+  StepExecutor exec(*m.model, *m.cache, *m.ops);
+  SequenceWork w;
+  w.sequence_id = 3;
+  w.token_ids = {0, 5, 9};
+  w.context_len = 3;
+  w.block_table = Blocks(0, 1);
+  w.sample = true;
+  w.top_logprobs = 3;
+  auto plain = exec.Run({&w, 1});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  const std::vector<TokenLogprob> top = (*plain)[0].top;
+  ASSERT_EQ(top.size(), 3u);
+  ASSERT_GT(top[0].logprob - top[1].logprob, 0.0f);
+  w.top_logprobs = 0;
+  w.logit_bias = {{top[0].id, -100.0f}};
+  auto banned = exec.Run({&w, 1});
+  ASSERT_TRUE(banned.ok()) << banned.status();
+  EXPECT_EQ((*banned)[0].sampled->id, top[1].id);
+  EXPECT_NEAR((*banned)[0].sampled->logprob, top[1].logprob, 1e-6);
+  w.logit_bias = {{top[2].id, 100.0f}};
+  auto forced = exec.Run({&w, 1});
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_EQ((*forced)[0].sampled->id, top[2].id);
+  EXPECT_NEAR((*forced)[0].sampled->logprob, top[2].logprob, 1e-6);
+  w.logit_bias = {{1000, 1.0f}};  // outside the fixture's vocabulary of 1000
+  EXPECT_EQ(exec.Run({&w, 1}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // ApplyPenalties against its definition, token by token over the whole row.
 TEST(StepExecutorTest, PenaltiesFollowTheirDefinition) {
   std::vector<float> row(40);
