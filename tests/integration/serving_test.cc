@@ -340,6 +340,38 @@ TEST_F(ServingTest, StreamedTokensEqualTheEngineCliForTheSameSeed) {
   }
 }
 
+// The CLI's penalty and bias flags reach the server: a +100 bias forces a
+// token, and the same request with penalties gives the tokens the gRPC test
+// above gets. Without --server they are refused, not ignored.
+TEST_F(ServingTest, CliPenaltyAndBiasFlagsReachTheServer) {
+  const std::string cli = kBin + "/tools/moeserve/moeserve generate";
+  const std::string server = " --server 127.0.0.1:" + std::to_string(port_);
+  const auto forced = nlohmann::json::parse(
+      RunCommand(cli + server + " --prompt-ids 1,2,3 --max-tokens 3 --logit-bias 77:100 --json")
+          .out);
+  ASSERT_EQ(forced.at("tokens").size(), 3u);
+  for (const auto& t : forced.at("tokens")) EXPECT_EQ(t.at("id"), 77);
+  v1::GenerateRequest req = TokenRequest({0, 333, 972, 156, 406, 668, 17, 42}, 8);
+  req.mutable_sampling()->set_repetition_penalty(1.3f);
+  req.mutable_sampling()->set_presence_penalty(0.4f);
+  req.mutable_sampling()->set_frequency_penalty(0.6f);
+  const Stream want = Generate(*Inference(), req);
+  ASSERT_TRUE(want.status.ok()) << want.status.error_message();
+  const auto got = nlohmann::json::parse(
+      RunCommand(cli + server +
+                 " --prompt-ids 0,333,972,156,406,668,17,42 --max-tokens 8 "
+                 "--repetition-penalty 1.3 --presence-penalty 0.4 --frequency-penalty 0.6 --json")
+          .out);
+  ASSERT_EQ(got.at("tokens").size(), want.tokens.size());
+  for (size_t i = 0; i < want.tokens.size(); ++i) {
+    EXPECT_EQ(got.at("tokens")[i].at("id"), want.tokens[i]) << i;
+  }
+  const CommandResult local = RunCommand(cli + " --model " + kFixture +
+                                         " --prompt-ids 1,2 --presence-penalty 0.5 2>&1");
+  EXPECT_NE(local.exit_code, 0);
+  EXPECT_THAT(local.out, HasSubstr("penalties and --logit-bias need --server"));
+}
+
 TEST_F(ServingTest, MetricsPassPromtool) {
   Generate(*Inference(), TokenRequest({4, 5, 6}, 3));
   const std::string text = HttpGet(metrics_port_, "/metrics");

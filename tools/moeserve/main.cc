@@ -14,7 +14,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
 #include "tools/moeserve/args.h"
@@ -65,6 +67,10 @@ text prompt (the coordinator needs --tokenizer), the tokens for --prompt-ids.
   --top-k K            keep the K most likely tokens (default 0: off)
   --min-p P            drop tokens less likely than P times the most likely (default 0)
   --seed S             sampling seed; the same seed gives the same tokens (default 0)
+  --repetition-penalty R, --presence-penalty P, --frequency-penalty F
+                       with --server: penalize tokens already seen (R > 0, 1 off;
+                       P and F in [-2, 2], 0 off; docs/serving.md says how)
+  --logit-bias ID:V,.. with --server: add V in [-100, 100] to token ID's logit
   --ignore-eos         keep generating after an end-of-sequence token
   --logprobs N         with --server: alternatives reported per token, 0..20 (default 1)
   --prompt-logprobs    also report the log-probability of every prompt token
@@ -102,7 +108,8 @@ streams in.
   --template-kwargs JSON  further template variables, a JSON object
   --max-tokens N       tokens to generate (default 256)
   --temperature T, --top-p P, --top-k K, --min-p P, --seed S, --stop STR,
-  --ignore-eos, --logprobs N   as for generate
+  --ignore-eos, --logprobs N, --repetition-penalty R, --presence-penalty P,
+  --frequency-penalty F, --logit-bias ID:V,..   as for generate
   --json               print one JSON object at the end (as generate --json)
 )";
 
@@ -227,6 +234,29 @@ absl::Status RemoteParams(const Args& args, int64_t default_max_tokens,
   sampling->set_top_k(static_cast<int32_t>(*top_k));
   sampling->set_min_p(static_cast<float>(*min_p));
   sampling->set_seed(*seed);
+  // Penalties only when given: the server's defaults are "off".
+  for (auto [flag, setter] :
+       {std::pair<const char*, void (v1::SamplingParams::*)(float)>{
+            "repetition-penalty", &v1::SamplingParams::set_repetition_penalty},
+        {"presence-penalty", &v1::SamplingParams::set_presence_penalty},
+        {"frequency-penalty", &v1::SamplingParams::set_frequency_penalty}}) {
+    if (!args.Has(flag)) continue;
+    auto v = args.Double(flag, 0.0);
+    if (!v.ok()) return v.status();
+    (sampling->*setter)(static_cast<float>(*v));
+  }
+  if (auto bias = args.Get("logit-bias"); bias.has_value()) {
+    for (absl::string_view entry : absl::StrSplit(*bias, ',', absl::SkipEmpty())) {
+      const std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(entry, ':');
+      uint32_t id = 0;
+      float value = 0;
+      if (!absl::SimpleAtoi(kv.first, &id) || !absl::SimpleAtof(kv.second, &value)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--logit-bias: \"", entry, "\" is not TOKEN_ID:VALUE, e.g. --logit-bias 42:-100"));
+      }
+      (*sampling->mutable_logit_bias())[id] = value;
+    }
+  }
   *num_logprobs = static_cast<uint32_t>(*logprobs);
   return absl::OkStatus();
 }
@@ -263,7 +293,8 @@ int RunChat(const std::vector<std::string>& argv) {
   auto args =
       Args::Parse(argv,
                   {"server", "messages", "system", "thinking", "template-kwargs", "max-tokens",
-                   "temperature", "top-p", "top-k", "min-p", "seed", "stop", "logprobs"},
+                   "temperature", "top-p", "top-k", "min-p", "seed", "stop", "logprobs",
+                   "repetition-penalty", "presence-penalty", "frequency-penalty", "logit-bias"},
                   {"ignore-eos", "json", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
@@ -348,7 +379,9 @@ int RunGenerate(const std::vector<std::string>& argv) {
   auto args = Args::Parse(argv,
                           {"model", "server", "prompt-ids", "max-tokens", "temperature", "top-p",
                            "top-k", "min-p", "seed", "kv-cache-tokens", "kv-cache-dtype",
-                           "max-batch-tokens", "logprobs", "stop", "device"},
+                           "max-batch-tokens", "logprobs", "stop", "device",
+                           "repetition-penalty", "presence-penalty", "frequency-penalty",
+                           "logit-bias"},
                           {"prompt-logprobs", "json", "ignore-eos", "tokens", "help",
                            "no-cuda-graphs"});
   if (!args.ok()) return Fail(args.status());
@@ -378,6 +411,12 @@ int RunGenerate(const std::vector<std::string>& argv) {
   }
   if (!args->Has("server") && (args->Has("stop") || args->Has("tokens"))) {
     return Fail(absl::InvalidArgumentError("--stop and --tokens need --server"));
+  }
+  if (!args->Has("server") &&
+      (args->Has("repetition-penalty") || args->Has("presence-penalty") ||
+       args->Has("frequency-penalty") || args->Has("logit-bias"))) {
+    return Fail(absl::InvalidArgumentError(
+        "penalties and --logit-bias need --server (the in-process engine does not apply them)"));
   }
   auto ids_text = args->Required("prompt-ids");
   if (!ids_text.ok()) return Fail(ids_text.status());
