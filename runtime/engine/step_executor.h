@@ -94,6 +94,8 @@ class StepExecutor {
 
   // Forgets the token history kept for `ids` (sequences that ended).
   void Release(std::span<const uint64_t> ids);
+  // Forgets every sequence's (a new group starts with none of them).
+  void ReleaseAll() { history_.clear(); }
   // Sequences whose token history is kept (those with penalties).
   size_t sequences_with_history() const { return history_.size(); }
 

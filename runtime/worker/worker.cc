@@ -160,6 +160,8 @@ absl::Status Worker::Session::Welcomed(const pb::Welcome& welcome) {
   if (!stream_.Write(ready)) return StreamBroken("while reporting ready");
   if (!joined.ok()) return joined;
   worker_.joined_group_in_last_run_ = true;
+  // The sequences of an earlier group were failed when it broke.
+  worker_.runner_->executor().ReleaseAll();
   worker_.Log(absl::StrCat(
       "rank ", setup->rank, " ready: ", worker_.group_->name(),
       setup->world_size > 1 ? absl::StrCat(", overlap ", setup->overlap ? "on" : "off") : ""));

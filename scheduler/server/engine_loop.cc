@@ -513,6 +513,7 @@ void EngineLoop::RunStep() {
       it->second->sink->Close(
           absl::InternalError(absl::StrCat("the worker failed the step: ", results[i].error())));
       (void)rank.batcher->Abort(s.id);
+      rank.released.push_back(s.id);  // the worker may keep its token history
       ids_.erase(it->second->key);
       active_.erase(it);
       std::lock_guard<std::mutex> lock(mu_);
