@@ -615,6 +615,11 @@ std::optional<absl::StatusOr<Tensor>> DecoderStack::RunGraph(Pass& pass) {
   if (absl::Status s = EnsureInputs(block_size); !s.ok()) return absl::StatusOr<Tensor>(s);
   const int64_t stride = max_blocks(block_size);
   const int64_t vocab = pass.io->lm_head.dim(0);
+  // A graph writes the cache it was captured with.
+  if (graph_cache_ != pass.cache) {
+    graphs_.clear();
+    graph_cache_ = pass.cache;
+  }
 
   std::unique_ptr<GraphBucket>& slot = graphs_[rows];
   if (slot == nullptr) {

@@ -201,6 +201,7 @@ class DecoderStack {
   bool graphs_on_ = false;
   std::vector<int64_t> buckets_;
   std::map<int64_t, std::unique_ptr<GraphBucket>> graphs_;
+  const PagedKvCache* graph_cache_ = nullptr;  // the cache graphs_ were captured with
   int64_t graph_replays_ = 0;
   std::string graphs_off_reason_;
 };

@@ -107,6 +107,44 @@ TEST(ModelExecutionTest, ReplayedDecodeStepsEqualEagerOnes) {
   }
 }
 
+// A graph writes the KV cache it was captured with: a step on another cache
+// captures again rather than replaying into the first one. After decoding
+// one prompt with graphs through a first cache, another prompt through a
+// second cache (the first one kept, holding the first prompt's KV in the
+// same block ids) gives what an eager model gives; replaying the first
+// graphs would attend over the first prompt's KV.
+TEST(ModelExecutionTest, AnotherCacheGetsItsOwnGraphs) {
+  const std::string dir = MakeTinyForTest("deepseek_v3", "bf16", 23);
+  ModelOptions options;
+  options.graphs = true;
+  LoadedModel m = LoadForTest(dir, options, 64, 4);
+  LoadedModel eager = LoadForTest(dir, {}, 64, 4);
+  ASSERT_NE(m.model, nullptr);
+  ASSERT_NE(eager.model, nullptr);
+  auto run = [](LoadedModel& lm, const std::vector<int32_t>& prompt) {
+    TestSequence s;
+    std::vector<std::vector<std::vector<float>>> rows = {FeedChunks(lm, {&s}, {prompt})};
+    for (int step = 0; step < 4; ++step) rows.push_back(FeedChunks(lm, {&s}, {{10 + step}}));
+    return rows;
+  };
+  run(m, kPrompt);
+  PagedKvCache::Options o = m.cache->options();
+  auto second_cache = PagedKvCache::Create(o, m.backend.get());
+  ASSERT_TRUE(second_cache.ok()) << second_cache.status();
+  std::unique_ptr<PagedKvCache> first_cache = std::move(m.cache);
+  m.cache = *std::move(second_cache);
+  m.blocks = std::make_unique<BlockAllocator>(o.num_blocks);
+  const std::vector<int32_t> other = {50, 51, 52, 53, 54, 55, 56};
+  const auto got = run(m, other);
+  const auto want = run(eager, other);
+  EXPECT_EQ(m.model->last_forward_stats().graph_batch_size, 1);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t step = 0; step < got.size(); ++step) {
+    // Bucket 1 holds one real row: the same products as the eager step.
+    EXPECT_LE(MaxDiff(got[step], want[step]), 1e-4f) << "step " << step;
+  }
+}
+
 // With the two-micro-batch overlap the step posts work to the
 // communication stream, which a graph does not capture: steps run eagerly.
 TEST(ModelExecutionTest, OverlappedStepsRunEagerlyWithGraphsOn) {
