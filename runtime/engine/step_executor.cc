@@ -52,6 +52,57 @@ void ApplyPenalties(const Penalties& p, const std::unordered_set<int32_t>& promp
   }
 }
 
+absl::Status StepExecutor::Check(const SequenceWork& w) const {
+  auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence ", w.sequence_id, ": ", what));
+  };
+  if (w.top_logprobs < 0 || w.top_logprobs > kMaxTopLogprobs) {
+    return bad(absl::StrCat(w.top_logprobs, " top logprobs asked, at most ", kMaxTopLogprobs));
+  }
+  const int64_t vocab = model_.config().vocab_size;
+  if (w.following_token.has_value() && (*w.following_token < 0 || *w.following_token >= vocab)) {
+    return bad(absl::StrCat("following token ", *w.following_token, " is outside the vocabulary"));
+  }
+  for (const auto& [id, bias] : w.logit_bias) {
+    if (id < 0 || id >= vocab) {
+      return bad(absl::StrCat("logit bias for token ", id, ", outside the vocabulary"));
+    }
+  }
+  if (w.penalties.active() && !(w.penalties.repetition > 0.0f)) {
+    return bad(absl::StrCat("repetition penalty must be > 0, got ", w.penalties.repetition));
+  }
+  for (int32_t t : w.history_tokens) {
+    if (t < 0 || t >= vocab) return bad(absl::StrCat("history token ", t, " is outside the vocabulary"));
+  }
+  ForwardBatch batch;
+  batch.tokens = w.token_ids;
+  SeqSlice slice;
+  slice.num_tokens = static_cast<int64_t>(w.token_ids.size());
+  slice.context_len = w.context_len;
+  slice.block_table = w.block_table;
+  batch.seqs.push_back(slice);
+  if (absl::Status s = ValidateBatch(batch, model_.config(), cache_); !s.ok()) {
+    return bad(std::string(s.message()));
+  }
+  if (w.penalties.active()) {
+    const int64_t first = w.context_len - static_cast<int64_t>(w.token_ids.size());
+    if (!w.history_tokens.empty() && static_cast<int64_t>(w.history_tokens.size()) != first) {
+      return bad(absl::StrCat(w.history_tokens.size(),
+                              " history tokens for a chunk that starts at position ", first));
+    }
+    if (first > 0 && w.history_tokens.empty()) {
+      auto it = history_.find(w.sequence_id);
+      if (it == history_.end() || it->second.next_position != first) {
+        return bad(absl::StrCat(
+            "its penalties need the tokens before position ", first, ", which this worker has ",
+            it == history_.end() ? "not seen"
+                                 : absl::StrCat("seen up to ", it->second.next_position)));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 void StepExecutor::Release(std::span<const uint64_t> ids) {
   for (uint64_t id : ids) history_.erase(id);
 }

@@ -92,6 +92,13 @@ class StepExecutor {
   // collectives, with Run({}).
   bool last_run_reached_forward() const { return reached_forward_; }
 
+  // Whether Run would accept `w` as part of a step: its ids, block table,
+  // context, log-probability and bias requests, and the token history its
+  // penalties need. InvalidArgument naming what is wrong; nothing changes.
+  // A step whose sequences all pass fails only for reasons no single
+  // sequence causes (a step larger than the model's plan).
+  absl::Status Check(const SequenceWork& w) const;
+
   // Forgets the token history kept for `ids` (sequences that ended).
   void Release(std::span<const uint64_t> ids);
   // Forgets every sequence's (a new group starts with none of them).

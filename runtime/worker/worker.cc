@@ -182,12 +182,28 @@ pb::StepResult Worker::Session::ServeStep(const pb::StepPlan& plan) {
   const std::vector<uint64_t> released(plan.released_sequences().begin(),
                                        plan.released_sequences().end());
   executor.Release(released);
-  auto work = StepWorkFromProto(plan);
-  if (!work.ok()) return fail(work.status());
-  auto outputs = executor.Run(*work);
+  // A sequence whose work this worker cannot run is refused alone: the
+  // step runs without it and its output says why.
+  std::vector<SequenceWork> work;
+  std::vector<pb::SequenceOutput> refused;
+  for (const pb::SequenceWork& s : plan.sequences()) {
+    auto w = SequenceWorkFromProto(s);
+    absl::Status ok = w.ok() ? executor.Check(*w) : w.status();
+    if (!ok.ok()) {
+      worker_.Log(absl::StrCat("step ", plan.step(), ": sequence ", s.sequence_id(),
+                               " refused: ", ok.message()));
+      pb::SequenceOutput& out = refused.emplace_back();
+      out.set_sequence_id(s.sequence_id());
+      out.set_error(absl::StrCat(absl::StatusCodeToString(ok.code()), ": ", ok.message()));
+      continue;
+    }
+    work.push_back(*std::move(w));
+  }
+  auto outputs = executor.Run(work);
   if (!outputs.ok()) return fail(outputs.status());
   pb::StepResult result =
       StepResultToProto(plan.step(), expected_.rank, *outputs, SecondsSince(start));
+  for (pb::SequenceOutput& out : refused) *result.add_outputs() = std::move(out);
   const ForwardStats& stats = worker_.runner_->model().last_forward_stats();
   for (size_t l = 0; l < stats.expert_load.size(); ++l) {
     if (stats.expert_load[l].empty()) continue;

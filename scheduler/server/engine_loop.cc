@@ -588,6 +588,19 @@ void EngineLoop::HandleOutputs(Rank& rank, const worker::v1::StepResult& result)
     auto it = active_.find(out.sequence_id());
     auto sit = scheduled.find(out.sequence_id());
     if (it == active_.end() || sit == scheduled.end()) continue;
+    if (!out.error().empty()) {
+      // The worker refused this sequence's work and ran the step without it:
+      // its request fails alone.
+      it->second->sink->Close(
+          absl::InternalError(absl::StrCat("the worker refused the request's step: ", out.error())));
+      (void)rank.batcher->Abort(out.sequence_id());
+      rank.released.push_back(out.sequence_id());
+      ids_.erase(it->second->key);
+      active_.erase(it);
+      std::lock_guard<std::mutex> lock(mu_);
+      --admitted_;
+      continue;
+    }
     Active& a = *it->second;
     const scheduler::ScheduledSequence& s = *sit->second;
     const int64_t start = s.context_len - static_cast<int64_t>(s.token_ids.size());

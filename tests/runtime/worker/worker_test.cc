@@ -359,14 +359,16 @@ TEST(WorkerTest, GreedyTokensThroughStepPlansMatchTheReference) {
   while (generated.size() < golden.greedy.size()) {
     const auto context = static_cast<uint32_t>(golden.prompt.size() + generated.size());
     if (generated.size() == 2) {
-      // A token outside the vocabulary fails its step, and nothing else.
+      // A token outside the vocabulary: the sequence is refused, the step
+      // goes on, and nothing else changes (the sequence continues below).
       pb::StepPlan bad = Plan(++step);
       AddGreedyWork(bad, kSeq, {vocab}, context, blocks);
       r = RunStep(stream, bad);
       ASSERT_TRUE(r.has_value());
       EXPECT_EQ(r->step(), step);
-      EXPECT_EQ(r->outputs_size(), 0);
-      EXPECT_THAT(r->error(), HasSubstr("outside the vocabulary"));
+      EXPECT_EQ(r->error(), "");
+      ASSERT_EQ(r->outputs_size(), 1);
+      EXPECT_THAT(r->outputs(0).error(), HasSubstr("outside the vocabulary"));
     }
     if (generated.size() == 3) {
       // A rank with no sequences still answers its step.
@@ -399,7 +401,7 @@ TEST(WorkerTest, GreedyTokensThroughStepPlansMatchTheReference) {
   coordinator.EndCall(grpc::Status::OK);
   const std::string log = worker.log();
   EXPECT_THAT(log, HasSubstr("registered as rank 0 of 1"));
-  EXPECT_THAT(log, HasSubstr("step 103 failed"));
+  EXPECT_THAT(log, HasSubstr("step 103: sequence 17 refused"));
   EXPECT_THAT(log, HasSubstr("shutdown: test done"));
 }
 
@@ -417,20 +419,29 @@ TEST(WorkerTest, MalformedPlansAreAnsweredWithErrorsAndServingGoesOn) {
   struct Expect {
     pb::StepPlan plan;
     const char* error;  // empty: the step succeeds
+    // With a successful step: the error of the refused sequence 9, whose
+    // work is malformed (empty: no sequence is refused).
+    const char* refused = "";
   };
   std::vector<Expect> script;
   script.push_back({Plan(1, 1, 2), "addressed to rank 1 of 2, but this worker is rank 0 of 1"});
   script.push_back({Plan(2, 0, 1), ""});
   script.push_back({Plan(2, 0, 1), "step 2 does not follow the last step answered, 2"});
   script.push_back({Plan(3, 0, 3), "rank 0 of 3"});
-  // Penalties on a sequence whose earlier tokens this worker never saw.
+  // Penalties on a sequence whose earlier tokens this worker never saw,
+  // beside a good sequence: refused alone.
   pb::StepPlan penalty = Plan(4, 0, 1);
   AddGreedyWork(penalty, 9, {5, 6}, 4, {0})->mutable_sampling()->set_presence_penalty(0.5f);
-  script.push_back({penalty, "penalties need the tokens before position 2"});
+  AddGreedyWork(penalty, 1, {5, 6}, 2, {1});
+  script.push_back({penalty, "", "penalties need the tokens before position 2"});
   pb::StepPlan short_table = Plan(5, 0, 1);
-  AddGreedyWork(short_table, 1, {5, 6, 7, 8, 9}, 5, {0});  // 5 tokens need 2 blocks of 4
-  script.push_back({short_table, "INVALID_ARGUMENT"});
-  pb::StepPlan no_sampling = Plan(6, 0, 1);
+  AddGreedyWork(short_table, 9, {5, 6, 7, 8, 9}, 5, {0});  // 5 tokens need 2 blocks of 4
+  script.push_back({short_table, "", "INVALID_ARGUMENT"});
+  pb::StepPlan bad_token = Plan(6, 0, 1);
+  AddGreedyWork(bad_token, 2, {5, 6}, 2, {2});
+  AddGreedyWork(bad_token, 9, {5, 100000}, 2, {3});  // outside the vocabulary
+  script.push_back({bad_token, "", "outside the vocabulary"});
+  pb::StepPlan no_sampling = Plan(7, 0, 1);
   AddGreedyWork(no_sampling, 1, {5, 6}, 2, {0})->set_sample(false);
   no_sampling.mutable_sequences(0)->clear_sampling();
   script.push_back({no_sampling, ""});
@@ -443,6 +454,13 @@ TEST(WorkerTest, MalformedPlansAreAnsweredWithErrorsAndServingGoesOn) {
     if (std::string(e.error).empty()) {
       EXPECT_EQ(r->error(), "") << "step " << e.plan.step();
       EXPECT_EQ(r->outputs_size(), e.plan.sequences_size());
+      for (const pb::SequenceOutput& out : r->outputs()) {
+        if (out.sequence_id() == 9 && !std::string(e.refused).empty()) {
+          EXPECT_THAT(out.error(), HasSubstr(e.refused)) << "step " << e.plan.step();
+        } else {
+          EXPECT_EQ(out.error(), "") << "step " << e.plan.step();
+        }
+      }
     } else {
       EXPECT_THAT(r->error(), HasSubstr(e.error)) << "step " << e.plan.step();
       EXPECT_EQ(r->outputs_size(), 0);
