@@ -124,6 +124,37 @@ TEST(StepExecutorTest, MalformedWorkIsAnErrorNotACrash) {
   }
 }
 
+// Check refuses what Run would refuse, one sequence at a time, and changes
+// nothing: a good sequence passes and then runs.
+TEST(StepExecutorTest, CheckRefusesOneSequenceWithoutTouchingAnything) {
+  testing::LoadedModel m = testing::LoadForTest(kFixture);
+  ASSERT_NE(m.model, nullptr);
+  StepExecutor exec(*m.model, *m.cache, *m.ops);
+  SequenceWork good;
+  good.sequence_id = 4;
+  good.token_ids = {1, 2};
+  good.context_len = 2;
+  good.block_table = Blocks(0, 1);
+  good.sample = true;
+  EXPECT_TRUE(exec.Check(good).ok());
+  SequenceWork bad_id = good, bad_blocks = good, bad_bias = good, no_history = good;
+  bad_id.token_ids[1] = 1000;
+  bad_blocks.block_table = {};
+  bad_bias.logit_bias = {{-3, 1.0f}};
+  no_history.penalties.presence = 0.5f;
+  no_history.context_len = 5;  // fed at positions 3 and 4, never seen before
+  no_history.block_table = Blocks(1, 1);
+  for (const SequenceWork* bad : {&bad_id, &bad_blocks, &bad_bias, &no_history}) {
+    const absl::Status s = exec.Check(*bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(std::string(s.message()).find("sequence 4"), std::string::npos) << s;
+  }
+  EXPECT_EQ(exec.sequences_with_history(), 0u);
+  auto out = exec.Run({&good, 1});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE((*out)[0].sampled.has_value());
+}
+
 // A logit bias moves the choice, not the reported log-probability: -100 on
 // the greedy token picks the runner-up, +100 on the third picks the third,
 // each reported with the model's log-probability of that token.
