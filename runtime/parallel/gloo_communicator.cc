@@ -1,6 +1,8 @@
 #include "runtime/parallel/gloo_communicator.h"
 
+#include <csignal>
 #include <exception>
+#include <mutex>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +29,13 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
   if (options.timeout <= std::chrono::milliseconds::zero()) {
     return absl::InvalidArgumentError("the communicator timeout must be positive");
   }
+  // Gloo writes to its peers' sockets without MSG_NOSIGNAL: when a peer is
+  // gone, a write raises SIGPIPE, whose default action kills this whole
+  // process without a word (a surviving rank of a group that lost one; a
+  // test of exactly that). Ignored, the write fails with EPIPE and the
+  // collective fails with an error, as the communicator promises.
+  static std::once_flag ignore_sigpipe;
+  std::call_once(ignore_sigpipe, [] { std::signal(SIGPIPE, SIG_IGN); });
   auto state = std::make_unique<State>();
   state->store = std::move(store);
   try {
