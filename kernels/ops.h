@@ -17,9 +17,10 @@
 //    arrays of a SeqTable (kernels/seq_table.h), while the descriptor
 //    arguments (SamplingParams, RopeTable, RoutingParams itself, a SeqTable's
 //    bounds) stay on the host.
-//  - Replay: every op but Sample reads nothing from the host when it runs,
-//    so a step captured into a Graph replays correctly over new contents of
-//    its buffers (ids, positions, sequence tables, block tables).
+//  - Replay: every op but Sample and MlaAttentionPrefill reads nothing from
+//    the host when it runs, so a step captured into a Graph replays correctly
+//    over new contents of its buffers (ids, positions, sequence tables, block
+//    tables).
 //  - Shapes are the caller's contract; implementations assert them.
 //
 // Thread safety: an Ops object may be used by one thread at a time.

@@ -52,6 +52,42 @@ void ApplyPenalties(const Penalties& p, const std::unordered_set<int32_t>& promp
   }
 }
 
+absl::Status StepExecutor::CheckSampling(const SequenceWork& w) const {
+  auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence ", w.sequence_id, ": ", what));
+  };
+  const int64_t vocab = model_.config().vocab_size;
+  for (const auto& [id, bias] : w.logit_bias) {
+    if (id < 0 || id >= vocab) {
+      return bad(absl::StrCat("logit bias for token ", id, ", outside the vocabulary"));
+    }
+  }
+  if (!w.penalties.active()) return absl::OkStatus();
+  if (!(w.penalties.repetition > 0.0f)) {
+    return bad(absl::StrCat("repetition penalty must be > 0, got ", w.penalties.repetition));
+  }
+  for (int32_t t : w.history_tokens) {
+    if (t < 0 || t >= vocab) {
+      return bad(absl::StrCat("history token ", t, " is outside the vocabulary"));
+    }
+  }
+  const int64_t first = w.context_len - static_cast<int64_t>(w.token_ids.size());
+  if (!w.history_tokens.empty() && static_cast<int64_t>(w.history_tokens.size()) != first) {
+    return bad(absl::StrCat(w.history_tokens.size(),
+                            " history tokens for a chunk that starts at position ", first));
+  }
+  if (first > 0 && w.history_tokens.empty()) {
+    auto it = history_.find(w.sequence_id);
+    if (it == history_.end() || it->second.next_position != first) {
+      return bad(absl::StrCat(
+          "its penalties need the tokens before position ", first, ", which this worker has ",
+          it == history_.end() ? "not seen"
+                               : absl::StrCat("seen up to ", it->second.next_position)));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status StepExecutor::Check(const SequenceWork& w) const {
   auto bad = [&](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat("sequence ", w.sequence_id, ": ", what));
@@ -63,17 +99,6 @@ absl::Status StepExecutor::Check(const SequenceWork& w) const {
   if (w.following_token.has_value() && (*w.following_token < 0 || *w.following_token >= vocab)) {
     return bad(absl::StrCat("following token ", *w.following_token, " is outside the vocabulary"));
   }
-  for (const auto& [id, bias] : w.logit_bias) {
-    if (id < 0 || id >= vocab) {
-      return bad(absl::StrCat("logit bias for token ", id, ", outside the vocabulary"));
-    }
-  }
-  if (w.penalties.active() && !(w.penalties.repetition > 0.0f)) {
-    return bad(absl::StrCat("repetition penalty must be > 0, got ", w.penalties.repetition));
-  }
-  for (int32_t t : w.history_tokens) {
-    if (t < 0 || t >= vocab) return bad(absl::StrCat("history token ", t, " is outside the vocabulary"));
-  }
   ForwardBatch batch;
   batch.tokens = w.token_ids;
   SeqSlice slice;
@@ -84,23 +109,7 @@ absl::Status StepExecutor::Check(const SequenceWork& w) const {
   if (absl::Status s = ValidateBatch(batch, model_.config(), cache_); !s.ok()) {
     return bad(std::string(s.message()));
   }
-  if (w.penalties.active()) {
-    const int64_t first = w.context_len - static_cast<int64_t>(w.token_ids.size());
-    if (!w.history_tokens.empty() && static_cast<int64_t>(w.history_tokens.size()) != first) {
-      return bad(absl::StrCat(w.history_tokens.size(),
-                              " history tokens for a chunk that starts at position ", first));
-    }
-    if (first > 0 && w.history_tokens.empty()) {
-      auto it = history_.find(w.sequence_id);
-      if (it == history_.end() || it->second.next_position != first) {
-        return bad(absl::StrCat(
-            "its penalties need the tokens before position ", first, ", which this worker has ",
-            it == history_.end() ? "not seen"
-                                 : absl::StrCat("seen up to ", it->second.next_position)));
-      }
-    }
-  }
-  return absl::OkStatus();
+  return CheckSampling(w);
 }
 
 void StepExecutor::Release(std::span<const uint64_t> ids) {
@@ -108,22 +117,11 @@ void StepExecutor::Release(std::span<const uint64_t> ids) {
 }
 
 absl::Status StepExecutor::Record(const SequenceWork& w) {
+  // CheckSampling passed: the history reaches the chunk, or starts over.
   const int64_t first = w.context_len - static_cast<int64_t>(w.token_ids.size());
-  auto it = history_.find(w.sequence_id);
-  if (!w.history_tokens.empty() &&
-      static_cast<int64_t>(w.history_tokens.size()) != first) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sequence ", w.sequence_id, ": ", w.history_tokens.size(),
-                     " history tokens for a chunk that starts at position ", first));
-  }
-  if (first == 0 || !w.history_tokens.empty()) {
-    it = history_.insert_or_assign(w.sequence_id, History{}).first;
-  } else if (it == history_.end() || it->second.next_position != first) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sequence ", w.sequence_id, ": its penalties need the tokens before position ", first,
-        ", which this worker has ",
-        it == history_.end() ? "not seen" : absl::StrCat("seen up to ", it->second.next_position)));
-  }
+  auto it = first == 0 || !w.history_tokens.empty()
+                ? history_.insert_or_assign(w.sequence_id, History{}).first
+                : history_.find(w.sequence_id);
   History& h = it->second;
   const int64_t vocab = model_.config().vocab_size;
   auto add = [&](int64_t position, int32_t t) {
@@ -191,20 +189,7 @@ absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const Se
     batch.logit_rows.push_back(r.row);
   }
   for (const SequenceWork& w : work) {
-    if (w.penalties.active() && !(w.penalties.repetition > 0.0f)) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", w.sequence_id,
-                                                     ": repetition penalty must be > 0, got ",
-                                                     w.penalties.repetition));
-    }
-  }
-  for (const SequenceWork& w : work) {
-    for (const auto& [id, bias] : w.logit_bias) {
-      if (id < 0 || id >= model_.config().vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", w.sequence_id,
-                                                       ": logit bias for token ", id,
-                                                       ", outside the vocabulary"));
-      }
-    }
+    if (absl::Status s = CheckSampling(w); !s.ok()) return s;
   }
   for (const SequenceWork& w : work) {
     if (!w.penalties.active()) continue;

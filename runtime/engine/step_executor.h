@@ -115,9 +115,11 @@ class StepExecutor {
     std::unordered_set<int32_t> prompt;
     std::unordered_map<int32_t, int32_t> generated;
   };
-  // Adds the fed tokens of `w` to its history; InvalidArgument when the
-  // history does not reach the chunk's first position (the worker did not
-  // see the sequence's earlier tokens).
+  // The logit biases and penalties of `w`, and whether the token history its
+  // penalties need reaches its chunk. For Check and Run.
+  absl::Status CheckSampling(const SequenceWork& w) const;
+  // Adds the fed tokens of `w` (CheckSampling passed) to its history;
+  // InvalidArgument for a fed token outside the vocabulary.
   absl::Status Record(const SequenceWork& w);
 
   Model& model_;
