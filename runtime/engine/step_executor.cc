@@ -149,9 +149,11 @@ absl::Status StepExecutor::Record(const SequenceWork& w) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const SequenceWork> work) {
+absl::StatusOr<std::vector<SequenceOutput>> StepExecutor::Run(std::span<const SequenceWork> work,
+                                                              int64_t group_max_tokens) {
   reached_forward_ = false;
   ForwardBatch batch;
+  batch.group_max_tokens = group_max_tokens;
   std::vector<LogitRow> rows;
   for (size_t i = 0; i < work.size(); ++i) {
     const SequenceWork& w = work[i];

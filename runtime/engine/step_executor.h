@@ -85,7 +85,10 @@ class StepExecutor {
 
   // Fails without sampling anything when the work is malformed (ids outside
   // the vocabulary, block tables too short, context beyond the model's).
-  absl::StatusOr<std::vector<SequenceOutput>> Run(std::span<const SequenceWork> work);
+  // group_max_tokens: in an expert-parallel group, the most tokens any rank
+  // runs in this step (ForwardBatch::group_max_tokens); 0 if not known.
+  absl::StatusOr<std::vector<SequenceOutput>> Run(std::span<const SequenceWork> work,
+                                                  int64_t group_max_tokens = 0);
 
   // Whether the last Run got as far as the forward pass. In an expert-parallel
   // group a rank whose step failed before it must still join the step's

@@ -47,6 +47,19 @@ struct ParallelOptions {
   bool overlap = false;
 };
 
+// The exchange of one step: how many tokens of one rank an exchange carries
+// and in how many rounds each MoE layer exchanges a micro-batch. Every rank
+// of a group must use the same shape for a step, so it is derived from what
+// all of them know: `group_tokens`, the most tokens any rank runs in the
+// step, and `max_exchange_tokens` (ModelOptions). capacity is the smallest
+// power of two >= group_tokens, at most max_exchange_tokens; rounds =
+// ceil(group_tokens / capacity), at least 1.
+struct ExchangeShape {
+  int64_t capacity = 1;
+  int64_t rounds = 1;
+};
+ExchangeShape ExchangeShapeFor(int64_t group_tokens, int64_t max_exchange_tokens);
+
 // What the last forward pass did, for placement and metrics.
 struct ForwardStats {
   // [layer][logical expert]: (token, expert) pairs this rank routed; empty
@@ -58,6 +71,9 @@ struct ForwardStats {
   // eagerly (sizing the op set's buffers), its second captures the graph,
   // and every later one replays it.
   int64_t graph_batch_size = 0;
+  // How the MoE layers exchanged the step's tokens: capacity (tokens of one
+  // rank per exchange) and rounds per micro-batch.
+  ExchangeShape exchange;
 };
 
 // How MLA attention is computed. Both forms give the same function; kAuto
@@ -69,8 +85,18 @@ struct ModelOptions {
   MlaForm mla_form = MlaForm::kAuto;
   ParallelOptions parallel;
   // The most tokens one Forward takes. The step workspace is planned for it
-  // at load time, and it is every micro-batch's MoE exchange capacity.
+  // at load time.
   int64_t max_batch_tokens = 2048;
+  // The most tokens of one rank that one expert-parallel exchange carries,
+  // the same on every rank. It sizes the exchange buffers: per micro-batch,
+  // 4 x slots x min(this, max_batch_tokens rounded up to a power of two) x
+  // hidden floats (slots = experts plus redundant replicas, over the whole
+  // group). A step runs its MoE layers with the smallest power of two that
+  // holds the most tokens any rank has in it (its capacity), so small
+  // decode steps exchange and compute small buffers; a step where some rank
+  // has more tokens than this exchanges them in several rounds, without
+  // the two-micro-batch overlap. DeepEP's low-latency kernels use 128.
+  int64_t max_exchange_tokens = 256;
   // Decode steps (one new token per sequence) as graphs captured once per
   // batch-size bucket and replayed (CUDA graphs on a GPU; the CPU backend's
   // replay on the CPU): a step of n sequences runs the graph of the smallest
@@ -89,6 +115,11 @@ struct ForwardBatch {
   std::vector<SeqSlice> seqs;
   // Rows of `tokens` whose next-token logits are wanted, ascending or not.
   std::vector<int64_t> logit_rows;
+  // In an expert-parallel group: the most tokens any rank runs in this step
+  // (the same value on every rank; at least tokens.size(), at most
+  // max_batch_tokens). It sizes the step's exchanges. 0: not known, and
+  // every rank assumes max_batch_tokens. Ignored by a single process.
+  int64_t group_max_tokens = 0;
 };
 
 class Model {

@@ -1,5 +1,6 @@
 #include "runtime/parallel/overlap_schedule.h"
 
+#include <algorithm>
 #include <map>
 #include <tuple>
 
@@ -15,6 +16,8 @@ const char* StageName(StageKind kind) {
   switch (kind) {
     case StageKind::kAttention:
       return "attention";
+    case StageKind::kPack:
+      return "pack";
     case StageKind::kDispatch:
       return "dispatch";
     case StageKind::kShared:
@@ -47,31 +50,37 @@ std::string OverlapSchedule::DebugString() const {
                          : s.action == ScheduleStep::kWait  ? "wait "
                                                             : "inline ";
     absl::StrAppend(&out, out.empty() ? "" : " ", action, StageName(s.stage.kind), "(",
-                    s.stage.micro_batch == 0 ? "A" : "B", s.stage.layer, ")");
+                    s.stage.micro_batch == 0 ? "A" : "B", s.stage.layer,
+                    s.stage.round > 0 ? absl::StrCat(".", s.stage.round) : "", ")");
   }
   return out;
 }
 
 OverlapSchedule BuildOverlapSchedule(const std::vector<bool>& moe_layers, int micro_batches,
-                                     bool overlap) {
+                                     bool overlap, int64_t rounds) {
   const int mbs = micro_batches >= 2 ? 2 : 1;
-  overlap = overlap && mbs == 2;
+  rounds = std::max<int64_t>(rounds, 1);
+  overlap = overlap && mbs == 2 && rounds == 1;
   OverlapSchedule s;
-  auto add = [&](ScheduleStep::Action a, StageKind k, int mb, int64_t l) {
-    s.steps.push_back({a, {k, mb, l}});
+  auto add = [&](ScheduleStep::Action a, StageKind k, int mb, int64_t l, int64_t round = 0) {
+    s.steps.push_back({a, {k, mb, l, round}});
   };
   const auto layers = static_cast<int64_t>(moe_layers.size());
   if (!overlap) {
-    // One micro-batch after the other, each through a whole layer at a time.
+    // One micro-batch after the other, each through a whole layer at a time,
+    // and each MoE block one exchange round after the other.
     for (int64_t l = 0; l < layers; ++l) {
       for (int mb = 0; mb < mbs; ++mb) {
         add(ScheduleStep::kCompute, StageKind::kAttention, mb, l);
         if (!moe_layers[static_cast<size_t>(l)]) continue;
-        add(ScheduleStep::kInline, StageKind::kDispatch, mb, l);
-        add(ScheduleStep::kCompute, StageKind::kShared, mb, l);
-        add(ScheduleStep::kCompute, StageKind::kExperts, mb, l);
-        add(ScheduleStep::kInline, StageKind::kCombine, mb, l);
-        add(ScheduleStep::kCompute, StageKind::kReduce, mb, l);
+        for (int64_t r = 0; r < rounds; ++r) {
+          if (r > 0) add(ScheduleStep::kCompute, StageKind::kPack, mb, l, r);
+          add(ScheduleStep::kInline, StageKind::kDispatch, mb, l, r);
+          if (r == 0) add(ScheduleStep::kCompute, StageKind::kShared, mb, l);
+          add(ScheduleStep::kCompute, StageKind::kExperts, mb, l, r);
+          add(ScheduleStep::kInline, StageKind::kCombine, mb, l, r);
+          add(ScheduleStep::kCompute, StageKind::kReduce, mb, l, r);
+        }
       }
     }
     return s;
@@ -119,8 +128,10 @@ OverlapExecutor::OverlapExecutor(Backend& backend, Stream& compute, Stream& comm
 
 void OverlapExecutor::Queue(const std::function<void(const Stage&)>& compute,
                             const std::function<void(const Stage&, Stream&)>& communicate) {
-  using Key = std::tuple<int, int, int64_t>;
-  auto key = [](const Stage& s) { return Key(static_cast<int>(s.kind), s.micro_batch, s.layer); };
+  using Key = std::tuple<int, int, int64_t, int64_t>;
+  auto key = [](const Stage& s) {
+    return Key(static_cast<int>(s.kind), s.micro_batch, s.layer, s.round);
+  };
   std::map<Key, size_t> posted;  // stage -> its events
   for (const ScheduleStep& step : schedule_.steps) {
     switch (step.action) {

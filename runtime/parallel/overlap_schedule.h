@@ -9,6 +9,13 @@
 //
 // With overlap off, the same stages of the same micro-batches run one after
 // another on one stream, so both modes compute exactly the same thing.
+//
+// Rounds: when some rank has more tokens in a step than one exchange holds
+// (ModelOptions::max_exchange_tokens), each MoE layer of each micro-batch
+// exchanges its tokens in rounds of that many, one after another and without
+// overlap (the buffers of one exchange are reused by the next round):
+//   attn(A) dispatch(A) shared(A) experts(A) combine(A) reduce(A)
+//   pack(A.1) dispatch(A.1) experts(A.1) combine(A.1) reduce(A.1) …
 // Every rank builds the same schedule, so all ranks issue their collectives in
 // the same order.
 #ifndef MOESERVE_RUNTIME_PARALLEL_OVERLAP_SCHEDULE_H_
@@ -28,7 +35,9 @@ namespace moeserve {
 
 enum class StageKind {
   kAttention,  // residual stream of one layer up to the router: norm, attention,
-               // norm, then the dense MLP (dense layer) or router and packing (MoE)
+               // norm, then the dense MLP (dense layer) or router and packing
+               // of the first round (MoE)
+  kPack,       // packing of a later round's rows for its dispatch (MoE, rounds > 1)
   kDispatch,   // all-to-all of the packed rows (communication)
   kShared,     // shared experts over the micro-batch's own tokens
   kExperts,    // local experts on the received rows
@@ -43,6 +52,10 @@ struct Stage {
   StageKind kind;
   int micro_batch;  // 0 (A) or 1 (B)
   int64_t layer;
+  // The exchange round of an MoE stage: rows [round * capacity, + capacity)
+  // of the micro-batch. 0 for every stage when the step has one round; the
+  // shared experts run once, in round 0.
+  int64_t round = 0;
 };
 
 // What the compute stream does at one point of the schedule.
@@ -65,9 +78,10 @@ struct OverlapSchedule {
 };
 
 // moe_layers[l] says whether layer l has an MoE block (dense layers have no
-// communication). micro_batches is 1 or 2; overlap needs 2.
+// communication). micro_batches is 1 or 2; overlap needs 2 and one round
+// (with more rounds the schedule runs without overlap).
 OverlapSchedule BuildOverlapSchedule(const std::vector<bool>& moe_layers, int micro_batches,
-                                     bool overlap);
+                                     bool overlap, int64_t rounds = 1);
 
 // Time spent in all-to-all: what the collectives took, and the part of it
 // the compute stream was blocked on (not hidden).

@@ -16,6 +16,7 @@ absl::Status Bad(const std::string& what) {
 bool GroupSetup::SameModelAs(const GroupSetup& o) const {
   if (rank != o.rank || world_size != o.world_size || micro_batches != o.micro_batches ||
       overlap != o.overlap || max_batch_tokens != o.max_batch_tokens ||
+      max_exchange_tokens != o.max_exchange_tokens ||
       placement.layers.size() != o.placement.layers.size()) {
     return false;
   }
@@ -45,6 +46,11 @@ absl::StatusOr<GroupSetup> GroupSetupFromWelcome(const worker::v1::Welcome& w,
     return Bad(absl::StrCat("max batch tokens ", w.max_batch_tokens(), " (at most 16777216)"));
   }
   g.max_batch_tokens = w.max_batch_tokens();
+  if (w.max_exchange_tokens() > (uint32_t{1} << 24)) {
+    return Bad(absl::StrCat("max exchange tokens ", w.max_exchange_tokens(),
+                            " (at most 16777216)"));
+  }
+  g.max_exchange_tokens = w.max_exchange_tokens();
   g.prefix = w.communicator_id();
   if (g.communicator != "local" && g.prefix.empty()) {
     return Bad(absl::StrCat("a ", g.communicator, " group without an id"));

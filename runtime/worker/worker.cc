@@ -174,7 +174,7 @@ pb::StepResult Worker::Session::ServeStep(const pb::StepPlan& plan) {
   auto fail = [&](const absl::Status& error) {
     worker_.Log(absl::StrCat("step ", plan.step(), " failed: ", error.ToString()));
     // The other ranks are in this step's collectives: join them with nothing.
-    if (!executor.last_run_reached_forward()) (void)executor.Run({});
+    if (!executor.last_run_reached_forward()) (void)executor.Run({}, plan.group_max_tokens());
     return FailedStepResult(plan.step(), expected_.rank, error, SecondsSince(start));
   };
   if (absl::Status s = CheckStepPlanHeader(plan, expected_); !s.ok()) return fail(s);
@@ -199,7 +199,7 @@ pb::StepResult Worker::Session::ServeStep(const pb::StepPlan& plan) {
     }
     work.push_back(*std::move(w));
   }
-  auto outputs = executor.Run(work);
+  auto outputs = executor.Run(work, plan.group_max_tokens());
   if (!outputs.ok()) return fail(outputs.status());
   pb::StepResult result =
       StepResultToProto(plan.step(), expected_.rank, *outputs, SecondsSince(start));
@@ -320,6 +320,7 @@ absl::Status Worker::JoinGroup(const GroupSetup& setup,
   o.model.parallel.micro_batches = setup.micro_batches;
   o.model.parallel.overlap = setup.overlap;
   if (setup.max_batch_tokens > 0) o.model.max_batch_tokens = setup.max_batch_tokens;
+  if (setup.max_exchange_tokens > 0) o.model.max_exchange_tokens = setup.max_exchange_tokens;
   const auto start = std::chrono::steady_clock::now();
   auto runner = ModelRunner::Create(o);
   if (!runner.ok()) return runner.status();

@@ -255,6 +255,7 @@ void EngineLoop::FormGroup() {
     w.set_micro_batches(size > 1 ? 2 : 1);
     w.set_overlap(size > 1 && options_.overlap);
     w.set_max_batch_tokens(static_cast<uint32_t>(options_.batcher.max_batch_tokens));
+    w.set_max_exchange_tokens(static_cast<uint32_t>(options_.max_exchange_tokens));
     w.mutable_emulated_link()->set_latency_us(options_.emulated_link_latency_us);
     w.mutable_emulated_link()->set_bandwidth_gbps(options_.emulated_link_gbps);
     if (experts > 0) {
@@ -403,11 +404,13 @@ void EngineLoop::Apply(Command c) {
   active_[id] = std::move(a);
 }
 
-worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, uint32_t rank) {
+worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, uint32_t rank,
+                                              int64_t group_max_tokens) {
   worker::v1::StepPlan wp;
   wp.set_step(steps_run_ + 1);
   wp.set_rank(rank);
   wp.set_world_size(static_cast<uint32_t>(ranks_.size()));
+  wp.set_group_max_tokens(static_cast<uint32_t>(group_max_tokens));
   Rank& r = *ranks_[rank];
   wp.mutable_released_sequences()->Add(r.released.begin(), r.released.end());
   r.released.clear();
@@ -424,9 +427,9 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, u
     w->set_sequence_id(s.id);
     w->mutable_token_ids()->Add(s.token_ids.begin(), s.token_ids.end());
     w->set_context_len(static_cast<uint32_t>(s.context_len));
-    w->mutable_block_table()->Add(s.block_table.begin(), s.block_table.end());
     w->set_sample(s.sample);
     const SamplingOptions& so = a.request.sampling;
+    w->mutable_block_table()->Add(s.block_table.begin(), s.block_table.end());
     worker::v1::Sampling* ws = w->mutable_sampling();
     ws->set_temperature(so.temperature);
     ws->set_top_p(so.top_p);
@@ -441,6 +444,7 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, u
       ws->add_logit_bias_values(bias);
     }
     w->set_prompt_tokens(static_cast<uint32_t>(a.request.prompt_ids.size()));
+    w->set_logprobs(static_cast<uint32_t>(a.request.logprobs));
     const int64_t fed_from = s.context_len - static_cast<int64_t>(s.token_ids.size());
     const bool penalties = so.repetition_penalty != 1.0f || so.presence_penalty != 0.0f ||
                            so.frequency_penalty != 0.0f;
@@ -456,7 +460,6 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, u
     }
     a.worker_position = s.context_len;
     w->set_draw_index(a.generated.size());
-    w->set_logprobs(static_cast<uint32_t>(a.request.logprobs));
     const auto prompt_len = static_cast<int64_t>(a.request.prompt_ids.size());
     const int64_t start = s.context_len - static_cast<int64_t>(s.token_ids.size());
     if (a.request.prompt_logprobs && start + 1 < prompt_len) {
@@ -478,10 +481,21 @@ void EngineLoop::RunStep() {
     any = any || !r->plan.empty();
   }
   if (!any) return;
+  // The ranks size the step's exchanges from its largest rank.
+  int64_t group_max_tokens = 0;
+  for (auto& r : ranks_) {
+    int64_t tokens = 0;
+    for (const scheduler::ScheduledSequence& s : r->plan.seqs) {
+      tokens += static_cast<int64_t>(s.token_ids.size());
+    }
+    group_max_tokens = std::max(group_max_tokens, tokens);
+  }
   // Every rank gets its plan, empty or not: all of them join every
   // collective of the step.
   for (auto& r : ranks_) {
-    if (absl::Status s = r->link->SendPlan(ToWorkerPlan(r->plan, r->link->rank())); !s.ok()) {
+    if (absl::Status s =
+            r->link->SendPlan(ToWorkerPlan(r->plan, r->link->rank(), group_max_tokens));
+        !s.ok()) {
       LoseGroup(absl::StrCat("rank ", r->link->rank(), ": ", s.message()));
       return;
     }

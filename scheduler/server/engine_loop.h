@@ -65,6 +65,9 @@ class EngineLoop {
     std::optional<scheduler::Placement> placement;
     // Two micro-batches per step, the all-to-all overlapping compute.
     bool overlap = true;
+    // The most tokens of one rank per all-to-all exchange (sizes the
+    // workers' exchange buffers); 0: the workers' default.
+    int64_t max_exchange_tokens = 0;
     // How the ranks of a group of more than one exchange tokens: "gloo"
     // (TCP, CPU or host-staged GPU buffers) or "nccl" (GPU ranks).
     std::string communicator = "gloo";
@@ -148,7 +151,9 @@ class EngineLoop {
   void CheckForming();
   void LoseGroup(const std::string& reason);
   void RunStep();
-  worker::v1::StepPlan ToWorkerPlan(const scheduler::StepPlan& plan, uint32_t rank);
+  // group_max_tokens: the most tokens any rank runs in the step.
+  worker::v1::StepPlan ToWorkerPlan(const scheduler::StepPlan& plan, uint32_t rank,
+                                    int64_t group_max_tokens);
   void HandleOutputs(Rank& rank, const worker::v1::StepResult& result);
   void RecordParallelStats(const std::vector<worker::v1::StepResult>& results);
   void Finish(uint64_t id, const scheduler::FinishedSequence& finished, bool stop_token);

@@ -57,6 +57,13 @@ Expert parallelism:
                             {"ranks", "slots_per_rank", "experts", "layers"}
   --no-overlap              run each micro-batch's all-to-all inline instead of
                             overlapping it with the other micro-batch's compute
+  --max-exchange-tokens N   the most tokens of one rank that one all-to-all
+                            carries; it sizes every worker's exchange buffers
+                            (per micro-batch: 4 x expert slots of the group x
+                            N x hidden size x 4 bytes). Steps whose largest
+                            rank has more tokens exchange them in rounds of N,
+                            without overlap; smaller steps exchange less
+                            (default 256)
   --communicator C          how the ranks exchange tokens: gloo (TCP; CPU workers,
                             or GPU workers staging through host memory) or nccl
                             (GPU workers built with NCCL) (default gloo)
@@ -118,10 +125,15 @@ int Main(const std::vector<std::string>& argv) {
   auto window = args->Int("expert-load-window-steps", 1000);
   auto latency = args->Double("emulated-link-latency-us", 0);
   auto gbps = args->Double("emulated-link-gbps", 0);
+  auto exchange_tokens = args->Int("max-exchange-tokens", 256);
   for (const absl::Status& s :
        {ep_size.status(), redundant.status(), comm_timeout.status(), group_timeout.status(),
-        window.status(), latency.status(), gbps.status()}) {
+        window.status(), latency.status(), gbps.status(), exchange_tokens.status()}) {
     if (!s.ok()) return Fail(s);
+  }
+  if (*exchange_tokens <= 0 || *exchange_tokens > (int64_t{1} << 24)) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--max-exchange-tokens must be in [1, 16777216], got ", *exchange_tokens)));
   }
   if (*ep_size < 1 || *ep_size > 4096) {
     return Fail(
@@ -203,6 +215,7 @@ int Main(const std::vector<std::string>& argv) {
   }
   options.placement = placement;
   options.overlap = !args->Has("no-overlap");
+  options.max_exchange_tokens = *exchange_tokens;
   options.communicator_timeout = absl::Seconds(*comm_timeout);
   options.group_timeout = absl::Seconds(*group_timeout);
   options.expert_load_window_steps = *window;

@@ -90,10 +90,15 @@ absl::Status DecoderStack::Init(const ModelConfig& config, Backend& backend,
   backend_ = &backend;
   options_ = model_options.parallel;
   max_tokens_ = model_options.max_batch_tokens;
+  max_exchange_tokens_ = model_options.max_exchange_tokens;
   const ParallelOptions& options = options_;
   if (max_tokens_ <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max batch tokens must be positive, got ", max_tokens_));
+  }
+  if (max_exchange_tokens_ <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max exchange tokens must be positive, got ", max_exchange_tokens_));
   }
   if (options.micro_batches != 1 && options.micro_batches != 2) {
     return absl::InvalidArgumentError(
@@ -155,7 +160,6 @@ absl::Status DecoderStack::Init(const ModelConfig& config, Backend& backend,
   }
   if (absl::Status s = compute_->Synchronize(); !s.ok()) return s;  // host_iota goes away
   schedule_ = BuildOverlapSchedule(moe_layers_, options_.micro_batches, options_.overlap);
-  executor_ = std::make_unique<OverlapExecutor>(backend, *compute_, *comm_stream_, schedule_);
 
   // Graphs replay one stream's work: a schedule that posts exchanges to the
   // communication stream (the overlap) runs eagerly.
@@ -175,15 +179,29 @@ absl::Status DecoderStack::Init(const ModelConfig& config, Backend& backend,
 }
 
 void DecoderStack::CreateStreams() {
-  graphs_.clear();    // captured on the old streams' op set
-  executor_.reset();  // holds the old streams
+  graphs_.clear();     // captured on the old streams' op set
+  executors_.clear();  // hold the old streams
   ops_.reset();
   compute_ = backend_->CreateStream();
   comm_stream_ = backend_->CreateStream();
   ops_ = backend_->CreateOps(*compute_);
-  if (!schedule_.steps.empty() || !moe_layers_.empty()) {
-    executor_ = std::make_unique<OverlapExecutor>(*backend_, *compute_, *comm_stream_, schedule_);
+}
+
+OverlapExecutor& DecoderStack::Executor(int64_t rounds) {
+  std::unique_ptr<OverlapExecutor>& e = executors_[rounds];
+  if (e == nullptr) {
+    e = std::make_unique<OverlapExecutor>(
+        *backend_, *compute_, *comm_stream_,
+        rounds == 1 ? schedule_
+                    : BuildOverlapSchedule(moe_layers_, options_.micro_batches, false, rounds));
   }
+  return *e;
+}
+
+ExchangeShape DecoderStack::StepExchange(const ForwardBatch& batch, int64_t rows) const {
+  int64_t group = rows;
+  if (comm_->size() > 1) group = batch.group_max_tokens > 0 ? batch.group_max_tokens : max_tokens_;
+  return ExchangeShapeFor(std::max(group, rows), max_exchange_tokens_);
 }
 
 WeightSelection DecoderStack::Selection() const {
@@ -215,6 +233,12 @@ absl::Status DecoderStack::CheckPlanned(const ForwardBatch& batch) const {
                      " rows is more than the ", max_tokens_,
                      " this model's step inputs were planned for (max batch tokens)"));
   }
+  if (batch.group_max_tokens < 0 || batch.group_max_tokens > max_tokens_ ||
+      (batch.group_max_tokens > 0 && batch.group_max_tokens < tokens)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a step whose largest rank runs ", batch.group_max_tokens, " tokens (group max tokens) ",
+        "must have between this rank's ", tokens, " and the planned ", max_tokens_));
+  }
   return absl::OkStatus();
 }
 
@@ -234,6 +258,8 @@ struct DecoderStack::Inputs {
   // By micro-batch: its tokens that are not padding, one count in backend
   // memory (empty spans for eager steps, which have no padding).
   std::vector<std::span<int32_t>> tokens_in_use;
+  // How the MoE layers exchange this step's tokens (the same on every rank).
+  ExchangeShape exchange;
 
   // Host side.
   std::vector<int32_t> host_ids, host_positions, host_in_use;
@@ -362,7 +388,7 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in,
     widest.ranks = 1;
     widest.slots_per_rank = static_cast<int32_t>(max_slots_);
     for (size_t m = 0; m < mbs.size(); ++m) {
-      exchanges[m] = AllocateMoeExchange(ws, c, widest, mbs[m].rows, max_tokens_);
+      exchanges[m] = AllocateMoeExchange(ws, c, widest, mbs[m].rows, in.exchange.capacity);
     }
   }
   if (tokens > 0) ops.Embedding(pass.io->embed, in.ids, h);
@@ -371,11 +397,16 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in,
                   std::span<const int32_t>(static_cast<const int32_t*>(iota_.raw()),
                                            static_cast<size_t>(max_tokens_)),
                   in.upload};
-  auto exchange_of = [&](int micro_batch, int64_t l) {
+  // The exchange of a micro-batch in layer l, and of one of its rounds.
+  auto whole_exchange_of = [&](int micro_batch, int64_t l) {
     const LayerPlacement& p = options_.placement.layer(l);
     return MoeExchangeForSlots(exchanges[static_cast<size_t>(micro_batch)],
                                static_cast<int64_t>(p.ranks) * p.slots_per_rank);
   };
+  auto exchange_of = [&](int micro_batch, int64_t l, int64_t round) {
+    return MoeExchangeRound(whole_exchange_of(micro_batch, l), round);
+  };
+  const int64_t capacity = in.exchange.capacity;
   auto moe_context = [&](int64_t l, int micro_batch) {
     MoeContext m;
     if (!in.tokens_in_use.empty()) m.tokens_in_use = in.tokens_in_use[static_cast<size_t>(micro_batch)];
@@ -411,38 +442,53 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in,
           ops.RmsNorm(hm, common.ffn_norm, c.rms_norm_eps, nm);
         }
         if (common.ffn.is_moe) {
-          MoeExchange ex = exchange_of(stage.micro_batch, l);
-          MoeRoute(ops, moe_context(l, stage.micro_batch), nm, ex);
+          MoeExchange all = whole_exchange_of(stage.micro_batch, l);
+          if (in.exchange.rounds == 1) {
+            MoeRoute(ops, moe_context(l, stage.micro_batch), nm, all);
+          } else {
+            // Route every token; pack the first round.
+            MoeRouter(ops, moe_context(l, stage.micro_batch), nm, all);
+            MoeExchange ex = exchange_of(stage.micro_batch, l, 0);
+            MoePack(ops, moe_context(l, stage.micro_batch), nm.Rows(0, ex.tokens), ex);
+          }
         } else if (mb.rows > 0) {
           ops.GatedFfn(nm, common.ffn.dense.gate, common.ffn.dense.up, common.ffn.dense.down, dm);
           ops.Add(dm, hm);
         }
         break;
       }
+      case StageKind::kPack: {
+        MoeExchange ex = exchange_of(stage.micro_batch, l, stage.round);
+        MoePack(ops, moe_context(l, stage.micro_batch),
+                nm.Rows(std::min(stage.round * capacity, mb.rows), ex.tokens), ex);
+        break;
+      }
       case StageKind::kShared: {
-        MoeExchange ex = exchange_of(stage.micro_batch, l);
+        MoeExchange ex = whole_exchange_of(stage.micro_batch, l);  // once, every token
         MoeShared(ops, moe_context(l, stage.micro_batch), nm, ex);
         break;
       }
       case StageKind::kExperts: {
-        MoeExchange ex = exchange_of(stage.micro_batch, l);
+        MoeExchange ex = exchange_of(stage.micro_batch, l, stage.round);
         MoeExperts(ops, moe_context(l, stage.micro_batch), ex);
         break;
       }
-      case StageKind::kReduce:
-        if (mb.rows > 0) {
-          MoeExchange ex = exchange_of(stage.micro_batch, l);
-          MoeReduce(ops, moe_context(l, stage.micro_batch), ex, dm);
-          ops.Add(dm, hm);
+      case StageKind::kReduce: {
+        MoeExchange ex = exchange_of(stage.micro_batch, l, stage.round);
+        if (ex.tokens > 0) {
+          const int64_t begin = stage.round * capacity;
+          MoeReduce(ops, moe_context(l, stage.micro_batch), ex, dm.Rows(begin, ex.tokens));
+          ops.Add(dm.Rows(begin, ex.tokens), hm.Rows(begin, ex.tokens));
         }
         break;
+      }
       case StageKind::kDispatch:
       case StageKind::kCombine:
         break;  // communication stages never reach compute
     }
   };
   auto communicate = [&](const Stage& stage, Stream& on) {
-    MoeExchange ex = exchange_of(stage.micro_batch, stage.layer);
+    MoeExchange ex = exchange_of(stage.micro_batch, stage.layer, stage.round);
     const LayerPlacement& p = options_.placement.layer(stage.layer);
     if (stage.kind == StageKind::kDispatch) {
       QueueMoeDispatch(*comm_, on, p, ex, backend_->host_accessible());
@@ -453,11 +499,15 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in,
 
   if (planning) {
     // The same stages in schedule order; no exchange, no event.
-    for (const ScheduleStep& step : schedule_.steps) {
+    const OverlapSchedule schedule =
+        in.exchange.rounds == 1
+            ? schedule_
+            : BuildOverlapSchedule(moe_layers_, options_.micro_batches, false, in.exchange.rounds);
+    for (const ScheduleStep& step : schedule.steps) {
       if (step.action == ScheduleStep::kCompute) compute(step.stage);
     }
   } else {
-    executor_->Queue(compute, communicate);
+    Executor(in.exchange.rounds).Queue(compute, communicate);
   }
 
   // Logits of the rows in.logit_rows names, a chunk at a time: into
@@ -526,6 +576,10 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
 
   Inputs in;
   in.mbs = SplitMicroBatches(batch, options_.micro_batches);
+  // Planning: the largest exchange, whatever the group.
+  in.exchange = pass.planning ? ExchangeShapeFor(max_tokens_, max_exchange_tokens_)
+                              : StepExchange(batch, tokens);
+  stats_.exchange = in.exchange;
   if (pass.planning) {
     // Measure the workspace: the largest step, the largest logits buffer
     // (a graph bucket's, or one chunk).
@@ -611,6 +665,10 @@ std::optional<absl::StatusOr<Tensor>> DecoderStack::RunGraph(Pass& pass) {
   const auto bucket = std::lower_bound(buckets_.begin(), buckets_.end(), static_cast<int64_t>(n));
   if (bucket == buckets_.end()) return std::nullopt;
   const int64_t rows = *bucket;
+  // The padded rows go through the MoE layers in one exchange round (only
+  // the sequences' rows are dispatched, but the buffers hold all rows).
+  const ExchangeShape exchange = StepExchange(batch, rows);
+  if (exchange.rounds != 1 || exchange.capacity < rows) return std::nullopt;
   const int64_t block_size = pass.cache->options().block_size;
   if (absl::Status s = EnsureInputs(block_size); !s.ok()) return absl::StatusOr<Tensor>(s);
   const int64_t stride = max_blocks(block_size);
@@ -621,13 +679,14 @@ std::optional<absl::StatusOr<Tensor>> DecoderStack::RunGraph(Pass& pass) {
     graph_cache_ = pass.cache;
   }
 
-  std::unique_ptr<GraphBucket>& slot = graphs_[rows];
+  std::unique_ptr<GraphBucket>& slot = graphs_[{rows, exchange.capacity}];
   if (slot == nullptr) {
     // The bucket's static inputs: one allocation, once per bucket.
     auto g = std::make_unique<GraphBucket>();
     Inputs& in = g->in;
     in.rows = rows;
     in.replay = true;
+    in.exchange = exchange;
     const int64_t first = options_.micro_batches == 2 ? (rows + 1) / 2 : rows;
     in.mbs.resize(options_.micro_batches == 2 ? 2 : 1);
     in.mbs[0].rows = first;
@@ -710,6 +769,7 @@ std::optional<absl::StatusOr<Tensor>> DecoderStack::RunGraph(Pass& pass) {
     ++graph_replays_;
   }
   stats_.graph_batch_size = rows;
+  stats_.exchange = exchange;
   Tensor logits = Tensor::Empty(DType::kF32, {static_cast<int64_t>(n), vocab});
   compute_->CopyToHost(logits.f32(), g.logits.data, static_cast<size_t>(n * vocab) * sizeof(float));
   if (absl::Status s = FinishPass(in, exchanged_before); !s.ok()) return absl::StatusOr<Tensor>(s);

@@ -11,6 +11,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -171,8 +172,14 @@ class DecoderStack {
   // Copies the expert loads out, waits for the streams and gathers the
   // step's statistics.
   absl::Status FinishPass(const Inputs& in, double exchanged_before);
-  // (Re)creates the streams, their op set and the executor over them.
+  // (Re)creates the streams and their op set; executors come with Executor().
   void CreateStreams();
+  // The executor of a step of `rounds` exchange rounds, on the current streams.
+  OverlapExecutor& Executor(int64_t rounds);
+  // The exchange shape of a step whose largest rank runs `tokens` tokens, or
+  // of `batch` (its group_max_tokens, or in a group that does not say, the
+  // planned maximum, which every rank knows). `rows`: this rank's rows.
+  ExchangeShape StepExchange(const ForwardBatch& batch, int64_t rows) const;
   // The arena of the step inputs, sized for caches of `block_size`.
   absl::Status EnsureInputs(int64_t block_size);
   int64_t max_blocks(int64_t block_size) const;
@@ -180,7 +187,8 @@ class DecoderStack {
   const ModelConfig* config_ = nullptr;
   Backend* backend_ = nullptr;
   ParallelOptions options_;
-  int64_t max_tokens_ = 0;               // per step; also each micro-batch's MoE capacity
+  int64_t max_tokens_ = 0;               // per step
+  int64_t max_exchange_tokens_ = 0;      // ModelOptions::max_exchange_tokens
   std::unique_ptr<Communicator> local_;  // when options_.comm is null
   Communicator* comm_ = nullptr;
   std::vector<bool> moe_layers_;
@@ -191,16 +199,17 @@ class DecoderStack {
   std::unique_ptr<Workspace> workspace_;
   Tensor iota_;                        // I32 [max_tokens_]: 0, 1, ...
   std::vector<MoeLayerTable> tables_;  // by layer; empty for dense layers
-  OverlapSchedule schedule_;
-  std::unique_ptr<OverlapExecutor> executor_;
+  OverlapSchedule schedule_;  // of a step with one exchange round
+  // By exchange rounds: the executor of that schedule (created when first needed).
+  std::map<int64_t, std::unique_ptr<OverlapExecutor>> executors_;
   ForwardStats stats_;
   // Step inputs (ids, positions, sequence tables) of eager steps.
   std::unique_ptr<Workspace> inputs_;
   int64_t inputs_block_size_ = 0;
-  // Decode graphs by bucket size.
+  // Decode graphs by bucket size and exchange capacity.
   bool graphs_on_ = false;
   std::vector<int64_t> buckets_;
-  std::map<int64_t, std::unique_ptr<GraphBucket>> graphs_;
+  std::map<std::pair<int64_t, int64_t>, std::unique_ptr<GraphBucket>> graphs_;
   const PagedKvCache* graph_cache_ = nullptr;  // the cache graphs_ were captured with
   int64_t graph_replays_ = 0;
   std::string graphs_off_reason_;

@@ -116,7 +116,38 @@ MoeExchange MoeExchangeForSlots(const MoeExchange& ex, int64_t slots) {
   return out;
 }
 
+ExchangeShape ExchangeShapeFor(int64_t group_tokens, int64_t max_exchange_tokens) {
+  const int64_t tokens = std::max<int64_t>(group_tokens, 1);
+  const int64_t most = std::max<int64_t>(max_exchange_tokens, 1);
+  ExchangeShape shape;
+  while (shape.capacity < tokens && shape.capacity < most) shape.capacity *= 2;
+  shape.capacity = std::min(shape.capacity, most);
+  shape.rounds = CeilDiv(tokens, shape.capacity);
+  return shape;
+}
+
+MoeExchange MoeExchangeRound(const MoeExchange& ex, int64_t round) {
+  const int64_t begin = std::min(round * ex.capacity, ex.tokens);
+  const int64_t tokens = std::min(ex.capacity, ex.tokens - begin);
+  if (begin == 0 && tokens == ex.tokens) return ex;
+  MoeExchange out = ex;
+  const auto pairs = static_cast<size_t>(ex.experts.size() / std::max<size_t>(ex.tokens, 1));
+  const size_t first = static_cast<size_t>(begin) * pairs, count = static_cast<size_t>(tokens) * pairs;
+  out.tokens = tokens;
+  out.logits = ex.logits.Rows(begin, tokens);
+  out.experts = ex.experts.subspan(first, count);
+  out.gains = ex.gains.subspan(first, count);
+  out.pair_rows = ex.pair_rows.subspan(first, count);
+  if (ex.shared_out.rows > 0) out.shared_out = ex.shared_out.Rows(begin, tokens);
+  return out;
+}
+
 void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) {
+  MoeRouter(ops, ctx, x, ex);
+  MoePack(ops, ctx, x, ex);
+}
+
+void MoeRouter(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) {
   const ModelConfig& config = *ctx.config;
   if (ex.tokens > 0) {
     ops.Linear(x, ctx.weights->gate, ex.logits);
@@ -132,6 +163,10 @@ void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) 
     routing.routed_scaling_factor = config.routed_scaling_factor;
     ops.RouteTopK(ex.logits, routing, ex.experts, ex.gains);
   }
+}
+
+void MoePack(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) {
+  const ModelConfig& config = *ctx.config;
   // Also with no tokens: the counts the dispatch sends must be zeros.
   ops.MoeDispatchLayout(x.Rows(0, ex.tokens), ex.experts, config.num_experts_per_tok,
                         ctx.table->table, ctx.rank, ex.capacity, ex.send, ex.send_counts,

@@ -60,11 +60,12 @@ absl::StatusOr<MoeLayerTable> MakeMoeLayerTable(Backend& backend, Stream& stream
 // workspace and reused by every MoE layer of the step (each stage of layer
 // l + 1 that writes a buffer is ordered after the stages of layer l that
 // read it, by stream order or an event of the overlap schedule). `capacity`
-// is the most tokens any rank's micro-batch can hold, the same on every rank
-// (the planned maximum of a step): a slot never receives more rows than that
-// from one rank, so the buffers never overflow and no count has to reach the
-// host before the exchange. Every array is backend memory; the host never
-// reads them.
+// is the most tokens of one rank that one exchange carries, the same on
+// every rank for the step (ExchangeShapeFor): a slot never receives more rows
+// than that from one rank, so the buffers never overflow and no count has to
+// reach the host before the exchange. A micro-batch of more tokens exchanges
+// them in rounds of `capacity` (MoeExchangeRound). Every array is backend
+// memory; the host never reads them.
 struct MoeExchange {
   int64_t tokens = 0;
   int64_t capacity = 0;
@@ -88,6 +89,11 @@ MoeExchange AllocateMoeExchange(Workspace& ws, const ModelConfig& config,
 // in redundant slots; the buffers are sized for the largest).
 MoeExchange MoeExchangeForSlots(const MoeExchange& ex, int64_t slots);
 
+// Round `round` of `ex`: its tokens [round * capacity, + capacity) (fewer, or
+// none, at the end of the micro-batch) and their pairs, with the whole of
+// the exchange buffers. Round 0 of a one-round micro-batch is `ex` itself.
+MoeExchange MoeExchangeRound(const MoeExchange& ex, int64_t round);
+
 // What a micro-batch's MoE stages need to know about the group.
 struct MoeContext {
   const MoeWeights* weights = nullptr;
@@ -104,7 +110,12 @@ struct MoeContext {
 
 // Each stage queues ops on the stream `ops` feeds (compute stages) or an
 // exchange on `stream` (communication stages); none waits for the device.
+// MoeRoute = MoeRouter over the micro-batch, then MoePack of its one round.
 void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
+// Router logits and top-k over ex.tokens rows of x.
+void MoeRouter(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
+// The send rows and counts of one round (x: that round's rows).
+void MoePack(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
 // `host_accessible`: whether the host can read the buffers (Backend::host_accessible).
 void QueueMoeDispatch(Communicator& comm, Stream& stream, const LayerPlacement& placement,
                       MoeExchange& ex, bool host_accessible);

@@ -42,8 +42,10 @@ LoadedModel LoadForTest(const std::string& dir, const ModelOptions& options, int
 }
 
 std::vector<std::vector<float>> FeedChunks(LoadedModel& m, std::vector<TestSequence*> seqs,
-                                           const std::vector<std::vector<int32_t>>& chunks) {
+                                           const std::vector<std::vector<int32_t>>& chunks,
+                                           int64_t group_max_tokens) {
   ForwardBatch batch;
+  batch.group_max_tokens = group_max_tokens;
   const int64_t bs = m.cache->options().block_size;
   for (size_t i = 0; i < seqs.size(); ++i) {
     TestSequence& s = *seqs[i];

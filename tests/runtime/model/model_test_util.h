@@ -43,8 +43,10 @@ struct TestSequence {
 // Feeds several sequences' next chunks in one forward pass and returns the
 // log-softmax of every new row, per sequence: result[i] is
 // [chunks[i].size(), vocab] row-major.
+// group_max_tokens: ForwardBatch::group_max_tokens.
 std::vector<std::vector<float>> FeedChunks(LoadedModel& m, std::vector<TestSequence*> seqs,
-                                           const std::vector<std::vector<int32_t>>& chunks);
+                                           const std::vector<std::vector<int32_t>>& chunks,
+                                           int64_t group_max_tokens = 0);
 
 // One sequence, its whole token list in chunks of `chunk` tokens; returns the
 // log-softmax rows of all tokens, concatenated.

@@ -75,16 +75,38 @@ Rows RunSingleProcess(const std::string& dir, const Workload& w) {
 struct GroupRun {
   Rows rows;                        // by sequence, as in RunSingleProcess
   std::vector<ForwardStats> stats;  // by rank, of the last step
+  std::vector<std::vector<ExchangeShape>> exchanges;  // [rank][step]
+};
+
+// How RunGroup runs its ranks beyond ParallelOptions.
+struct GroupOptions {
+  bool graphs = false;
+  int64_t max_exchange_tokens = ModelOptions{}.max_exchange_tokens;
+  // Tell every rank the step's largest rank's tokens, as the coordinator
+  // does; otherwise they assume max_batch_tokens.
+  bool tell_group_max = true;
 };
 
 // Runs the workload on a group of `ranks` threads. Sequence s lives on rank
 // s % ranks; ranks >= seqs have none.
 GroupRun RunGroup(const std::string& dir, const Workload& w, int ranks, ParallelOptions parallel,
-                  bool graphs = false) {
+                  GroupOptions group = {}) {
   auto store = std::make_shared<gloo::rendezvous::HashStore>();
   GroupRun run;
   run.rows.resize(w.chunks.size());
   run.stats.resize(static_cast<size_t>(ranks));
+  run.exchanges.resize(static_cast<size_t>(ranks));
+  const size_t steps = w.chunks[0].size();
+  std::vector<int64_t> group_max(steps, 0);  // by step: the largest rank's tokens
+  for (size_t step = 0; step < steps; ++step) {
+    for (int r = 0; r < ranks; ++r) {
+      int64_t tokens = 0;
+      for (size_t s = static_cast<size_t>(r); s < w.chunks.size(); s += static_cast<size_t>(ranks)) {
+        tokens += static_cast<int64_t>(w.chunks[s][step].size());
+      }
+      group_max[step] = std::max(group_max[step], tokens);
+    }
+  }
   std::vector<std::thread> threads;
   for (int r = 0; r < ranks; ++r) {
     threads.emplace_back([&, r, parallel]() mutable {
@@ -96,7 +118,8 @@ GroupRun RunGroup(const std::string& dir, const Workload& w, int ranks, Parallel
       ModelOptions options;
       options.parallel = parallel;
       options.parallel.comm = comm->get();
-      options.graphs = graphs;
+      options.graphs = group.graphs;
+      options.max_exchange_tokens = group.max_exchange_tokens;
       LoadedModel m = LoadForTest(dir, options);
       ASSERT_NE(m.model, nullptr);
       std::vector<size_t> mine;
@@ -112,8 +135,9 @@ GroupRun RunGroup(const std::string& dir, const Workload& w, int ranks, Parallel
           ptrs.push_back(&seqs[i]);
           chunks.push_back(w.chunks[mine[i]][step]);
         }
-        auto rows = FeedChunks(m, ptrs, chunks);
+        auto rows = FeedChunks(m, ptrs, chunks, group.tell_group_max ? group_max[step] : 0);
         for (size_t i = 0; i < mine.size(); ++i) run.rows[mine[i]].push_back(rows[i]);
+        run.exchanges[static_cast<size_t>(r)].push_back(m.model->last_forward_stats().exchange);
       }
       run.stats[static_cast<size_t>(r)] = m.model->last_forward_stats();
     });
@@ -260,7 +284,9 @@ TEST_P(ExpertParallelModelTest, ReplayedDecodeStepsInAGroupEqualEagerOnes) {
   for (auto [ranks, seqs] : {std::pair{2, 5}, std::pair{3, 2}}) {
     const Workload w = MakeWorkload(seqs, probe.model->config().vocab_size);
     const GroupRun eager = RunGroup(dir, w, ranks, p);
-    const GroupRun replayed = RunGroup(dir, w, ranks, p, /*graphs=*/true);
+    GroupOptions graphs;
+    graphs.graphs = true;
+    const GroupRun replayed = RunGroup(dir, w, ranks, p, graphs);
     EXPECT_LE(MaxDiff(eager.rows, replayed.rows), 1e-4) << ranks << " ranks";
     EXPECT_GT(replayed.stats[0].graph_batch_size, 0) << ranks << " ranks";
     for (size_t r = 0; r < eager.stats.size(); ++r) {
@@ -268,6 +294,45 @@ TEST_P(ExpertParallelModelTest, ReplayedDecodeStepsInAGroupEqualEagerOnes) {
           << ranks << " ranks, rank " << r;
     }
   }
+}
+
+// A step's exchange is sized by its largest rank: with the coordinator's
+// figure, the prefill steps of 40 and 26 tokens on rank 0 exchange through
+// 8 tokens at a time in 5 and 4 rounds (without overlap), the decode steps
+// in one round of 2; without it every rank assumes the planned maximum.
+// Splitting an expert's rows between rounds changes only the products' row
+// counts (float32 reassociation at most), within the group tolerance.
+TEST_P(ExpertParallelModelTest, ExchangesInRoundsComputeWhatOneExchangeComputes) {
+  const std::string dir = Dir();
+  LoadedModel probe = LoadForTest(dir);
+  ASSERT_NE(probe.model, nullptr);
+  const Workload w = MakeWorkload(3, probe.model->config().vocab_size);
+  const Rows single = RunSingleProcess(dir, w);
+  ParallelOptions p;
+  p.micro_batches = 2;
+  p.overlap = true;  // off for the steps of several rounds
+  GroupOptions rounds;
+  rounds.max_exchange_tokens = 8;
+  const GroupRun group = RunGroup(dir, w, 2, p, rounds);
+  EXPECT_LT(MaxDiff(single, group.rows), kGroupTolerance);
+  for (size_t r = 0; r < 2; ++r) {
+    const std::vector<ExchangeShape>& e = group.exchanges[r];
+    ASSERT_EQ(e.size(), 6u);
+    EXPECT_EQ(e[0].capacity, 8);
+    EXPECT_EQ(e[0].rounds, 5);  // 2 x 20 tokens on rank 0
+    EXPECT_EQ(e[1].rounds, 4);  // 2 x 13
+    EXPECT_EQ(e[2].capacity, 2);  // decode: 2 sequences on rank 0
+    EXPECT_EQ(e[2].rounds, 1);
+  }
+  // Without the figure: the planned maximum (LoadForTest's 2048 tokens)
+  // caps at max_exchange_tokens, every step.
+  GroupOptions assumed;
+  assumed.max_exchange_tokens = 64;
+  assumed.tell_group_max = false;
+  const GroupRun blind = RunGroup(dir, w, 2, p, assumed);
+  EXPECT_LT(MaxDiff(single, blind.rows), kGroupTolerance);
+  EXPECT_EQ(blind.exchanges[1][5].capacity, 64);
+  EXPECT_EQ(blind.exchanges[1][5].rounds, 32);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, ExpertParallelModelTest,

@@ -109,6 +109,23 @@ TEST(OverlapScheduleTest, WithoutOverlapEachMicroBatchRunsItsCollectivesInline) 
   CheckDependencies(s, moe, 2);
 }
 
+// A step whose largest rank has more tokens than one exchange holds: each
+// micro-batch's MoE block packs, exchanges, computes and reduces round after
+// round (the exchange buffers are reused), the shared experts once, and the
+// overlap is off whatever was asked.
+TEST(OverlapScheduleTest, ExchangeRoundsRunOneAfterAnotherWithoutOverlap) {
+  const std::vector<bool> moe = {true};
+  const OverlapSchedule s = BuildOverlapSchedule(moe, 2, /*overlap=*/true, /*rounds=*/2);
+  EXPECT_EQ(s.DebugString(),
+            "attention(A0) inline dispatch(A0) shared(A0) experts(A0) inline combine(A0) "
+            "reduce(A0) pack(A0.1) inline dispatch(A0.1) experts(A0.1) inline combine(A0.1) "
+            "reduce(A0.1) "
+            "attention(B0) inline dispatch(B0) shared(B0) experts(B0) inline combine(B0) "
+            "reduce(B0) pack(B0.1) inline dispatch(B0.1) experts(B0.1) inline combine(B0.1) "
+            "reduce(B0.1)");
+  EXPECT_EQ(s.CommunicationOrder().size(), 8u);
+}
+
 TEST(OverlapScheduleTest, EveryShapeKeepsItsDependencies) {
   for (int layers = 1; layers <= 5; ++layers) {
     for (int mask = 0; mask < (1 << layers); ++mask) {
