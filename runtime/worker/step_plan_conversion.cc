@@ -92,17 +92,45 @@ absl::StatusOr<Penalties> PenaltiesFromProto(const pb::SequenceWork& work) {
   return p;
 }
 
-absl::StatusOr<SequenceWork> SequenceWorkFromProto(const pb::SequenceWork& work) {
-  SequenceWork w;
+namespace {
+
+// The fields of `work` that change from step to step (all but the block
+// table and what KeptSequences keeps).
+absl::Status StepFieldsFromProto(const pb::SequenceWork& work, SequenceWork& w) {
   w.sequence_id = work.sequence_id();
   auto tokens = ToInt32(work.token_ids(), "token");
   if (!tokens.ok()) return tokens.status();
   w.token_ids = *std::move(tokens);
   w.context_len = work.context_len();
+  w.sample = work.sample();
+  auto history = ToInt32(work.history_token_ids(), "history token");
+  if (!history.ok()) return history.status();
+  w.history_tokens = *std::move(history);
+  w.draw_index = work.draw_index();
+  w.prompt_logprobs = work.prompt_logprobs();
+  w.following_token.reset();
+  if (work.has_following_token()) {
+    if (work.following_token() > kMaxInt32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("following token ", work.following_token(), " is above ", kMaxInt32));
+    }
+    w.following_token = static_cast<int32_t>(work.following_token());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SequenceWork> SequenceWorkFromProto(const pb::SequenceWork& work) {
+  SequenceWork w;
+  if (work.continued()) {
+    return absl::InvalidArgumentError(
+        "continued work needs what the worker kept of the sequence (KeptSequences)");
+  }
+  if (absl::Status s = StepFieldsFromProto(work, w); !s.ok()) return s;
   auto blocks = ToInt32(work.block_table(), "block table entry");
   if (!blocks.ok()) return blocks.status();
   w.block_table = *std::move(blocks);
-  w.sample = work.sample();
   auto sampling = SamplingFromProto(work);
   if (!sampling.ok()) return sampling.status();
   w.sampling = *sampling;
@@ -127,24 +155,59 @@ absl::StatusOr<SequenceWork> SequenceWorkFromProto(const pb::SequenceWork& work)
     }
   }
   w.prompt_tokens = work.prompt_tokens();
-  auto history = ToInt32(work.history_token_ids(), "history token");
-  if (!history.ok()) return history.status();
-  w.history_tokens = *std::move(history);
-  w.draw_index = work.draw_index();
   if (work.logprobs() > static_cast<uint32_t>(kMaxTopLogprobs)) {
     return absl::InvalidArgumentError(
         absl::StrCat(work.logprobs(), " top logprobs asked, at most ", kMaxTopLogprobs));
   }
   w.top_logprobs = static_cast<int32_t>(work.logprobs());
-  w.prompt_logprobs = work.prompt_logprobs();
-  if (work.has_following_token()) {
-    if (work.following_token() > kMaxInt32) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("following token ", work.following_token(), " is above ", kMaxInt32));
+  return w;
+}
+
+absl::StatusOr<SequenceWork> KeptSequences::Work(const pb::SequenceWork& s) {
+  const uint64_t id = s.sequence_id();
+  if (!s.continued()) {
+    auto w = SequenceWorkFromProto(s);
+    if (!w.ok()) {
+      kept_.erase(id);
+      return w.status();
     }
-    w.following_token = static_cast<int32_t>(work.following_token());
+    SequenceWork& kept = kept_[id];
+    kept = *w;
+    kept.token_ids.clear();
+    kept.history_tokens.clear();
+    return w;
+  }
+  auto it = kept_.find(id);
+  if (it == kept_.end()) {
+    return absl::InvalidArgumentError(
+        "its work continues earlier work this worker does not hold (released, or sent to an "
+        "earlier group)");
+  }
+  SequenceWork& kept = it->second;
+  auto appended = ToInt32(s.block_table(), "block table entry");
+  if (!appended.ok()) {
+    kept_.erase(it);
+    return appended.status();
+  }
+  const size_t size = kept.block_table.size() + appended->size();
+  if (size != s.block_table_length()) {
+    const size_t held = kept.block_table.size();
+    kept_.erase(it);
+    return absl::InvalidArgumentError(
+        absl::StrCat("its block table would hold ", size, " blocks (", held, " held + ",
+                     appended->size(), " appended), but the plan says ", s.block_table_length()));
+  }
+  kept.block_table.insert(kept.block_table.end(), appended->begin(), appended->end());
+  SequenceWork w = kept;
+  if (absl::Status st = StepFieldsFromProto(s, w); !st.ok()) {
+    kept_.erase(it);
+    return st;
   }
   return w;
+}
+
+void KeptSequences::Release(std::span<const uint64_t> ids) {
+  for (uint64_t id : ids) kept_.erase(id);
 }
 
 absl::StatusOr<std::vector<SequenceWork>> StepWorkFromProto(const pb::StepPlan& plan) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -49,8 +50,32 @@ absl::StatusOr<SequenceWork> SequenceWorkFromProto(const worker::v1::SequenceWor
 // is out of range (repetition finite and > 0, the others in [-2, 2]).
 absl::StatusOr<Penalties> PenaltiesFromProto(const worker::v1::SequenceWork& work);
 
-// All of a plan's sequences, in order. Errors name the sequence.
+// All of a plan's sequences, in order, none of them continued. Errors name
+// the sequence.
 absl::StatusOr<std::vector<SequenceWork>> StepWorkFromProto(const worker::v1::StepPlan& plan);
+
+// What a worker keeps of each of its sequences between steps, so that a plan
+// carries only what changed (SequenceWork.continued): the block table, and
+// the sampling, logprobs and prompt length of the sequence's first work.
+// Not thread safe.
+class KeptSequences {
+ public:
+  // The work `s` asks for. Work sent in full is checked as
+  // SequenceWorkFromProto does and kept (replacing what was kept of that
+  // sequence); continued work is completed from what is kept, its blocks
+  // appended. InvalidArgument, keeping nothing of the sequence, when the
+  // work is malformed, a continued sequence is not held, or its table's
+  // length does not add up.
+  absl::StatusOr<SequenceWork> Work(const worker::v1::SequenceWork& s);
+  // Forgets these sequences (ended), or all of them (a new group).
+  void Release(std::span<const uint64_t> ids);
+  void Clear() { kept_.clear(); }
+  size_t size() const { return kept_.size(); }
+
+ private:
+  // Per-step fields left empty.
+  std::unordered_map<uint64_t, SequenceWork> kept_;
+};
 
 worker::v1::SequenceOutput SequenceOutputToProto(const SequenceOutput& output);
 

@@ -162,6 +162,7 @@ absl::Status Worker::Session::Welcomed(const pb::Welcome& welcome) {
   worker_.joined_group_in_last_run_ = true;
   // The sequences of an earlier group were failed when it broke.
   worker_.runner_->executor().ReleaseAll();
+  worker_.kept_.Clear();
   worker_.Log(absl::StrCat(
       "rank ", setup->rank, " ready: ", worker_.group_->name(),
       setup->world_size > 1 ? absl::StrCat(", overlap ", setup->overlap ? "on" : "off") : ""));
@@ -182,12 +183,13 @@ pb::StepResult Worker::Session::ServeStep(const pb::StepPlan& plan) {
   const std::vector<uint64_t> released(plan.released_sequences().begin(),
                                        plan.released_sequences().end());
   executor.Release(released);
+  worker_.kept_.Release(released);
   // A sequence whose work this worker cannot run is refused alone: the
   // step runs without it and its output says why.
   std::vector<SequenceWork> work;
   std::vector<pb::SequenceOutput> refused;
   for (const pb::SequenceWork& s : plan.sequences()) {
-    auto w = SequenceWorkFromProto(s);
+    auto w = worker_.kept_.Work(s);
     absl::Status ok = w.ok() ? executor.Check(*w) : w.status();
     if (!ok.ok()) {
       worker_.Log(absl::StrCat("step ", plan.step(), ": sequence ", s.sequence_id(),

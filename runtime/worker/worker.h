@@ -25,6 +25,7 @@
 #include "runtime/engine/model_runner.h"
 #include "runtime/parallel/communicator.h"
 #include "runtime/worker/group_setup.h"
+#include "runtime/worker/step_plan_conversion.h"
 
 namespace grpc {
 class Channel;
@@ -116,6 +117,7 @@ class Worker {
   std::optional<GroupSetup> loaded_for_;            // the group the model was loaded for
   std::unique_ptr<ReplaceableCommunicator> group_;  // the model's communicator
   std::unique_ptr<ModelRunner> runner_;             // uses group_
+  KeptSequences kept_;  // the sequences of the current group, between steps
 };
 
 }  // namespace moeserve

@@ -20,6 +20,10 @@ struct EngineLoop::Active {
   absl::Time first_token;
   std::vector<int32_t> generated;
   int64_t worker_position = 0;  // the next position the worker was fed of it
+  // What the worker holds of it (KeptSequences): its block table, and
+  // whether it was sent in full, so later plans send only what changed.
+  bool worker_holds = false;
+  std::vector<int32_t> worker_table;
   std::vector<std::optional<float>> prompt_logprobs;  // when asked; [0] stays empty
   bool stopped_by_token = false;
   bool stopped_by_string = false;  // the sink saw a stop string complete
@@ -429,22 +433,37 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, u
     w->set_context_len(static_cast<uint32_t>(s.context_len));
     w->set_sample(s.sample);
     const SamplingOptions& so = a.request.sampling;
-    w->mutable_block_table()->Add(s.block_table.begin(), s.block_table.end());
-    worker::v1::Sampling* ws = w->mutable_sampling();
-    ws->set_temperature(so.temperature);
-    ws->set_top_p(so.top_p);
-    ws->set_top_k(so.top_k);
-    ws->set_min_p(so.min_p);
-    ws->set_repetition_penalty(so.repetition_penalty);
-    ws->set_presence_penalty(so.presence_penalty);
-    ws->set_frequency_penalty(so.frequency_penalty);
-    ws->set_seed(a.seed);
-    for (const auto& [id, bias] : so.logit_bias) {
-      ws->add_logit_bias_ids(static_cast<uint32_t>(id));
-      ws->add_logit_bias_values(bias);
+    // The worker holds the table up to what it was last sent (unless the
+    // sequence was preempted and its blocks changed): send the new blocks.
+    const size_t held = a.worker_table.size();
+    if (a.worker_holds && s.block_table.size() >= held &&
+        std::equal(a.worker_table.begin(), a.worker_table.end(), s.block_table.begin())) {
+      w->set_continued(true);
+      w->mutable_block_table()->Add(s.block_table.begin() + static_cast<ptrdiff_t>(held),
+                                    s.block_table.end());
+      w->set_block_table_length(static_cast<uint32_t>(s.block_table.size()));
+      a.worker_table.insert(a.worker_table.end(), s.block_table.begin() + static_cast<ptrdiff_t>(held),
+                            s.block_table.end());
+    } else {
+      w->mutable_block_table()->Add(s.block_table.begin(), s.block_table.end());
+      a.worker_holds = true;
+      a.worker_table = s.block_table;
+      worker::v1::Sampling* ws = w->mutable_sampling();
+      ws->set_temperature(so.temperature);
+      ws->set_top_p(so.top_p);
+      ws->set_top_k(so.top_k);
+      ws->set_min_p(so.min_p);
+      ws->set_repetition_penalty(so.repetition_penalty);
+      ws->set_presence_penalty(so.presence_penalty);
+      ws->set_frequency_penalty(so.frequency_penalty);
+      ws->set_seed(a.seed);
+      for (const auto& [id, bias] : so.logit_bias) {
+        ws->add_logit_bias_ids(static_cast<uint32_t>(id));
+        ws->add_logit_bias_values(bias);
+      }
+      w->set_prompt_tokens(static_cast<uint32_t>(a.request.prompt_ids.size()));
+      w->set_logprobs(static_cast<uint32_t>(a.request.logprobs));
     }
-    w->set_prompt_tokens(static_cast<uint32_t>(a.request.prompt_ids.size()));
-    w->set_logprobs(static_cast<uint32_t>(a.request.logprobs));
     const int64_t fed_from = s.context_len - static_cast<int64_t>(s.token_ids.size());
     const bool penalties = so.repetition_penalty != 1.0f || so.presence_penalty != 0.0f ||
                            so.frequency_penalty != 0.0f;
@@ -493,9 +512,9 @@ void EngineLoop::RunStep() {
   // Every rank gets its plan, empty or not: all of them join every
   // collective of the step.
   for (auto& r : ranks_) {
-    if (absl::Status s =
-            r->link->SendPlan(ToWorkerPlan(r->plan, r->link->rank(), group_max_tokens));
-        !s.ok()) {
+    worker::v1::StepPlan wp = ToWorkerPlan(r->plan, r->link->rank(), group_max_tokens);
+    metrics_.step_plan_bytes.Increment(static_cast<double>(wp.ByteSizeLong()));
+    if (absl::Status s = r->link->SendPlan(std::move(wp)); !s.ok()) {
       LoseGroup(absl::StrCat("rank ", r->link->rank(), ": ", s.message()));
       return;
     }

@@ -69,6 +69,8 @@ CoordinatorMetrics::CoordinatorMetrics()
                          "Wall time of one engine step, plan to result.", LatencyBuckets())),
       step_tokens(Hist(*registry_, "moeserve_step_tokens",
                        "Tokens (prefill and decode) in one engine step.", TokenBuckets())),
+      step_plan_bytes(Counter(*registry_, "moeserve_step_plan_bytes_total",
+                              "Bytes of step plans sent to the worker ranks (serialized).")),
       workers_expected(Gauge(*registry_, "moeserve_workers_expected",
                              "Worker ranks the coordinator is configured for (the EP size).")),
       all_to_all_seconds(Counter(*registry_, "moeserve_all_to_all_seconds_total",

@@ -43,6 +43,7 @@ class CoordinatorMetrics {
   prometheus::Histogram& queue_time;
   prometheus::Histogram& step_duration;
   prometheus::Histogram& step_tokens;
+  prometheus::Counter& step_plan_bytes;
   // Worker ranks the coordinator is configured for (the expert-parallel size).
   prometheus::Gauge& workers_expected;
   // Expert parallelism: dispatch and combine time summed over ranks, and the

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -320,6 +321,44 @@ TEST_F(ServingTest, MetricsEndpointServesTheMoeserveMetrics) {
         "moeserve_workers_up 1", "moeserve_requests_rejected_total{reason=\"invalid_argument\"}"}) {
     EXPECT_THAT(text, HasSubstr(name));
   }
+}
+
+// Step plans carry what changed: a running sequence's decode step sends its
+// token and the blocks appended, not its whole block table and sampling, so
+// a decode step's plan is as large at 1000 tokens of context (16 blocks of
+// 64) as at 10. Bytes per decode step are measured as the difference between
+// two requests of the same prompt length that generate 5 and 45 tokens,
+// over 40. With the whole table each step, the long context's steps would
+// carry 15 more block ids (at least 15 bytes more); varint growth of the
+// context length and table size allows a few bytes.
+TEST_F(ServingTest, DecodeStepPlansDoNotGrowWithTheContext) {
+  auto plan_bytes = [&] {
+    const std::string text = HttpGet(metrics_port_, "/metrics");
+    const std::string name = "moeserve_step_plan_bytes_total ";
+    const size_t at = text.find("\n" + name);
+    EXPECT_NE(at, std::string::npos) << text;
+    return at == std::string::npos ? 0.0 : std::stod(text.substr(at + 1 + name.size()));
+  };
+  auto per_decode_step = [&](size_t prompt_tokens, uint32_t salt) {
+    double bytes[2];
+    for (int i = 0; i < 2; ++i) {
+      std::vector<uint32_t> prompt;  // ids of two varint bytes; a new prompt each time
+      for (size_t t = 0; t < prompt_tokens; ++t) {
+        prompt.push_back(200 + static_cast<uint32_t>((t * 7 + salt * 31 + i * 13) % 700));
+      }
+      const double before = plan_bytes();
+      const Stream s = Generate(*Inference(), TokenRequest(prompt, i == 0 ? 5 : 45));
+      EXPECT_TRUE(s.status.ok()) << s.status.error_message();
+      bytes[i] = plan_bytes() - before;
+    }
+    return (bytes[1] - bytes[0]) / 40;
+  };
+  const double short_context = per_decode_step(10, 1);
+  const double long_context = per_decode_step(1000, 2);
+  std::cout << "plan bytes per decode step: " << short_context << " at 10 prompt tokens, "
+            << long_context << " at 1000\n";
+  EXPECT_GT(short_context, 0.0);
+  EXPECT_LE(long_context, short_context + 4);
 }
 
 TEST_F(ServingTest, StreamedTokensEqualTheEngineCliForTheSameSeed) {

@@ -160,6 +160,86 @@ TEST(StepPlanConversionTest, StepWorkKeepsOrderAndNamesTheBadSequence) {
   EXPECT_TRUE(StepWorkFromProto(pb::StepPlan()).value().empty());
 }
 
+// The next step's work of FullWork()'s sequence as the coordinator sends it
+// once the worker holds the sequence: the fed token, the blocks appended,
+// nothing of its sampling.
+pb::SequenceWork ContinuedWork(std::vector<uint32_t> appended, uint32_t table_size) {
+  pb::SequenceWork w;
+  w.set_sequence_id(42);
+  w.add_token_ids(77);
+  w.set_context_len(4);
+  for (uint32_t b : appended) w.add_block_table(b);
+  w.set_continued(true);
+  w.set_block_table_length(table_size);
+  w.set_sample(true);
+  w.set_draw_index(6);
+  return w;
+}
+
+TEST(KeptSequencesTest, ContinuedWorkTakesTheTableAndSamplingTheWorkerHolds) {
+  KeptSequences kept;
+  ASSERT_TRUE(kept.Work(FullWork()).ok());
+  EXPECT_EQ(kept.size(), 1u);
+  auto w = kept.Work(ContinuedWork({9}, 3));
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_THAT(w->token_ids, ElementsAre(77));
+  EXPECT_EQ(w->context_len, 4);
+  EXPECT_THAT(w->block_table, ElementsAre(7, 2, 9));
+  EXPECT_FLOAT_EQ(w->sampling.temperature, 0.7f);
+  EXPECT_EQ(w->sampling.top_k, 40);
+  EXPECT_EQ(w->sampling.seed, 1234u);
+  EXPECT_EQ(w->top_logprobs, 3);
+  EXPECT_EQ(w->draw_index, 6u);
+  // Per-step fields are this step's, not the first work's.
+  EXPECT_FALSE(w->prompt_logprobs);
+  EXPECT_FALSE(w->following_token.has_value());
+  // No block appended: the table stays.
+  w = kept.Work(ContinuedWork({}, 3));
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_THAT(w->block_table, ElementsAre(7, 2, 9));
+}
+
+TEST(KeptSequencesTest, WorkSentInFullReplacesWhatIsHeld) {
+  KeptSequences kept;
+  ASSERT_TRUE(kept.Work(FullWork()).ok());
+  pb::SequenceWork restart = FullWork();  // e.g. after a preemption: new blocks
+  restart.clear_block_table();
+  restart.add_block_table(11);
+  restart.mutable_sampling()->set_top_k(5);
+  ASSERT_TRUE(kept.Work(restart).ok());
+  auto w = kept.Work(ContinuedWork({12}, 2));
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_THAT(w->block_table, ElementsAre(11, 12));
+  EXPECT_EQ(w->sampling.top_k, 5);
+}
+
+TEST(KeptSequencesTest, ContinuedWorkThatDoesNotAddUpIsRefusedAndForgotten) {
+  KeptSequences kept;
+  // Nothing held.
+  auto w = kept.Work(ContinuedWork({9}, 3));
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(w.status().message(), HasSubstr("does not hold"));
+  // A table length other than the plan says: refused, and the sequence is
+  // forgotten, so its later work is refused too rather than run on a
+  // wrong table.
+  ASSERT_TRUE(kept.Work(FullWork()).ok());
+  w = kept.Work(ContinuedWork({9}, 4));
+  ASSERT_FALSE(w.ok());
+  EXPECT_THAT(w.status().message(), HasSubstr("3 blocks (2 held + 1 appended)"));
+  EXPECT_THAT(w.status().message(), HasSubstr("says 4"));
+  EXPECT_EQ(kept.size(), 0u);
+  EXPECT_FALSE(kept.Work(ContinuedWork({}, 2)).ok());
+  // Released sequences are forgotten.
+  ASSERT_TRUE(kept.Work(FullWork()).ok());
+  const std::vector<uint64_t> ended = {42};
+  kept.Release(ended);
+  EXPECT_EQ(kept.size(), 0u);
+  EXPECT_FALSE(kept.Work(ContinuedWork({}, 2)).ok());
+  // Continued work needs a KeptSequences.
+  EXPECT_FALSE(SequenceWorkFromProto(ContinuedWork({}, 2)).ok());
+}
+
 TEST(StepPlanConversionTest, HeaderMustMatchRankWorldAndFollowTheLastStep) {
   pb::StepPlan plan;
   plan.set_step(4);

@@ -379,8 +379,16 @@ TEST(WorkerTest, GreedyTokensThroughStepPlansMatchTheReference) {
       EXPECT_EQ(r->outputs_size(), 0);
     }
     pb::StepPlan decode = Plan(++step);
-    AddGreedyWork(decode, kSeq, {generated.back()}, context, blocks)
-        ->set_draw_index(generated.size());
+    pb::SequenceWork* d = AddGreedyWork(decode, kSeq, {generated.back()}, context, blocks);
+    d->set_draw_index(generated.size());
+    if (generated.size() % 2 == 1) {
+      // As the coordinator sends a sequence the worker holds: no block
+      // table (nothing appended), no sampling.
+      d->clear_block_table();
+      d->clear_sampling();
+      d->set_continued(true);
+      d->set_block_table_length(static_cast<uint32_t>(blocks.size()));
+    }
     r = RunStep(stream, decode);
     ASSERT_TRUE(r.has_value());
     ASSERT_EQ(r->error(), "") << "decode step " << step;
