@@ -211,7 +211,9 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         GroupCase{"two_ranks_overlap", 2, {}},
         GroupCase{"two_ranks_no_overlap_replicas", 2, {"--no-overlap", "--redundant-experts", "4"}},
-        GroupCase{"four_ranks_overlap_replicas", 4, {"--redundant-experts", "2"}}),
+        GroupCase{"four_ranks_overlap_replicas", 4, {"--redundant-experts", "2"}},
+        // Prompts longer than 4 tokens per rank exchange in rounds.
+        GroupCase{"two_ranks_exchange_rounds", 2, {"--max-exchange-tokens", "4"}}),
     [](const auto& info) { return info.param.name; });
 
 TEST(ExpertParallelFaultTest, AKilledRankEndsRequestsWithUnavailableAndTheGroupComesBack) {

@@ -92,7 +92,7 @@ int Main(const std::vector<std::string>& argv) {
       {"listen", "metrics-port", "max-batch-tokens", "max-running-seqs", "max-waiting",
        "step-timeout-seconds", "ep-size", "redundant-experts", "placement", "communicator",
        "communicator-timeout-seconds", "group-timeout-seconds", "expert-load-window-steps",
-       "emulated-link-latency-us", "emulated-link-gbps", "tokenizer"},
+       "emulated-link-latency-us", "emulated-link-gbps", "tokenizer", "max-exchange-tokens"},
       {"no-prefix-caching", "no-overlap", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
