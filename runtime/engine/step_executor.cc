@@ -48,7 +48,8 @@ void ApplyPenalties(const Penalties& p, const std::unordered_set<int32_t>& promp
     }
   }
   for (const auto& [t, n] : generated) {
-    if (inside(t)) logits[static_cast<size_t>(t)] -= p.presence + p.frequency * static_cast<float>(n);
+    if (inside(t))
+      logits[static_cast<size_t>(t)] -= p.presence + p.frequency * static_cast<float>(n);
   }
 }
 

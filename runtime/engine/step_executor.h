@@ -38,8 +38,7 @@ struct Penalties {
 // Applies `p` to one row of logits, given the distinct tokens of the prompt
 // and the count of each generated token (ids inside the row).
 void ApplyPenalties(const Penalties& p, const std::unordered_set<int32_t>& prompt,
-                    const std::unordered_map<int32_t, int32_t>& generated,
-                    std::span<float> logits);
+                    const std::unordered_map<int32_t, int32_t>& generated, std::span<float> logits);
 
 // One sequence's share of a step (worker.proto's SequenceWork).
 struct SequenceWork {

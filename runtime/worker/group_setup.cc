@@ -47,8 +47,8 @@ absl::StatusOr<GroupSetup> GroupSetupFromWelcome(const worker::v1::Welcome& w,
   }
   g.max_batch_tokens = w.max_batch_tokens();
   if (w.max_exchange_tokens() > (uint32_t{1} << 24)) {
-    return Bad(absl::StrCat("max exchange tokens ", w.max_exchange_tokens(),
-                            " (at most 16777216)"));
+    return Bad(
+        absl::StrCat("max exchange tokens ", w.max_exchange_tokens(), " (at most 16777216)"));
   }
   g.max_exchange_tokens = w.max_exchange_tokens();
   g.prefix = w.communicator_id();

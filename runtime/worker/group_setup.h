@@ -26,7 +26,7 @@ struct GroupSetup {
   int micro_batches = 1;
   bool overlap = false;
   EmulatedLink link;
-  int64_t max_batch_tokens = 0;  // the step workspace's plan; 0: the worker's default
+  int64_t max_batch_tokens = 0;     // the step workspace's plan; 0: the worker's default
   int64_t max_exchange_tokens = 0;  // tokens of a rank per exchange; 0: the worker's default
 
   // Whether a model loaded for `other` serves this group as it is (only

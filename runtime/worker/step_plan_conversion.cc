@@ -76,8 +76,8 @@ absl::StatusOr<Penalties> PenaltiesFromProto(const pb::SequenceWork& work) {
   // 0 is proto3's unset: no repetition penalty.
   if (s.repetition_penalty() != 0.0f) {
     if (!(s.repetition_penalty() > 0.0f) || !std::isfinite(s.repetition_penalty())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "repetition_penalty must be finite and > 0, got ", s.repetition_penalty()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("repetition_penalty must be finite and > 0, got ", s.repetition_penalty()));
     }
     p.repetition = s.repetition_penalty();
   }
@@ -140,16 +140,16 @@ absl::StatusOr<SequenceWork> SequenceWorkFromProto(const pb::SequenceWork& work)
   if (work.has_sampling()) {
     const pb::Sampling& s = work.sampling();
     if (s.logit_bias_ids_size() != s.logit_bias_values_size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "logit bias: ", s.logit_bias_ids_size(), " ids but ", s.logit_bias_values_size(),
-          " values"));
+      return absl::InvalidArgumentError(absl::StrCat("logit bias: ", s.logit_bias_ids_size(),
+                                                     " ids but ", s.logit_bias_values_size(),
+                                                     " values"));
     }
     for (int i = 0; i < s.logit_bias_ids_size(); ++i) {
       const float bias = s.logit_bias_values(i);
       if (s.logit_bias_ids(i) > kMaxInt32 || !(bias >= -100.0f && bias <= 100.0f)) {
-        return absl::InvalidArgumentError(absl::StrCat("logit bias ", bias, " for token ",
-                                                       s.logit_bias_ids(i),
-                                                       ": ids up to 2^31-1, biases in [-100, 100]"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("logit bias ", bias, " for token ", s.logit_bias_ids(i),
+                         ": ids up to 2^31-1, biases in [-100, 100]"));
       }
       w.logit_bias.emplace_back(static_cast<int32_t>(s.logit_bias_ids(i)), bias);
     }

@@ -100,12 +100,14 @@ absl::Status EngineLoop::Submit(const std::string& key, GenerationRequest reques
       metrics_.Rejected("unavailable").Increment();
       return absl::UnavailableError("the workers are not ready yet; retry shortly");
     }
-    const int64_t bound = options_.batcher.max_running_seqs + options_.batcher.max_waiting;
+    // Every rank runs up to max_running_seqs of its own.
+    const int64_t running = options_.batcher.max_running_seqs * std::max(1, options_.ep_size);
+    const int64_t bound = running + options_.batcher.max_waiting;
     if (admitted_ >= bound) {
       metrics_.Rejected("queue_full").Increment();
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the waiting queue is full (", options_.batcher.max_waiting, " waiting requests beside ",
-          options_.batcher.max_running_seqs, " running); retry later"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the waiting queue is full (", options_.batcher.max_waiting,
+                       " waiting requests beside ", running, " running); retry later"));
     }
     ++admitted_;
     commands_.push_back({Command::kSubmit, std::move(request), std::move(sink), key, absl::Now()});
@@ -304,9 +306,10 @@ void EngineLoop::CheckForming() {
     scheduler::ContinuousBatcher::Options o = options_.batcher;
     o.num_blocks = static_cast<int64_t>(reg.kv().num_blocks());
     o.block_size = reg.kv().block_tokens();
-    // Submit bounds admitted requests by max_running_seqs + max_waiting; the
-    // batcher sees arrivals before it can run them, so it gets the same bound.
-    o.max_waiting = options_.batcher.max_waiting + options_.batcher.max_running_seqs;
+    // Submit bounds the admitted requests of the whole group; any rank may
+    // be given all of those it cannot run yet.
+    o.max_waiting = options_.batcher.max_waiting +
+                    options_.batcher.max_running_seqs * std::max(1, options_.ep_size);
     auto batcher = scheduler::ContinuousBatcher::Create(o);
     if (!batcher.ok()) {
       LoseGroup(absl::StrCat("worker ", reg.worker_id(),
@@ -442,7 +445,8 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, u
       w->mutable_block_table()->Add(s.block_table.begin() + static_cast<ptrdiff_t>(held),
                                     s.block_table.end());
       w->set_block_table_length(static_cast<uint32_t>(s.block_table.size()));
-      a.worker_table.insert(a.worker_table.end(), s.block_table.begin() + static_cast<ptrdiff_t>(held),
+      a.worker_table.insert(a.worker_table.end(),
+                            s.block_table.begin() + static_cast<ptrdiff_t>(held),
                             s.block_table.end());
     } else {
       w->mutable_block_table()->Add(s.block_table.begin(), s.block_table.end());
@@ -624,8 +628,8 @@ void EngineLoop::HandleOutputs(Rank& rank, const worker::v1::StepResult& result)
     if (!out.error().empty()) {
       // The worker refused this sequence's work and ran the step without it:
       // its request fails alone.
-      it->second->sink->Close(
-          absl::InternalError(absl::StrCat("the worker refused the request's step: ", out.error())));
+      it->second->sink->Close(absl::InternalError(
+          absl::StrCat("the worker refused the request's step: ", out.error())));
       (void)rank.batcher->Abort(out.sequence_id());
       rank.released.push_back(out.sequence_id());
       ids_.erase(it->second->key);

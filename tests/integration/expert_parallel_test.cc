@@ -3,6 +3,7 @@
 // exchanged over Gloo. The group must produce the single-process engine's
 // greedy tokens (and the golden fixture's), keep moving when ranks have no
 // sequences, and survive losing a rank.
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -215,6 +216,40 @@ INSTANTIATE_TEST_SUITE_P(
         // Prompts longer than 4 tokens per rank exchange in rounds.
         GroupCase{"two_ranks_exchange_rounds", 2, {"--max-exchange-tokens", "4"}}),
     [](const auto& info) { return info.param.name; });
+
+// A group admits what all its ranks can run plus the waiting queue: with
+// two ranks of 2 running sequences and 1 waiting, five requests are
+// admitted (four run, one waits) and the sixth is refused. The waiting one
+// is known to be admitted from the coordinator's waiting gauge.
+TEST(ExpertParallelAdmissionTest, AGroupAdmitsWhatAllItsRanksRunPlusTheQueue) {
+  Group g(2, {"--max-running-seqs", "2", "--max-waiting", "1"}, "admission");
+  ASSERT_TRUE(g.AwaitServing(90)) << g.logs();
+  std::atomic<int> started{0};
+  std::vector<Stream> streams(5);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < 4; ++i) {
+    threads.emplace_back(
+        [&, i] { streams[i] = Generate(g.channel_, kPrompts[i], 120, [&] { ++started; }); });
+  }
+  ASSERT_TRUE(WaitFor([&] { return started.load() == 4; }, 60)) << g.logs();
+  threads.emplace_back([&] { streams[4] = Generate(g.channel_, kPrompts[4], 120); });
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return HttpGet(g.metrics_port_, "/metrics").find("moeserve_requests_waiting 1\n") !=
+               std::string::npos;
+      },
+      60))
+      << g.logs();
+  const Stream refused = Generate(g.channel_, kPrompts[0], 4);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << refused.status.error_message();
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("1 waiting requests beside 4 running"));
+  for (auto& t : threads) t.join();
+  for (const Stream& s : streams) {
+    EXPECT_TRUE(s.status.ok()) << s.status.error_message();
+    EXPECT_EQ(s.tokens.size(), 120u);
+  }
+}
 
 TEST(ExpertParallelFaultTest, AKilledRankEndsRequestsWithUnavailableAndTheGroupComesBack) {
   Group g(2, {"--step-timeout-seconds", "20"}, "fault");

@@ -405,8 +405,8 @@ TEST_F(ServingTest, CliPenaltyAndBiasFlagsReachTheServer) {
   for (size_t i = 0; i < want.tokens.size(); ++i) {
     EXPECT_EQ(got.at("tokens")[i].at("id"), want.tokens[i]) << i;
   }
-  const CommandResult local = RunCommand(cli + " --model " + kFixture +
-                                         " --prompt-ids 1,2 --presence-penalty 0.5 2>&1");
+  const CommandResult local =
+      RunCommand(cli + " --model " + kFixture + " --prompt-ids 1,2 --presence-penalty 0.5 2>&1");
   EXPECT_NE(local.exit_code, 0);
   EXPECT_THAT(local.out, HasSubstr("penalties and --logit-bias need --server"));
 }

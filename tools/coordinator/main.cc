@@ -34,8 +34,10 @@ port. Health is NOT_SERVING until every worker rank is ready and while draining.
   --listen ADDR             address to serve gRPC on (default 0.0.0.0:50051)
   --metrics-port N          Prometheus /metrics port, 0 to disable (default 9400)
   --max-batch-tokens N      tokens per engine step, prefill and decode (default 2048)
-  --max-running-seqs N      sequences in the running batch at most (default 256)
-  --max-waiting N           requests waiting beyond the running ones; more get
+  --max-running-seqs N      sequences in each worker rank's running batch at most
+                            (default 256; a group of --ep-size ranks runs that
+                            many times as many)
+  --max-waiting N           requests waiting beyond those the ranks run; more get
                             RESOURCE_EXHAUSTED (default 1024)
   --step-timeout-seconds S  a worker that takes longer for one step is lost (default 60)
   --no-prefix-caching       do not reuse KV blocks of common prompt prefixes
@@ -132,8 +134,8 @@ int Main(const std::vector<std::string>& argv) {
     if (!s.ok()) return Fail(s);
   }
   if (*exchange_tokens <= 0 || *exchange_tokens > (int64_t{1} << 24)) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "--max-exchange-tokens must be in [1, 16777216], got ", *exchange_tokens)));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--max-exchange-tokens must be in [1, 16777216], got ", *exchange_tokens)));
   }
   if (*ep_size < 1 || *ep_size > 4096) {
     return Fail(

@@ -228,10 +228,9 @@ absl::Status DecoderStack::CheckPlanned(const ForwardBatch& batch) const {
                      " this model's step inputs were planned for (max batch tokens)"));
   }
   if (static_cast<int64_t>(batch.logit_rows.size()) > max_tokens_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a step asking for the logits of ", batch.logit_rows.size(),
-                     " rows is more than the ", max_tokens_,
-                     " this model's step inputs were planned for (max batch tokens)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a step asking for the logits of ", batch.logit_rows.size(), " rows is more than the ",
+        max_tokens_, " this model's step inputs were planned for (max batch tokens)"));
   }
   if (batch.group_max_tokens < 0 || batch.group_max_tokens > max_tokens_ ||
       (batch.group_max_tokens > 0 && batch.group_max_tokens < tokens)) {
@@ -270,7 +269,7 @@ struct DecoderStack::Inputs {
 struct DecoderStack::GraphBucket {
   std::unique_ptr<Workspace> arena;  // ids, positions, tables: filled before each replay
   Inputs in;
-  MatView logits;  // [rows, vocab], in the step workspace
+  MatView logits;       // [rows, vocab], in the step workspace
   bool warmed = false;  // its padded pass has run once eagerly
   std::unique_ptr<Graph> graph;
 };
@@ -318,8 +317,8 @@ void CopyTable(Stream& stream, const HostSeqTable& host, SeqTable& t) {
 // 0 at position 0 past the batch's tokens), for blocks of `block_size`.
 // With `bucket`, each micro-batch's table has an entry per row and the
 // fixed stride and bounds of a graph.
-void BuildHostInputs(const ForwardBatch& batch, int64_t block_size, bool bucket,
-                     int64_t max_blocks, DecoderStack::Inputs& in) {
+void BuildHostInputs(const ForwardBatch& batch, int64_t block_size, bool bucket, int64_t max_blocks,
+                     DecoderStack::Inputs& in) {
   in.host_ids.assign(static_cast<size_t>(in.rows), 0);
   std::copy(batch.tokens.begin(), batch.tokens.end(), in.host_ids.begin());
   in.host_positions.assign(static_cast<size_t>(in.rows), 0);
@@ -350,10 +349,10 @@ absl::Status DecoderStack::EnsureInputs(int64_t block_size) {
   inputs_.reset();
   auto created = Workspace::Create(*backend_, bytes);
   if (!created.ok()) {
-    return absl::Status(created.status().code(),
-                        absl::StrCat("the step inputs for ", max_tokens_, " tokens per step and ",
-                                     "blocks of ", block_size, " tokens (", bytes,
-                                     " bytes): ", created.status().message()));
+    return absl::Status(
+        created.status().code(),
+        absl::StrCat("the step inputs for ", max_tokens_, " tokens per step and ", "blocks of ",
+                     block_size, " tokens (", bytes, " bytes): ", created.status().message()));
   }
   inputs_ = *std::move(created);
   inputs_block_size_ = block_size;
@@ -361,8 +360,8 @@ absl::Status DecoderStack::EnsureInputs(int64_t block_size) {
   return absl::OkStatus();
 }
 
-void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in,
-                             MatView logits, float* host_logits) {
+void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in, MatView logits,
+                             float* host_logits) {
   const ModelConfig& c = *config_;
   const bool planning = pass.planning;
   const int64_t tokens = in.rows;
@@ -409,7 +408,8 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in,
   const int64_t capacity = in.exchange.capacity;
   auto moe_context = [&](int64_t l, int micro_batch) {
     MoeContext m;
-    if (!in.tokens_in_use.empty()) m.tokens_in_use = in.tokens_in_use[static_cast<size_t>(micro_batch)];
+    if (!in.tokens_in_use.empty())
+      m.tokens_in_use = in.tokens_in_use[static_cast<size_t>(micro_batch)];
     m.weights = &pass.common(l).ffn.moe;
     m.config = &c;
     m.placement = &options_.placement.layer(l);
@@ -434,8 +434,8 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in,
               pass.cache != nullptr ? pass.cache->layer(l) : PagedCacheView{};
           AttentionBatch batch;
           batch.table = planning ? SeqTable{} : in.tables[m];
-          batch.positions = in.positions.subspan(static_cast<size_t>(mb.row_begin),
-                                                 static_cast<size_t>(mb.rows));
+          batch.positions =
+              in.positions.subspan(static_cast<size_t>(mb.row_begin), static_cast<size_t>(mb.rows));
           if (!in.replay) batch.host = mb.seqs;
           pass.attention(ctx, l, batch, cache_layer, nm, dm);
           ops.Add(dm, hm);
@@ -643,7 +643,6 @@ absl::StatusOr<Tensor> DecoderStack::RunPass(Pass& pass) {
   if (absl::Status s = FinishPass(in, exchanged_before); !s.ok()) return s;
   return logits;
 }
-
 
 std::optional<absl::StatusOr<Tensor>> DecoderStack::RunGraph(Pass& pass) {
   if (!graphs_on_ || !pass.replayable || pass.planning || pass.cache == nullptr ||

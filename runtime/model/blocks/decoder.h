@@ -199,7 +199,7 @@ class DecoderStack {
   std::unique_ptr<Workspace> workspace_;
   Tensor iota_;                        // I32 [max_tokens_]: 0, 1, ...
   std::vector<MoeLayerTable> tables_;  // by layer; empty for dense layers
-  OverlapSchedule schedule_;  // of a step with one exchange round
+  OverlapSchedule schedule_;           // of a step with one exchange round
   // By exchange rounds: the executor of that schedule (created when first needed).
   std::map<int64_t, std::unique_ptr<OverlapExecutor>> executors_;
   ForwardStats stats_;

@@ -132,7 +132,8 @@ MoeExchange MoeExchangeRound(const MoeExchange& ex, int64_t round) {
   if (begin == 0 && tokens == ex.tokens) return ex;
   MoeExchange out = ex;
   const auto pairs = static_cast<size_t>(ex.experts.size() / std::max<size_t>(ex.tokens, 1));
-  const size_t first = static_cast<size_t>(begin) * pairs, count = static_cast<size_t>(tokens) * pairs;
+  const size_t first = static_cast<size_t>(begin) * pairs,
+               count = static_cast<size_t>(tokens) * pairs;
   out.tokens = tokens;
   out.logits = ex.logits.Rows(begin, tokens);
   out.experts = ex.experts.subspan(first, count);

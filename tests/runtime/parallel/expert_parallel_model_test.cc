@@ -73,8 +73,8 @@ Rows RunSingleProcess(const std::string& dir, const Workload& w) {
 }
 
 struct GroupRun {
-  Rows rows;                        // by sequence, as in RunSingleProcess
-  std::vector<ForwardStats> stats;  // by rank, of the last step
+  Rows rows;                                          // by sequence, as in RunSingleProcess
+  std::vector<ForwardStats> stats;                    // by rank, of the last step
   std::vector<std::vector<ExchangeShape>> exchanges;  // [rank][step]
 };
 
@@ -101,7 +101,8 @@ GroupRun RunGroup(const std::string& dir, const Workload& w, int ranks, Parallel
   for (size_t step = 0; step < steps; ++step) {
     for (int r = 0; r < ranks; ++r) {
       int64_t tokens = 0;
-      for (size_t s = static_cast<size_t>(r); s < w.chunks.size(); s += static_cast<size_t>(ranks)) {
+      for (size_t s = static_cast<size_t>(r); s < w.chunks.size();
+           s += static_cast<size_t>(ranks)) {
         tokens += static_cast<int64_t>(w.chunks[s][step].size());
       }
       group_max[step] = std::max(group_max[step], tokens);
@@ -319,8 +320,8 @@ TEST_P(ExpertParallelModelTest, ExchangesInRoundsComputeWhatOneExchangeComputes)
     const std::vector<ExchangeShape>& e = group.exchanges[r];
     ASSERT_EQ(e.size(), 6u);
     EXPECT_EQ(e[0].capacity, 8);
-    EXPECT_EQ(e[0].rounds, 5);  // 2 x 20 tokens on rank 0
-    EXPECT_EQ(e[1].rounds, 4);  // 2 x 13
+    EXPECT_EQ(e[0].rounds, 5);    // 2 x 20 tokens on rank 0
+    EXPECT_EQ(e[1].rounds, 4);    // 2 x 13
     EXPECT_EQ(e[2].capacity, 2);  // decode: 2 sequences on rank 0
     EXPECT_EQ(e[2].rounds, 1);
   }
