@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/backend_factory.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "runtime/engine/null_model.h"
 
 namespace moeserve {
 
@@ -21,9 +22,16 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const Options& 
   auto checkpoint = Checkpoint::Open(options.model_dir);
   if (!checkpoint.ok()) return checkpoint.status();
   runner->checkpoint_ = *std::move(checkpoint);
-  auto model = LoadModel(*runner->checkpoint_, WeightSelection{}, *runner->backend_, options.model);
-  if (!model.ok()) return model.status();
-  runner->model_ = *std::move(model);
+  if (options.null_model) {
+    auto config = ParseModelConfig(runner->checkpoint_->config_json());
+    if (!config.ok()) return config.status();
+    runner->model_ = CreateNullModel(*config);
+  } else {
+    auto model =
+        LoadModel(*runner->checkpoint_, WeightSelection{}, *runner->backend_, options.model);
+    if (!model.ok()) return model.status();
+    runner->model_ = *std::move(model);
+  }
   const ModelConfig& c = runner->model_->config();
   PagedKvCache::Options cache_options;
   cache_options.num_layers = c.num_hidden_layers;

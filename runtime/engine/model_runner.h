@@ -31,6 +31,9 @@ class ModelRunner {
     KvCacheDtypeChoice kv_cache_dtype;
     // Where the model runs: the CPU backend, or a CUDA device when built.
     DeviceId device;
+    // Benchmarks of the serving path only: no weights, no forward pass
+    // (runtime/engine/null_model.h); the KV cache is still allocated.
+    bool null_model = false;
   };
   // Opens the checkpoint, loads the model and allocates the KV cache.
   // InvalidArgument for a non-positive cache size; checkpoint and model

@@ -323,6 +323,10 @@ absl::Status Worker::JoinGroup(const GroupSetup& setup,
   o.model.parallel.overlap = setup.overlap;
   if (setup.max_batch_tokens > 0) o.model.max_batch_tokens = setup.max_batch_tokens;
   if (setup.max_exchange_tokens > 0) o.model.max_exchange_tokens = setup.max_exchange_tokens;
+  o.null_model = options_.null_model_for_benchmarks;
+  if (o.null_model) {
+    Log("NULL MODEL FOR BENCHMARKS: no weights are loaded and no token is computed");
+  }
   const auto start = std::chrono::steady_clock::now();
   auto runner = ModelRunner::Create(o);
   if (!runner.ok()) return runner.status();

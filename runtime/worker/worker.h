@@ -53,6 +53,9 @@ class Worker {
     // (its pod IP on Kubernetes).
     std::string communicator_host = "127.0.0.1";
     ModelOptions model;
+    // Benchmarks of the serving path only (--null-model-for-benchmarks):
+    // no weights, no forward pass, meaningless tokens (ModelRunner).
+    bool null_model_for_benchmarks = false;
     DeviceId device;  // --device: where the model runs
     // Receives one-line events an operator wants to see (connected, rank
     // assigned, a step that failed, shutdown), on the Run thread. May be empty.

@@ -7,13 +7,16 @@
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "runtime/engine/null_model.h"
 #include "tests/integration/process.h"
 #include "tools/moeserve/bench_stats.h"
 
@@ -126,6 +129,56 @@ TEST_F(BenchTest, TextReportAndBadFlags) {
   EXPECT_NE(text.out.find("TTFT"), std::string::npos) << text.out;
   EXPECT_EQ(Bench("--server " + addr_ + " --prompt-tokens uniform:9:3 2>/dev/null").exit_code, 2);
   EXPECT_EQ(Bench("--num-requests 3 2>/dev/null").exit_code, 2);  // no --server
+}
+
+// The serving path alone: a group of two ranks whose workers load no weights
+// (--null-model-for-benchmarks). Greedy tokens follow the null model's rule
+// (so every step's plan reached the right sequence and position), and a
+// bench run over it completes.
+TEST(NullModelBenchTest, AGroupOfNullModelsServesItsFixedTokensAndABench) {
+  const std::string addr = "127.0.0.1:" + std::to_string(FreePort());
+  Process coordinator(kBin + "/tools/coordinator/moeserve-coordinator",
+                      {"--listen", addr, "--metrics-port", "0", "--ep-size", "2"},
+                      ::testing::TempDir() + "/null_coordinator.log");
+  std::vector<std::unique_ptr<Process>> workers;
+  for (int r = 0; r < 2; ++r) {
+    workers.push_back(std::make_unique<Process>(
+        kBin + "/tools/worker/moeserve-worker",
+        std::vector<std::string>{"--coordinator", addr, "--model", kFixture, "--rank",
+                                 std::to_string(r), "--null-model-for-benchmarks",
+                                 "--connect-timeout-seconds", "30"},
+        ::testing::TempDir() + "/null_worker" + std::to_string(r) + ".log"));
+  }
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return HealthOf(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials())) ==
+               grpc::health::v1::HealthCheckResponse::SERVING;
+      },
+      60))
+      << coordinator.log() << workers[0]->log();
+  EXPECT_NE(workers[0]->log().find("NULL MODEL FOR BENCHMARKS"), std::string::npos);
+
+  const CommandResult generated =
+      RunCommand(kBin + "/tools/moeserve/moeserve generate --server " + addr +
+                 " --prompt-ids 5,6,7 --max-tokens 6 --temperature 0 --ignore-eos --json");
+  ASSERT_EQ(generated.exit_code, 0) << generated.out;
+  const auto tokens = nlohmann::json::parse(generated.out).at("tokens");
+  ASSERT_EQ(tokens.size(), 6u) << generated.out;
+  int32_t last = 7;
+  int64_t position = 2;
+  for (const auto& t : tokens) {
+    const int32_t expected = NullModelToken(last, position++, 1000);
+    EXPECT_EQ(t.at("id").get<int32_t>(), expected) << generated.out;
+    last = expected;
+  }
+
+  const CommandResult run = Bench("--server " + addr +
+                                  " --num-requests 48 --concurrency 24 --prompt-tokens 32"
+                                  " --output-tokens 16 --seed 5 --json");
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  const auto report = nlohmann::json::parse(run.out);
+  EXPECT_EQ(report.at("completed"), 48) << run.out;
+  EXPECT_EQ(report.at("output_tokens"), 48 * 16) << run.out;
 }
 
 }  // namespace

@@ -59,6 +59,11 @@ coordinator restarts, it registers again, keeping its weights.
                              exits at once)
   --connect-timeout-seconds S  how long to wait for the coordinator to accept the
                              connection before giving up (default 5)
+  --null-model-for-benchmarks  measure the serving path alone: load no weights
+                             and run no layer; every token is a fixed function of
+                             the one before and its position. Its output means
+                             nothing; every rank of a group must use it
+                             (moeserve bench, docs/performance.md)
   --help                     show this text
 
 Exit status: 0 after the coordinator's Shutdown, 1 when the model cannot be
@@ -105,6 +110,7 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
   }
   o.device = *device;
   o.model.graphs = o.device.kind == DeviceKind::kCuda && !args.Has("no-cuda-graphs");
+  o.null_model_for_benchmarks = args.Has("null-model-for-benchmarks");
   o.worker_id = args.Get("worker-id").value_or(DefaultWorkerId());
   if (o.worker_id.empty()) return absl::InvalidArgumentError("--worker-id is empty");
   auto rank = args.Int("rank", -1);
@@ -148,7 +154,7 @@ int Main(const std::vector<std::string>& argv) {
       argv,
       {"coordinator", "model", "kv-cache-tokens", "kv-cache-dtype", "device", "worker-id", "rank",
        "connect-timeout-seconds", "communicator-host", "reconnect-seconds", "ep-size"},
-      {"help", "no-cuda-graphs"});
+      {"help", "no-cuda-graphs", "null-model-for-benchmarks"});
   if (!args.ok()) return BadFlags(args.status());
   if (args->Has("help")) {
     std::cout << kUsage;
