@@ -1,8 +1,12 @@
 #include "scheduler/server/services.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "scheduler/server/raw_messages.h"
@@ -10,38 +14,93 @@
 namespace moeserve {
 namespace {
 
+// Starts stream writes on a thread of its own. A write started from a thread
+// that is not one of gRPC's runs gRPC's whole write path there (the batch, the
+// socket send); from the engine thread that cost was paid for every token of
+// every stream inside each step (about 15 us per stream; docs/performance.md).
+// The engine thread now only queues; this thread starts a stream's write when
+// the stream is idle, and gRPC's threads start the next ones as writes
+// complete. One per process, never destroyed: sinks may outlive the services.
+class WriteStarter {
+ public:
+  static WriteStarter& Get() {
+    static WriteStarter* starter = new WriteStarter();  // intentionally never destroyed
+    return *starter;
+  }
+  void Post(std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tasks_.push_back(std::move(task));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  WriteStarter() : thread_([this] { Run(); }) { thread_.detach(); }
+  void Run() {
+    for (;;) {
+      std::deque<std::function<void()>> batch;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return !tasks_.empty(); });
+        batch.swap(tasks_);
+      }
+      for (auto& task : batch) task();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  std::thread thread_;
+};
+
+// Appends `next`'s tokens, text and log-probabilities to `into` (both chunks
+// of one stream): what a reader that fell behind gets as one message.
+void MergeChunk(v1::Chunk& into, const v1::Chunk& next) {
+  into.mutable_token_ids()->MergeFrom(next.token_ids());
+  into.mutable_text_delta()->append(next.text_delta());
+  into.mutable_logprobs()->MergeFrom(next.logprobs());
+  into.mutable_prompt_logprobs()->MergeFrom(next.prompt_logprobs());
+}
+
 // A Generate or Chat stream. The engine thread pushes responses through the
-// sink; gRPC writes them one at a time. The reactor deletes itself in OnDone;
-// the sink outlives it and drops whatever arrives after.
+// sink; gRPC writes them one at a time. While a write is in flight, chunks
+// that arrive merge into one pending chunk, so a reader that falls behind (or
+// stops reading) costs one message of the tokens it has not read, not one per
+// step. The reactor deletes itself in OnDone; the sink outlives it and drops
+// whatever arrives after.
 class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  class Sink final : public ResponseSink {
+  class Sink final : public ResponseSink, public std::enable_shared_from_this<Sink> {
    public:
     explicit Sink(GenerateReactor* reactor) : reactor_(reactor) {}
     void Send(v1::GenerateResponse response) override {
-      grpc::ByteBuffer bytes = SerializeRawResponse(response);  // outside the lock
       std::unique_lock<std::mutex> lock(mu_);
       if (reactor_ == nullptr || closed_) return;
-      queue_.push_back(std::move(bytes));
-      MaybeWrite(lock);
+      if (!pending_.empty() && pending_.back().has_chunk() && response.has_chunk()) {
+        MergeChunk(*pending_.back().mutable_chunk(), response.chunk());
+      } else {
+        pending_.push_back(std::move(response));
+      }
+      Kick(lock);
     }
     void Close(absl::Status status) override {
       std::unique_lock<std::mutex> lock(mu_);
       if (reactor_ == nullptr || closed_) return;
       closed_ = true;
       final_status_ = ToGrpc(status);
-      MaybeWrite(lock);
+      Kick(lock);
     }
     void OnWriteDone(bool ok) {
       std::unique_lock<std::mutex> lock(mu_);
       writing_ = false;
-      queue_.pop_front();
       if (!ok) {  // the client is gone
-        queue_.clear();
+        pending_.clear();
         closed_ = true;
         final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       }
-      MaybeWrite(lock);
+      StartNext(lock);  // on gRPC's thread
     }
     void Detach() {
       std::lock_guard<std::mutex> lock(mu_);
@@ -49,15 +108,30 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     }
 
    private:
+    // Has the write starter begin the next write or the finish, unless a
+    // write is in flight (its completion starts the next) or already asked.
+    void Kick(std::unique_lock<std::mutex>& lock) {
+      if (writing_ || finished_ || kicked_) return;
+      kicked_ = true;
+      lock.unlock();
+      WriteStarter::Get().Post([self = shared_from_this()] {
+        std::unique_lock<std::mutex> l(self->mu_);
+        self->kicked_ = false;
+        self->StartNext(l);
+      });
+    }
     // Starts the next write or the finish, outside the lock.
-    void MaybeWrite(std::unique_lock<std::mutex>& lock) {
+    void StartNext(std::unique_lock<std::mutex>& lock) {
       if (writing_ || finished_ || reactor_ == nullptr) return;
       GenerateReactor* r = reactor_;
-      if (!queue_.empty()) {
+      if (!pending_.empty()) {
         writing_ = true;
-        const grpc::ByteBuffer* next = &queue_.front();  // stable: deque front until pop
+        v1::GenerateResponse next = std::move(pending_.front());
+        pending_.pop_front();
         lock.unlock();
-        r->StartWrite(next);
+        // Only this path touches in_flight_, and only while writing_.
+        in_flight_ = SerializeRawResponse(next);
+        r->StartWrite(&in_flight_);
       } else if (closed_) {
         finished_ = true;
         const grpc::Status status = final_status_;
@@ -68,8 +142,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
 
     std::mutex mu_;
     GenerateReactor* reactor_;
-    std::deque<grpc::ByteBuffer> queue_;  // front is being written while writing_
+    std::deque<v1::GenerateResponse> pending_;  // at most a merged chunk, then the final
+    grpc::ByteBuffer in_flight_;                // the write in flight, while writing_
     bool writing_ = false;
+    bool kicked_ = false;  // a StartNext is posted to the write starter
     bool closed_ = false;
     bool finished_ = false;
     grpc::Status final_status_;
