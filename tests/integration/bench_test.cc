@@ -37,14 +37,17 @@ void ExpectOrdered(const nlohmann::json& s, const std::string& name) {
 class BenchTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    addr_ = "127.0.0.1:" + std::to_string(FreePort());
-    coordinator_ = new Process(kBin + "/tools/coordinator/moeserve-coordinator",
-                               {"--listen", addr_, "--metrics-port", std::to_string(FreePort())},
-                               ::testing::TempDir() + "/bench_coordinator.log");
-    worker_ = new Process(kBin + "/tools/worker/moeserve-worker",
-                          {"--coordinator", addr_, "--model", kFixture, "--kv-cache-tokens", "8192",
-                           "--connect-timeout-seconds", "30"},
-                          ::testing::TempDir() + "/bench_worker.log");
+    planes_ = new Planes("bench");
+    addr_ = planes_->address();
+    coordinator_ = new Process(
+        kBin + "/tools/coordinator/moeserve-coordinator",
+        Flags(planes_->CoordinatorFlags(), {"--metrics-port", std::to_string(FreePort())}),
+        ::testing::TempDir() + "/bench_coordinator.log");
+    worker_ =
+        new Process(kBin + "/tools/worker/moeserve-worker",
+                    Flags(planes_->WorkerFlags(), {"--model", kFixture, "--kv-cache-tokens", "8192",
+                                                   "--connect-timeout-seconds", "30"}),
+                    ::testing::TempDir() + "/bench_worker.log");
     ASSERT_TRUE(WaitFor(
         [] {
           return HealthOf(grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials())) ==
@@ -56,9 +59,11 @@ class BenchTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete worker_;
     delete coordinator_;
+    delete planes_;
   }
 
-  static inline std::string addr_;
+  static inline Planes* planes_ = nullptr;
+  static inline std::string addr_;  // public
   static inline Process* coordinator_ = nullptr;
   static inline Process* worker_ = nullptr;
 };
