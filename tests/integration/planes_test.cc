@@ -277,6 +277,25 @@ TEST_F(PlanesTest, TheStoreRefusesOtherGenerationsAndOversizeOrExcessKeysAndKeep
   EXPECT_TRUE(after.ok()) << after.error_message() << Logs();
 }
 
+// `moeserve placement --server` reads the load window through Admin: on the
+// internal port with the Admin token, and nowhere else.
+TEST_F(PlanesTest, ThePlacementCommandReadsAdminWithTheAdminTokenOnly) {
+  ASSERT_TRUE(Generate().ok());  // expert loads to read
+  const std::string cli = kBin + "/tools/moeserve/moeserve placement --ep-size 2 --server ";
+  const CommandResult ok = RunCommand(cli + planes_->internal_address() + " --admin-token-file " +
+                                      planes_->admin_token_file() + " 2>/dev/null");
+  EXPECT_EQ(ok.exit_code, 0) << ok.out;
+  EXPECT_THAT(ok.out, HasSubstr("\"slots_per_rank\""));
+  const CommandResult worker_token = RunCommand(
+      cli + planes_->internal_address() + " --admin-token-file " + planes_->token_file() + " 2>&1");
+  EXPECT_EQ(worker_token.exit_code, 1);
+  EXPECT_THAT(worker_token.out, HasSubstr("refused this call's token"));
+  const CommandResult public_port = RunCommand(cli + planes_->address() + " --admin-token-file " +
+                                               planes_->admin_token_file() + " 2>&1");
+  EXPECT_EQ(public_port.exit_code, 1);
+  EXPECT_THAT(public_port.out, HasSubstr("must name the coordinator's internal port"));
+}
+
 // Workers that lack the right token, or knock at the public port, are turned
 // away with the reason; the group keeps serving.
 TEST_F(PlanesTest, AWorkerWithAWrongOrNoTokenOrThePublicPortIsTurnedAwayWithTheReason) {

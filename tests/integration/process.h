@@ -76,6 +76,7 @@ class Planes {
   const std::string& token() const { return token_; }
   const std::string& token_file() const { return token_file_; }
   const std::string& admin_token() const { return admin_token_; }
+  const std::string& admin_token_file() const { return admin_token_file_; }
 
   // --listen, --internal-listen, --internal-token-file, --admin-token-file.
   std::vector<std::string> CoordinatorFlags() const;

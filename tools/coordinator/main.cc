@@ -66,6 +66,8 @@ Internal port (workers, rendezvous, Admin):
                             differ from the internal token, so a worker's
                             secret cannot drain the service. Without it Admin
                             is not served at all (UNIMPLEMENTED).
+
+Serving:
   --metrics-port N          Prometheus /metrics port, 0 to disable (default 9400)
   --max-batch-tokens N      tokens per engine step, prefill and decode (default 2048)
   --max-running-seqs N      sequences in the running batch at most (default 256)

@@ -53,8 +53,12 @@ absl::StatusOr<scheduler::LoadTrace> TraceFromServer(const std::string& address,
   v1::ClusterState state;
   const grpc::Status s = stub->GetClusterState(&ctx, v1::GetClusterStateRequest(), &state);
   if (!s.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot ask the coordinator at ", address, ": ", s.error_message()));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot ask the coordinator at ", address, ": ",
+        s.error_code() == grpc::StatusCode::UNIMPLEMENTED
+            ? "it serves no Admin there (--server must name the coordinator's internal port, its "
+              "--internal-listen, default 50052, and the coordinator needs --admin-token-file)"
+            : s.error_message()));
   }
   scheduler::LoadTrace trace;
   trace.experts = static_cast<int32_t>(state.placement().logical_experts());
