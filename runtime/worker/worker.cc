@@ -228,6 +228,18 @@ absl::Status Worker::Session::StreamBroken(const char* when) {
     return absl::UnavailableError(
         absl::StrCat("the coordinator at ", address, " closed the stream without Shutdown ", when));
   }
+  // Refusals that retrying cannot cure: say so, and which flag is wrong.
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "the coordinator at ", address, " refused this worker: ", status.error_message(),
+        " (give --internal-token-file the coordinator's internal token)"));
+  }
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the server at ", address, " does not take workers: ", status.error_message(),
+        " (--coordinator must name the coordinator's internal port, its --internal-listen, "
+        "default 50052, not the public one)"));
+  }
   return absl::UnavailableError(absl::StrCat("the stream to the coordinator at ", address,
                                              " broke ", when, ": gRPC status ", status.error_code(),
                                              " ", status.error_message()));
@@ -346,7 +358,7 @@ absl::Status Worker::Run() {
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
   std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      CreateCoordinatorChannel(address, options_.credentials, args);
   Log(absl::StrCat("connecting to the coordinator at ", address));
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + options_.connect_timeout)) {
     return absl::UnavailableError(

@@ -24,6 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/engine/model_runner.h"
 #include "runtime/parallel/communicator.h"
+#include "runtime/worker/coordinator_channel.h"
 #include "runtime/worker/group_setup.h"
 #include "runtime/worker/step_plan_conversion.h"
 
@@ -37,7 +38,10 @@ namespace moeserve {
 class Worker {
  public:
   struct Options {
-    std::string coordinator_address;  // host:port of the coordinator's worker endpoint
+    std::string coordinator_address;  // host:port of the coordinator's internal port
+    // The internal plane's token and TLS material (--internal-token-file,
+    // --internal-tls-*), sent on every call to the coordinator.
+    InternalPlaneCredentials credentials;
     std::string model_dir;            // Hugging Face checkpoint directory
     int64_t kv_cache_tokens = 16384;  // KV capacity, rounded up to whole blocks
     int64_t kv_block_tokens = kDefaultKvBlockTokens;
@@ -76,7 +80,9 @@ class Worker {
   //   OK           the coordinator sent Shutdown;
   //   Unavailable  the coordinator cannot be reached within connect_timeout,
   //                or the stream broke or was closed without Shutdown;
-  //   FailedPrecondition  the coordinator broke the protocol (a plan before
+  //   Unauthenticated  the coordinator refused the token or certificate;
+  //   FailedPrecondition  the address is not a coordinator's internal port
+  //                (UNIMPLEMENTED), or the coordinator broke the protocol (a plan before
   //                Welcome, a second Welcome, an invalid Welcome);
   //   the model's or the group's error when the weights cannot be loaded or
   //                the group cannot be formed (the coordinator is told in Ready).

@@ -251,6 +251,7 @@ void EngineLoop::FormGroup() {
                                              options_.redundant_experts);
   }
   ++generation_;
+  group_generation_ = generation_;  // before any rank can see its Welcome
   for (const auto& m : members) {
     worker::v1::Welcome w;
     w.set_rank(m->rank());

@@ -104,6 +104,10 @@ class EngineLoop {
   bool ready() const { return ready_.load(); }
   void Drain();
   bool draining() const { return draining_.load(); }
+  // The generation of the group formed last (its Welcome's communicator_id
+  // is "moeserve/group-<n>"); 0 before the first. Thread safe. The rendezvous
+  // store accepts only this generation's keys.
+  uint64_t group_generation() const { return group_generation_.load(); }
 
   struct RankSnapshot {
     uint32_t rank = 0;
@@ -176,6 +180,7 @@ class EngineLoop {
 
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
+  std::atomic<uint64_t> group_generation_{0};  // generation_, for other threads
 
   // Engine thread only.
   GroupState state_ = GroupState::kWaiting;

@@ -378,6 +378,11 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* AdminService::GetClusterState(grpc::CallbackServerContext* context,
                                                         const v1::GetClusterStateRequest* request,
                                                         v1::ClusterState* response) {
+  auto* reactor = context->DefaultReactor();
+  if (grpc::Status s = auth_.Check(*context); !s.ok()) {
+    reactor->Finish(s);
+    return reactor;
+  }
   const EngineLoop::Snapshot snap = loop_.snapshot();
   response->set_world_size(static_cast<uint32_t>(snap.world_size));
   response->set_running_requests(static_cast<uint32_t>(snap.running));
@@ -415,7 +420,6 @@ grpc::ServerUnaryReactor* AdminService::GetClusterState(grpc::CallbackServerCont
       }
     }
   }
-  auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -423,10 +427,14 @@ grpc::ServerUnaryReactor* AdminService::GetClusterState(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* AdminService::Drain(grpc::CallbackServerContext* context,
                                               const v1::DrainRequest* request,
                                               v1::DrainResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (grpc::Status s = auth_.Check(*context); !s.ok()) {
+    reactor->Finish(s);
+    return reactor;
+  }
   loop_.Drain();
   on_drain_();
   response->set_in_flight_requests(static_cast<uint32_t>(loop_.snapshot().in_flight_requests));
-  auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -434,6 +442,7 @@ grpc::ServerUnaryReactor* AdminService::Drain(grpc::CallbackServerContext* conte
 grpc::Status CoordinatorService::Connect(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<worker::v1::CoordinatorMessage, worker::v1::WorkerMessage>* stream) {
+  if (grpc::Status s = auth_.Check(*context); !s.ok()) return s;
   worker::v1::WorkerMessage first;
   if (!stream->Read(&first) || !first.has_register_()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -509,58 +518,22 @@ grpc::Status CoordinatorService::Connect(
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, link->broken_reason());
 }
 
-namespace {
-
-// The group generation of a rendezvous key "moeserve/group-<n>/...", or 0.
-uint64_t KeyGeneration(const std::string& key) {
-  const std::string kPrefix = "moeserve/group-";
-  if (key.compare(0, kPrefix.size(), kPrefix) != 0) return 0;
-  uint64_t n = 0;
-  for (size_t i = kPrefix.size(); i < key.size() && key[i] >= '0' && key[i] <= '9'; ++i) {
-    n = n * 10 + static_cast<uint64_t>(key[i] - '0');
-  }
-  return n;
-}
-
-}  // namespace
-
 grpc::Status CoordinatorService::StoreSet(grpc::ServerContext* context,
                                           const worker::v1::StoreSetRequest* request,
                                           worker::v1::StoreSetResponse* response) {
-  const uint64_t generation = KeyGeneration(request->key());
-  if (generation == 0 || request->value().size() > (1 << 20)) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("rendezvous key \"", request->key().substr(0, 100),
-                                     "\" is not a group key or its value exceeds 1 MiB"));
-  }
-  std::lock_guard<std::mutex> lock(store_mu_);
-  if (generation < store_generation_) {
-    return grpc::Status(
-        grpc::StatusCode::FAILED_PRECONDITION,
-        absl::StrCat("group ", generation, " was superseded by group ", store_generation_));
-  }
-  if (generation > store_generation_) {
-    store_.clear();  // a newer group: the older ones' addresses are stale
-    store_generation_ = generation;
-  }
-  store_[request->key()] = request->value();
-  return grpc::Status::OK;
+  if (grpc::Status s = auth_.Check(*context); !s.ok()) return s;
+  return ToGrpc(store_.Set(request->key(), request->value(), loop_.group_generation()));
 }
 
 grpc::Status CoordinatorService::StoreGet(grpc::ServerContext* context,
                                           const worker::v1::StoreGetRequest* request,
                                           worker::v1::StoreGetResponse* response) {
-  std::lock_guard<std::mutex> lock(store_mu_);
-  for (const std::string& key : request->keys()) {
-    auto it = store_.find(key);
-    if (it == store_.end()) {
-      response->Clear();
-      response->set_found(false);
-      return grpc::Status::OK;
-    }
-    response->add_values(it->second);
-  }
-  response->set_found(true);
+  if (grpc::Status s = auth_.Check(*context); !s.ok()) return s;
+  auto values =
+      store_.Get({request->keys().begin(), request->keys().end()}, loop_.group_generation());
+  if (!values.ok()) return ToGrpc(values.status());
+  response->set_found(!values->empty() || request->keys().empty());
+  for (std::string& v : *values) response->add_values(std::move(v));
   return grpc::Status::OK;
 }
 

@@ -15,6 +15,8 @@
 #include "moeserve/worker/v1/worker.grpc.pb.h"
 #include "scheduler/admission/request_validator.h"
 #include "scheduler/server/engine_loop.h"
+#include "scheduler/server/plane_auth.h"
+#include "scheduler/server/rendezvous_store.h"
 #include "scheduler/server/text_frontend.h"
 
 namespace moeserve {
@@ -69,11 +71,13 @@ class InferenceService final : public InferenceServiceBase {
   const std::shared_ptr<const TextFrontend> text_;
 };
 
+// Served on the internal port only; every call must carry the Admin token
+// (`auth`), which is not the workers' token.
 class AdminService final : public v1::Admin::CallbackService {
  public:
   // `on_drain` runs when Drain is called (turns health NOT_SERVING).
-  AdminService(EngineLoop& loop, std::function<void()> on_drain)
-      : loop_(loop), on_drain_(std::move(on_drain)) {}
+  AdminService(EngineLoop& loop, TokenCheck auth, std::function<void()> on_drain)
+      : loop_(loop), auth_(std::move(auth)), on_drain_(std::move(on_drain)) {}
 
   grpc::ServerUnaryReactor* GetClusterState(grpc::CallbackServerContext* context,
                                             const v1::GetClusterStateRequest* request,
@@ -84,18 +88,22 @@ class AdminService final : public v1::Admin::CallbackService {
 
  private:
   EngineLoop& loop_;
+  const TokenCheck auth_;
   std::function<void()> on_drain_;
 };
 
-// Workers connect here, and the ranks of a Gloo group meet in its rendezvous
-// store. Synchronous API: one handler thread per connected worker carries its
-// Welcome, plans and results. Health follows the engine loop's readiness.
+// Workers connect here, and the ranks of a Gloo or NCCL group meet in its
+// rendezvous store. Served on the internal port only; every call must pass
+// `auth` (UNAUTHENTICATED otherwise). Synchronous API: one handler thread per
+// connected worker carries its Welcome, plans and results.
 class CoordinatorService final : public worker::v1::Coordinator::Service {
  public:
   // With `text`, a worker whose model's vocabulary is smaller than the
   // tokenizer's is refused at registration (FAILED_PRECONDITION).
-  explicit CoordinatorService(EngineLoop& loop, std::shared_ptr<const TextFrontend> text = nullptr)
-      : loop_(loop), text_(std::move(text)) {}
+  CoordinatorService(EngineLoop& loop, TokenCheck auth,
+                     std::shared_ptr<const TextFrontend> text = nullptr,
+                     RendezvousStore::Limits store_limits = {})
+      : loop_(loop), auth_(std::move(auth)), text_(std::move(text)), store_(store_limits) {}
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<worker::v1::CoordinatorMessage,
@@ -107,11 +115,9 @@ class CoordinatorService final : public worker::v1::Coordinator::Service {
 
  private:
   EngineLoop& loop_;
+  const TokenCheck auth_;
   const std::shared_ptr<const TextFrontend> text_;
-  std::mutex store_mu_;
-  // Keys of the newest group generation only ("moeserve/group-<n>/...").
-  uint64_t store_generation_ = 0;
-  std::map<std::string, std::string> store_;
+  RendezvousStore store_;  // keys of the group the loop is forming now only
 };
 
 }  // namespace moeserve

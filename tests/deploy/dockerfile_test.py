@@ -92,7 +92,8 @@ class DockerfileTest(unittest.TestCase):
             self.assertEqual((int(uid), int(gid)), (ctx["runAsUser"], ctx["runAsGroup"]))
         self.assertNotEqual(int(uid), 0)
         exposed = sorted(int(p) for k, a in runtime if k == "EXPOSE" for p in a.split())
-        self.assertEqual(exposed, sorted([values["coordinator"]["grpcPort"], values["coordinator"]["metricsPort"]]))
+        self.assertEqual(exposed, sorted([values["coordinator"]["grpcPort"], values["coordinator"]["internalPort"],
+                                          values["coordinator"]["metricsPort"]]))
         copied = [a for k, a in runtime if k == "COPY"]
         self.assertTrue(all(a.startswith("--from=build ") for a in copied), copied)
         self.assertTrue(any("/usr/local/bin/" in a for a in copied))

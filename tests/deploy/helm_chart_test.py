@@ -4,6 +4,7 @@ the Kubernetes OpenAPI schemas (validate_manifests.mjs), what each value set
 must render, values that break the schema or the chart's own checks failing
 with a clear message, and the packaged chart carrying its dashboard.
 """
+import base64
 import glob
 import json
 import os
@@ -119,8 +120,8 @@ class HelmChartTest(unittest.TestCase):
     def test_defaults_one_node_of_eight_gpus(self):
         docs = self.docs["defaults"]
         self.assertEqual(sorted(d["kind"] for d in docs),
-                         ["ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget",
-                          "PodDisruptionBudget", "Service", "Service", "Service", "Service",
+                         ["ConfigMap", "ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget",
+                          "PodDisruptionBudget", "Secret", "Service", "Service", "Service", "Service",
                           "ServiceAccount", "StatefulSet"])
         deploy = one(docs, "Deployment", "moeserve-coordinator")
         self.assertEqual(deploy["spec"]["replicas"], 1)
@@ -148,7 +149,7 @@ class HelmChartTest(unittest.TestCase):
         self.assertEqual(worker_args[0], "moeserve-worker")
         self.assertEqual(flag(worker_args, "--ep-size"), "8")
         self.assertEqual(flag(worker_args, "--model"), "/models/DeepSeek-V3")
-        self.assertEqual(flag(worker_args, "--coordinator"), "moeserve-coordinator-headless:50051")
+        self.assertEqual(flag(worker_args, "--coordinator"), "moeserve-internal:50052")
         self.assertEqual(w["resources"]["limits"]["nvidia.com/gpu"], "8")
         self.assertEqual(w["resources"]["requests"]["nvidia.com/gpu"], "8")
         env = env_of(w)
@@ -165,12 +166,24 @@ class HelmChartTest(unittest.TestCase):
         self.assertEqual(anti[0]["topologyKey"], "kubernetes.io/hostname")
 
         # Workers reach the coordinator before it is ready: headless, not-ready addresses published.
-        headless = one(docs, "Service", "moeserve-coordinator-headless")
+        headless = one(docs, "Service", "moeserve-internal")
         self.assertEqual(headless["spec"]["clusterIP"], "None")
+        self.assertEqual(headless["spec"]["type"], "ClusterIP")
         self.assertTrue(headless["spec"]["publishNotReadyAddresses"])
+        self.assertEqual([(p["port"], p["targetPort"]) for p in headless["spec"]["ports"]],
+                         [(50052, "internal")])
         client = one(docs, "Service", "moeserve")
-        self.assertEqual(client["spec"]["ports"][0]["port"], 50051)
+        self.assertEqual([(p["port"], p["targetPort"]) for p in client["spec"]["ports"]], [(50051, "grpc")])
         self.assertNotIn("publishNotReadyAddresses", client["spec"])
+        # Only the internal Service carries the internal port.
+        for svc in find(docs, "Service"):
+            if svc["metadata"]["name"] != "moeserve-internal":
+                self.assertNotIn(50052, [p["port"] for p in svc["spec"].get("ports", [])],
+                                 svc["metadata"]["name"])
+        ports = {p["name"]: p["containerPort"] for p in coord["ports"]}
+        self.assertEqual(ports, {"grpc": 50051, "internal": 50052, "metrics": 9400})
+        self.assertEqual(flag(coord["args"], "--internal-listen"), "0.0.0.0:50052")
+        self.check_internal_plane(docs, deploy["spec"]["template"]["spec"], pod, worker_args)
         coordinator_labels = deploy["spec"]["template"]["metadata"]["labels"]
         for svc in (client, headless, one(docs, "Service", "moeserve-metrics")):
             self.assertLessEqual(svc["spec"]["selector"].items(), coordinator_labels.items(), svc)
@@ -188,6 +201,45 @@ class HelmChartTest(unittest.TestCase):
         launcher = one(docs, "ConfigMap", "moeserve-launcher")
         with open(os.path.join(CHART, "files", "launch-workers.sh")) as f:
             self.assertEqual(launcher["data"]["launch-workers.sh"], f.read().rstrip("\n"))
+
+    def check_internal_plane(self, docs, coordinator_pod, worker_pod, worker_args):
+        """The tokens' Secret, who mounts which key, and the NetworkPolicy."""
+        secret = one(docs, "Secret", "moeserve-internal")
+        tokens = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        self.assertEqual(sorted(tokens), ["admin-token", "token"])
+        for t in tokens.values():
+            self.assertRegex(t, r"^[A-Za-z0-9]{48}$")
+        self.assertNotEqual(tokens["token"], tokens["admin-token"])
+
+        coord = container(coordinator_pod, "coordinator")
+        self.assertEqual(flag(coord["args"], "--internal-token-file"), "/etc/moeserve/internal/token")
+        self.assertEqual(flag(coord["args"], "--admin-token-file"), "/etc/moeserve/internal/admin-token")
+        self.assertEqual(mounts(coord)["coordinator-secrets"]["mountPath"], "/etc/moeserve/internal")
+        cvol = volumes(coordinator_pod)["coordinator-secrets"]["secret"]
+        self.assertEqual(cvol["secretName"], "moeserve-internal")
+        self.assertEqual(sorted(i["key"] for i in cvol["items"]), ["admin-token", "token"])
+        # Workers get the internal token and never Admin's.
+        self.assertEqual(flag(worker_args, "--internal-token-file"), "/etc/moeserve/worker-token/token")
+        w = container(worker_pod, "workers")
+        self.assertEqual(mounts(w)["worker-token"]["mountPath"], "/etc/moeserve/worker-token")
+        wvol = volumes(worker_pod)["worker-token"]["secret"]
+        self.assertEqual(wvol["secretName"], "moeserve-internal")
+        self.assertEqual([i["key"] for i in wvol["items"]], ["token"])
+
+        # Anyone reaches the client and metrics ports; only worker pods the rest.
+        policy = one(docs, "NetworkPolicy", "moeserve-coordinator")
+        self.assertEqual(policy["spec"]["policyTypes"], ["Ingress"])
+        open_rule, worker_rule = policy["spec"]["ingress"]
+        self.assertNotIn("from", open_rule)
+        self.assertEqual(sorted(p["port"] for p in open_rule["ports"]), [9400, 50051])
+        self.assertNotIn("ports", worker_rule)
+        peer = worker_rule["from"][0]["podSelector"]
+        self.assertEqual(peer["matchLabels"], {"app.kubernetes.io/name": "moeserve",
+                                               "app.kubernetes.io/instance": RELEASE})
+        self.assertEqual(peer["matchExpressions"],
+                         [{"key": "app.kubernetes.io/component", "operator": "In",
+                           "values": ["worker", "leader"]}])
+        self.assertEqual(len(worker_rule["from"]), 1)
 
     def test_ep16_infiniband_two_nodes_with_redundant_experts(self):
         docs = self.docs["ep16-infiniband"]
@@ -232,9 +284,15 @@ class HelmChartTest(unittest.TestCase):
         self.assertEqual([c["name"] for c in leader["containers"]], ["coordinator", "workers"])
         self.assertEqual(flag(container(leader, "coordinator")["args"], "--ep-size"), "16")
         leader_workers = container(leader, "workers")["args"]
-        self.assertEqual(flag(leader_workers, "--coordinator"), "127.0.0.1:50051")
+        self.assertEqual(flag(leader_workers, "--coordinator"), "127.0.0.1:50052")
         w = container(t["workerTemplate"]["spec"], "workers")
-        self.assertEqual(flag(w["args"], "--coordinator"), "$(LWS_LEADER_ADDRESS):50051")
+        self.assertEqual(flag(w["args"], "--coordinator"), "$(LWS_LEADER_ADDRESS):50052")
+        self.check_internal_plane(docs, leader, t["workerTemplate"]["spec"], w["args"])
+        self.assertNotIn("coordinator-secrets", volumes(t["workerTemplate"]["spec"]))
+        # The policy guards the leaders, where the coordinators run.
+        policy = one(docs, "NetworkPolicy")
+        self.assertLessEqual(policy["spec"]["podSelector"]["matchLabels"].items(),
+                             t["leaderTemplate"]["metadata"]["labels"].items())
         self.assertEqual(env_of(w)["POD_INDEX"]["fieldRef"]["fieldPath"],
                          "metadata.labels['leaderworkerset.sigs.k8s.io/worker-index']")
         self.assertEqual(w["resources"]["limits"]["nvidia.com/hostdev"], "8")
@@ -243,7 +301,7 @@ class HelmChartTest(unittest.TestCase):
         for name in ("moeserve", "moeserve-metrics"):
             svc = one(docs, "Service", name)
             self.assertLessEqual(svc["spec"]["selector"].items(), leader_labels.items())
-        self.assertEqual(find(docs, "Service", "moeserve-coordinator-headless"), [])
+        self.assertEqual(find(docs, "Service", "moeserve-internal"), [])
         self.assertEqual(one(docs, "PodDisruptionBudget")["spec"]["minAvailable"], 4)
 
     def test_model_on_a_pvc(self):
@@ -286,6 +344,23 @@ class HelmChartTest(unittest.TestCase):
         ports = [p["name"] for p in container(pod["spec"], "coordinator")["ports"]]
         self.assertIn(pm["spec"]["podMetricsEndpoints"][0]["port"], ports)
         self.assertEqual(find(docs, "ServiceMonitor"), [])
+
+    def test_internal_plane_options(self):
+        """An existing Secret replaces the chart's; Admin and the policy can be turned off;
+        extraFrom adds peers."""
+        r = helm("template", RELEASE, CHART, "--set", "internalPlane.existingSecret=my-tokens",
+                 "--set", "internalPlane.admin=false",
+                 "--set", "internalPlane.networkPolicy.extraFrom[0].namespaceSelector.matchLabels.team=ops")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("kind: Secret", r.stdout)
+        self.assertNotIn("--admin-token-file", r.stdout)
+        self.assertNotIn("admin-token", r.stdout)
+        self.assertEqual(r.stdout.count("secretName: my-tokens"), 2)
+        self.assertRegex(r.stdout, r"- namespaceSelector:\n\s+matchLabels:\n\s+team: ops")
+        r = helm("template", RELEASE, CHART, "--set", "internalPlane.networkPolicy.enabled=false")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("kind: NetworkPolicy", r.stdout)
+        self.assertIn("--internal-token-file", r.stdout, "the token stays without the policy")
 
     def test_ipc_lock_for_rdma_as_root(self):
         r = helm("template", RELEASE, CHART, "--show-only", "templates/worker-statefulset.yaml",

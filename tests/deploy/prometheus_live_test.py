@@ -84,18 +84,24 @@ class PrometheusLiveTest(unittest.TestCase):
 
         model = os.path.join(cls.tmp, "model")
         run([CLI, "make-tiny-model", "--arch", "deepseek_v3", "--dtype", "fp8", "--out", model], check=True)
-        grpc_port, metrics_port, prom_port = free_port(), free_port(), free_port()
+        grpc_port, internal_port, metrics_port, prom_port = free_port(), free_port(), free_port(), free_port()
         cls.server = f"127.0.0.1:{grpc_port}"
+        internal = f"127.0.0.1:{internal_port}"
+        token = os.path.join(cls.tmp, "internal.token")
+        with open(os.open(token, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
         cls.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         cls.prometheus = f"http://127.0.0.1:{prom_port}"
 
         # Two ranks, so that the expert-parallel panels (all-to-all, overlap,
         # balancedness, per-rank worker state) have data.
-        cls.procs.start("coordinator", [COORDINATOR, "--listen", cls.server,
+        cls.procs.start("coordinator", [COORDINATOR, "--listen", cls.server, "--internal-listen", internal,
+                                        "--internal-token-file", token,
                                         "--metrics-port", str(metrics_port), "--ep-size", "2"])
         cls.procs.start("workers", ["bash", LAUNCHER, "--local-workers", "2", "--pod-index", "0",
                                     "--device", "cpu", "--",
-                                    WORKER, "--coordinator", cls.server, "--model", model, "--ep-size", "2",
+                                    WORKER, "--coordinator", internal, "--internal-token-file", token,
+                                    "--model", model, "--ep-size", "2",
                                     "--kv-cache-tokens", "8192", "--connect-timeout-seconds", "30"])
         config = os.path.join(cls.tmp, "prometheus.yml")
         with open(config, "w") as f:

@@ -33,6 +33,8 @@ const MODELS = {
   "v1/ConfigMap": ["kubernetes-models/v1/ConfigMap", "IConfigMap"],
   "v1/Service": ["kubernetes-models/v1/Service", "IService"],
   "v1/ServiceAccount": ["kubernetes-models/v1/ServiceAccount", "IServiceAccount"],
+  "v1/Secret": ["kubernetes-models/v1/Secret", "ISecret"],
+  "networking.k8s.io/v1/NetworkPolicy": ["kubernetes-models/networking.k8s.io/v1/NetworkPolicy", "INetworkPolicy"],
   "apps/v1/Deployment": ["kubernetes-models/apps/v1/Deployment", "IDeployment"],
   "apps/v1/StatefulSet": ["kubernetes-models/apps/v1/StatefulSet", "IStatefulSet"],
   "policy/v1/PodDisruptionBudget": ["kubernetes-models/policy/v1/PodDisruptionBudget", "IPodDisruptionBudget"],

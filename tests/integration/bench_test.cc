@@ -40,14 +40,17 @@ void ExpectOrdered(const nlohmann::json& s, const std::string& name) {
 class BenchTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    addr_ = "127.0.0.1:" + std::to_string(FreePort());
-    coordinator_ = new Process(kBin + "/tools/coordinator/moeserve-coordinator",
-                               {"--listen", addr_, "--metrics-port", std::to_string(FreePort())},
-                               ::testing::TempDir() + "/bench_coordinator.log");
-    worker_ = new Process(kBin + "/tools/worker/moeserve-worker",
-                          {"--coordinator", addr_, "--model", kFixture, "--kv-cache-tokens", "8192",
-                           "--connect-timeout-seconds", "30"},
-                          ::testing::TempDir() + "/bench_worker.log");
+    planes_ = new Planes("bench");
+    addr_ = planes_->address();
+    coordinator_ = new Process(
+        kBin + "/tools/coordinator/moeserve-coordinator",
+        Flags(planes_->CoordinatorFlags(), {"--metrics-port", std::to_string(FreePort())}),
+        ::testing::TempDir() + "/bench_coordinator.log");
+    worker_ =
+        new Process(kBin + "/tools/worker/moeserve-worker",
+                    Flags(planes_->WorkerFlags(), {"--model", kFixture, "--kv-cache-tokens", "8192",
+                                                   "--connect-timeout-seconds", "30"}),
+                    ::testing::TempDir() + "/bench_worker.log");
     ASSERT_TRUE(WaitFor(
         [] {
           return HealthOf(grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials())) ==
@@ -59,9 +62,11 @@ class BenchTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete worker_;
     delete coordinator_;
+    delete planes_;
   }
 
-  static inline std::string addr_;
+  static inline Planes* planes_ = nullptr;
+  static inline std::string addr_;  // public
   static inline Process* coordinator_ = nullptr;
   static inline Process* worker_ = nullptr;
 };
@@ -136,17 +141,18 @@ TEST_F(BenchTest, TextReportAndBadFlags) {
 // (so every step's plan reached the right sequence and position), and a
 // bench run over it completes.
 TEST(NullModelBenchTest, AGroupOfNullModelsServesItsFixedTokensAndABench) {
-  const std::string addr = "127.0.0.1:" + std::to_string(FreePort());
+  const Planes planes("null_model");
+  const std::string addr = planes.address();
   Process coordinator(kBin + "/tools/coordinator/moeserve-coordinator",
-                      {"--listen", addr, "--metrics-port", "0", "--ep-size", "2"},
+                      Flags(planes.CoordinatorFlags(), {"--metrics-port", "0", "--ep-size", "2"}),
                       ::testing::TempDir() + "/null_coordinator.log");
   std::vector<std::unique_ptr<Process>> workers;
   for (int r = 0; r < 2; ++r) {
     workers.push_back(std::make_unique<Process>(
         kBin + "/tools/worker/moeserve-worker",
-        std::vector<std::string>{"--coordinator", addr, "--model", kFixture, "--rank",
-                                 std::to_string(r), "--null-model-for-benchmarks",
-                                 "--connect-timeout-seconds", "30"},
+        Flags(planes.WorkerFlags(),
+              {"--model", kFixture, "--rank", std::to_string(r), "--null-model-for-benchmarks",
+               "--connect-timeout-seconds", "30"}),
         ::testing::TempDir() + "/null_worker" + std::to_string(r) + ".log"));
   }
   ASSERT_TRUE(WaitFor(

@@ -36,23 +36,18 @@ class Group {
  public:
   Group(int ranks, const std::vector<std::string>& coordinator_flags, const std::string& name)
       : ranks_(ranks), name_(name) {
-    port_ = FreePort();
     metrics_port_ = FreePort();
-    addr_ = "127.0.0.1:" + std::to_string(port_);
-    std::vector<std::string> args = {"--listen",
-                                     addr_,
-                                     "--metrics-port",
-                                     std::to_string(metrics_port_),
-                                     "--ep-size",
-                                     std::to_string(ranks),
-                                     "--communicator-timeout-seconds",
-                                     "5"};
+    addr_ = planes_.address();
+    std::vector<std::string> args = Flags(
+        planes_.CoordinatorFlags(), {"--metrics-port", std::to_string(metrics_port_), "--ep-size",
+                                     std::to_string(ranks), "--communicator-timeout-seconds", "5"});
     args.insert(args.end(), coordinator_flags.begin(), coordinator_flags.end());
     coordinator_ = std::make_unique<Process>(kBin + "/tools/coordinator/moeserve-coordinator", args,
                                              Log("coordinator"));
     workers_.resize(static_cast<size_t>(ranks));
     for (int r = 0; r < ranks; ++r) StartWorker(r);
-    channel_ = grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials());
+    channel_ = planes_.PublicChannel();
+    admin_channel_ = planes_.AdminChannel();
   }
 
   std::string Log(const std::string& who) const {
@@ -62,9 +57,10 @@ class Group {
   void StartWorker(int rank) {
     workers_[static_cast<size_t>(rank)] = std::make_unique<Process>(
         kBin + "/tools/worker/moeserve-worker",
-        std::vector<std::string>{"--coordinator", addr_, "--model", kFixture, "--rank",
-                                 std::to_string(rank), "--ep-size", std::to_string(ranks_),
-                                 "--connect-timeout-seconds", "20", "--reconnect-seconds", "60"},
+        Flags(planes_.WorkerFlags(),
+              {"--model", kFixture, "--rank", std::to_string(rank), "--ep-size",
+               std::to_string(ranks_), "--connect-timeout-seconds", "20", "--reconnect-seconds",
+               "60"}),
         Log("worker" + std::to_string(rank)));
   }
 
@@ -82,12 +78,13 @@ class Group {
 
   int ranks_;
   std::string name_;
-  int port_ = 0;
+  Planes planes_{"ep_" + name_};  // after name_, which it uses
   int metrics_port_ = 0;
   std::string addr_;
   std::unique_ptr<Process> coordinator_;
   std::vector<std::unique_ptr<Process>> workers_;
-  std::shared_ptr<grpc::Channel> channel_;
+  std::shared_ptr<grpc::Channel> channel_;        // public port
+  std::shared_ptr<grpc::Channel> admin_channel_;  // internal port, Admin token
 };
 
 struct Stream {
@@ -192,7 +189,7 @@ TEST_P(ExpertParallelServingTest, GreedyTokensEqualTheSingleProcessEngine) {
   }
 
   // Operators see the whole group.
-  auto admin = v1::Admin::NewStub(g.channel_);
+  auto admin = v1::Admin::NewStub(g.admin_channel_);
   grpc::ClientContext ctx;
   v1::ClusterState state;
   ASSERT_TRUE(admin->GetClusterState(&ctx, v1::GetClusterStateRequest(), &state).ok());
@@ -283,9 +280,10 @@ TEST(ExpertParallelFaultTest, AKilledRankEndsRequestsWithUnavailableAndTheGroupC
 TEST(ExpertParallelFaultTest, AWorkerBeyondTheGroupIsTurnedAwayWithTheReason) {
   Group g(1, {}, "extra");
   ASSERT_TRUE(g.AwaitServing(60)) << g.logs();
-  Process extra(kBin + "/tools/worker/moeserve-worker",
-                {"--coordinator", g.addr_, "--model", kFixture, "--connect-timeout-seconds", "10"},
-                g.Log("extra_worker"));
+  Process extra(
+      kBin + "/tools/worker/moeserve-worker",
+      Flags(g.planes_.WorkerFlags(), {"--model", kFixture, "--connect-timeout-seconds", "10"}),
+      g.Log("extra_worker"));
   ASSERT_TRUE(WaitFor([&] { return !extra.running(); }, 30));
   EXPECT_THAT(extra.log(), HasSubstr("all 1 ranks are taken"));
   EXPECT_EQ(g.health(), Health::SERVING);

@@ -26,21 +26,19 @@ const std::string kBin = MOESERVE_BINARY_DIR;
 class FaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    port_ = FreePort();
-    addr_ = "127.0.0.1:" + std::to_string(port_);
-    coordinator_ = std::make_unique<Process>(
-        kBin + "/tools/coordinator/moeserve-coordinator",
-        std::vector<std::string>{"--listen", addr_, "--metrics-port", "0"},
-        ::testing::TempDir() + "/fault_coordinator.log");
-    channel_ = grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials());
+    coordinator_ =
+        std::make_unique<Process>(kBin + "/tools/coordinator/moeserve-coordinator",
+                                  Flags(planes_.CoordinatorFlags(), {"--metrics-port", "0"}),
+                                  ::testing::TempDir() + "/fault_coordinator.log");
+    channel_ = planes_.PublicChannel();
+    admin_channel_ = planes_.AdminChannel();
     StartWorker();
   }
 
   void StartWorker() {
     worker_ = std::make_unique<Process>(
         kBin + "/tools/worker/moeserve-worker",
-        std::vector<std::string>{"--coordinator", addr_, "--model", kFixture,
-                                 "--connect-timeout-seconds", "20"},
+        Flags(planes_.WorkerFlags(), {"--model", kFixture, "--connect-timeout-seconds", "20"}),
         ::testing::TempDir() + "/fault_worker.log");
     ASSERT_TRUE(WaitFor([&] { return Health() == Status::SERVING; }, 60))
         << coordinator_->log() << worker_->log();
@@ -73,11 +71,11 @@ class FaultTest : public ::testing::Test {
     return reader->Finish();
   }
 
-  int port_ = 0;
-  std::string addr_;
+  Planes planes_{"fault"};
   std::unique_ptr<Process> coordinator_;
   std::unique_ptr<Process> worker_;
-  std::shared_ptr<grpc::Channel> channel_;
+  std::shared_ptr<grpc::Channel> channel_;        // public port
+  std::shared_ptr<grpc::Channel> admin_channel_;  // internal port, Admin token
 };
 
 TEST_F(FaultTest, KilledWorkerEndsStreamsWithUnavailableAndServiceResumesWhenItReturns) {
@@ -111,13 +109,13 @@ TEST_F(FaultTest, DrainRefusesNewRequestsAndFinishesAdmittedOnes) {
   });
   ASSERT_TRUE(WaitFor(
       [&] {
-        auto stub = v1::Admin::NewStub(channel_);
+        auto stub = v1::Admin::NewStub(admin_channel_);
         grpc::ClientContext ctx;
         v1::ClusterState state;
         return stub->GetClusterState(&ctx, {}, &state).ok() && state.running_requests() == 1;
       },
       20));
-  auto admin = v1::Admin::NewStub(channel_);
+  auto admin = v1::Admin::NewStub(admin_channel_);
   grpc::ClientContext ctx;
   v1::DrainResponse drained;
   ASSERT_TRUE(admin->Drain(&ctx, {}, &drained).ok());
@@ -134,7 +132,7 @@ TEST_F(FaultTest, DeadlineEndsTheRequestAndFreesItsBlocks) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_TRUE(WaitFor(
       [&] {
-        auto stub = v1::Admin::NewStub(channel_);
+        auto stub = v1::Admin::NewStub(admin_channel_);
         grpc::ClientContext ctx;
         v1::ClusterState state;
         return stub->GetClusterState(&ctx, {}, &state).ok() && state.workers_size() == 1 &&

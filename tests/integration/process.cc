@@ -9,12 +9,16 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "runtime/worker/coordinator_channel.h"
 
 namespace moeserve::testing {
 
@@ -141,6 +145,77 @@ CommandResult RunCommand(const std::string& command) {
   const int status = pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+std::vector<std::string> Flags(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+std::string RandomToken() {
+  std::ifstream in("/dev/urandom", std::ios::binary);
+  unsigned char bytes[32] = {};
+  in.read(reinterpret_cast<char*>(bytes), sizeof(bytes));
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+  return out;
+}
+
+namespace {
+
+// A file name of this process alone: ctest runs each test case as its own
+// process, several at once, and they share the temporary directory.
+std::string UniquePath(const std::string& name, const std::string& suffix) {
+  static std::atomic<int> counter{0};
+  return ::testing::TempDir() + "/" + name + "_" + std::to_string(getpid()) + "_" +
+         std::to_string(counter++) + suffix;
+}
+
+std::string WriteSecret(const std::string& path, const std::string& token) {
+  std::ofstream out(path, std::ios::trunc);
+  out << token << "\n";  // as `echo` writes it: the reader drops the newline
+  return path;
+}
+
+}  // namespace
+
+Planes::Planes(const std::string& name)
+    : port_(FreePort()),
+      internal_port_(FreePort()),
+      address_("127.0.0.1:" + std::to_string(port_)),
+      internal_address_("127.0.0.1:" + std::to_string(internal_port_)),
+      token_(RandomToken()),
+      token_file_(WriteSecret(UniquePath(name, "_internal.token"), token_)),
+      admin_token_(RandomToken()),
+      admin_token_file_(WriteSecret(UniquePath(name, "_admin.token"), admin_token_)) {}
+
+std::vector<std::string> Planes::CoordinatorFlags() const {
+  return {"--listen",
+          address_,
+          "--internal-listen",
+          internal_address_,
+          "--internal-token-file",
+          token_file_,
+          "--admin-token-file",
+          admin_token_file_};
+}
+
+std::vector<std::string> Planes::WorkerFlags() const {
+  return {"--coordinator", internal_address_, "--internal-token-file", token_file_};
+}
+
+std::shared_ptr<grpc::Channel> Planes::PublicChannel() const {
+  return grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+}
+
+std::shared_ptr<grpc::Channel> Planes::InternalChannel(const std::string& token) const {
+  InternalPlaneCredentials credentials;
+  credentials.token = token;
+  return CreateCoordinatorChannel(internal_address_, credentials);
 }
 
 }  // namespace moeserve::testing

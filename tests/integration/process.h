@@ -58,6 +58,54 @@ struct CommandResult {
 };
 CommandResult RunCommand(const std::string& command);
 
+// A coordinator's two ports on loopback and the secrets of its internal plane
+// (random tokens in files under the test's temporary directory), so that
+// every test runs coordinator and workers as a deployment does: workers on the
+// internal port with the token, clients on the public port, Admin on the
+// internal port with its own token.
+class Planes {
+ public:
+  // Token files are named after `name` and this process, so that test
+  // processes running side by side never share one.
+  explicit Planes(const std::string& name = "planes");
+
+  const std::string& address() const { return address_; }  // public, host:port
+  const std::string& internal_address() const { return internal_address_; }
+  int port() const { return port_; }
+  int internal_port() const { return internal_port_; }
+  const std::string& token() const { return token_; }
+  const std::string& token_file() const { return token_file_; }
+  const std::string& admin_token() const { return admin_token_; }
+  const std::string& admin_token_file() const { return admin_token_file_; }
+
+  // --listen, --internal-listen, --internal-token-file, --admin-token-file.
+  std::vector<std::string> CoordinatorFlags() const;
+  // --coordinator (the internal port), --internal-token-file.
+  std::vector<std::string> WorkerFlags() const;
+  // The public port, no credentials (what any client has).
+  std::shared_ptr<grpc::Channel> PublicChannel() const;
+  // The internal port, sending `token` (none when empty) with every call.
+  std::shared_ptr<grpc::Channel> InternalChannel(const std::string& token) const;
+  // The internal port with the Admin token.
+  std::shared_ptr<grpc::Channel> AdminChannel() const { return InternalChannel(admin_token_); }
+
+ private:
+  int port_;
+  int internal_port_;
+  std::string address_;
+  std::string internal_address_;
+  std::string token_;
+  std::string token_file_;
+  std::string admin_token_;
+  std::string admin_token_file_;
+};
+
+// `a` followed by `b`: a Planes' flags and a test's own.
+std::vector<std::string> Flags(std::vector<std::string> a, const std::vector<std::string>& b);
+
+// 32 random bytes from /dev/urandom as 64 hex digits.
+std::string RandomToken();
+
 }  // namespace moeserve::testing
 
 #endif  // MOESERVE_TESTS_INTEGRATION_PROCESS_H_

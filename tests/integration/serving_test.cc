@@ -71,22 +71,27 @@ v1::GenerateRequest TokenRequest(const std::vector<uint32_t>& ids, uint32_t max_
 class ServingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    port_ = FreePort();
+    planes_ = new Planes("serving");
+    port_ = planes_->port();
     metrics_port_ = FreePort();
-    const std::string addr = "127.0.0.1:" + std::to_string(port_);
-    coordinator_ = new Process(kBin + "/tools/coordinator/moeserve-coordinator",
-                               {"--listen", addr, "--metrics-port", std::to_string(metrics_port_),
-                                "--max-waiting", "48", "--max-running-seqs", "32"},
+    std::vector<std::string> flags = planes_->CoordinatorFlags();
+    for (const char* f : {"--max-waiting", "48", "--max-running-seqs", "32"}) flags.push_back(f);
+    flags.push_back("--metrics-port");
+    flags.push_back(std::to_string(metrics_port_));
+    coordinator_ = new Process(kBin + "/tools/coordinator/moeserve-coordinator", flags,
                                ::testing::TempDir() + "/coordinator.log");
-    channel_ = new std::shared_ptr<grpc::Channel>(
-        grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+    channel_ = new std::shared_ptr<grpc::Channel>(planes_->PublicChannel());
+    admin_channel_ = new std::shared_ptr<grpc::Channel>(planes_->AdminChannel());
     // Health must say NOT_SERVING until the worker is in.
     ASSERT_TRUE(WaitFor(
         [] { return HealthOf(*channel_) == grpc::health::v1::HealthCheckResponse::NOT_SERVING; },
         20))
         << coordinator_->log();
-    worker_ = new Process(kBin + "/tools/worker/moeserve-worker",
-                          {"--coordinator", addr, "--model", kFixture, "--kv-cache-tokens", "8192"},
+    std::vector<std::string> worker_flags = planes_->WorkerFlags();
+    for (const char* f : {"--model", kFixture.c_str(), "--kv-cache-tokens", "8192"}) {
+      worker_flags.push_back(f);
+    }
+    worker_ = new Process(kBin + "/tools/worker/moeserve-worker", worker_flags,
                           ::testing::TempDir() + "/worker.log");
     ASSERT_TRUE(WaitFor(
         [] { return HealthOf(*channel_) == grpc::health::v1::HealthCheckResponse::SERVING; }, 60))
@@ -96,10 +101,12 @@ class ServingTest : public ::testing::Test {
     delete worker_;
     delete coordinator_;
     delete channel_;
+    delete admin_channel_;
+    delete planes_;
   }
 
   std::unique_ptr<v1::Inference::Stub> Inference() { return v1::Inference::NewStub(*channel_); }
-  std::unique_ptr<v1::Admin::Stub> Admin() { return v1::Admin::NewStub(*channel_); }
+  std::unique_ptr<v1::Admin::Stub> Admin() { return v1::Admin::NewStub(*admin_channel_); }
   v1::ClusterState State() {
     grpc::ClientContext ctx;
     v1::ClusterState state;
@@ -111,7 +118,9 @@ class ServingTest : public ::testing::Test {
   static inline int metrics_port_ = 0;
   static inline Process* coordinator_ = nullptr;
   static inline Process* worker_ = nullptr;
-  static inline std::shared_ptr<grpc::Channel>* channel_ = nullptr;
+  static inline std::shared_ptr<grpc::Channel>* channel_ = nullptr;  // public port
+  static inline std::shared_ptr<grpc::Channel>* admin_channel_ = nullptr;
+  static inline Planes* planes_ = nullptr;
 };
 
 // Same float32 arithmetic as tests/runtime/model/deepseek_v3_golden_test.cc.

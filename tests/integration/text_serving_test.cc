@@ -148,9 +148,9 @@ class Deployment {
  public:
   Deployment(const std::string& name, const std::vector<std::string>& coordinator_flags,
              const std::string& model)
-      : port_(FreePort()), metrics_port_(FreePort()) {
-    std::vector<std::string> flags = {"--listen", address(), "--metrics-port",
-                                      std::to_string(metrics_port_)};
+      : planes_(name), metrics_port_(FreePort()) {
+    std::vector<std::string> flags =
+        Flags(planes_.CoordinatorFlags(), {"--metrics-port", std::to_string(metrics_port_)});
     flags.insert(flags.end(), coordinator_flags.begin(), coordinator_flags.end());
     coordinator_ = std::make_unique<Process>(kBin + "/tools/coordinator/moeserve-coordinator",
                                              flags, ScratchDir() + "/" + name + "_coordinator.log");
@@ -158,7 +158,7 @@ class Deployment {
     // (it loads the tokenizer first): a failed first connection would put
     // them in gRPC's reconnect backoff for seconds.
     listening_ = WaitFor([&] { return Answers(address()); }, 20);
-    channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+    channel_ = planes_.PublicChannel();
     if (!model.empty() && listening_) worker_ = StartWorker(name, model);
   }
 
@@ -174,12 +174,12 @@ class Deployment {
   std::unique_ptr<Process> StartWorker(const std::string& name, const std::string& model) {
     return std::make_unique<Process>(
         kBin + "/tools/worker/moeserve-worker",
-        std::vector<std::string>{"--coordinator", address(), "--model", model, "--kv-cache-tokens",
-                                 "4096", "--reconnect-seconds", "0"},
+        Flags(planes_.WorkerFlags(),
+              {"--model", model, "--kv-cache-tokens", "4096", "--reconnect-seconds", "0"}),
         ScratchDir() + "/" + name + "_worker.log");
   }
 
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string address() const { return planes_.address(); }
   int metrics_port() const { return metrics_port_; }
   std::string logs() const {
     return coordinator_->log() + (worker_ != nullptr ? worker_->log() : "");
@@ -193,7 +193,7 @@ class Deployment {
   v1::ClusterState State() {
     grpc::ClientContext ctx;
     v1::ClusterState state;
-    EXPECT_TRUE(v1::Admin::NewStub(channel_)->GetClusterState(&ctx, {}, &state).ok());
+    EXPECT_TRUE(v1::Admin::NewStub(planes_.AdminChannel())->GetClusterState(&ctx, {}, &state).ok());
     return state;
   }
 
@@ -208,7 +208,7 @@ class Deployment {
            grpc::health::v1::HealthCheckResponse::UNKNOWN;
   }
 
-  int port_;
+  Planes planes_;
   int metrics_port_;
   bool listening_ = false;
   std::unique_ptr<Process> coordinator_;
@@ -539,10 +539,12 @@ TEST(TextWithoutTokenizerTest, TextChatAndTokenizeAreFailedPreconditionNamingThe
 TEST(TextWithoutTokenizerTest, ABadTokenizerDirectoryStopsTheCoordinatorWithExitCode2) {
   const std::string dir = ScratchDir() + "/no_tokenizer_here";
   fs::create_directories(dir);
+  const Planes planes("bad_tokenizer");
   const CommandResult r = RunCommand(kBin +
                                      "/tools/coordinator/moeserve-coordinator --metrics-port 0 "
-                                     "--listen 127.0.0.1:0 --tokenizer " +
-                                     dir + " 2>&1");
+                                     "--listen 127.0.0.1:0 --internal-listen 127.0.0.1:0 "
+                                     "--internal-token-file " +
+                                     planes.token_file() + " --tokenizer " + dir + " 2>&1");
   EXPECT_EQ(r.exit_code, 2) << r.out;
   EXPECT_THAT(r.out, HasSubstr("--tokenizer " + dir));
   EXPECT_THAT(r.out, HasSubstr("tokenizer.json"));

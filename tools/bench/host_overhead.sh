@@ -34,6 +34,8 @@ model=${MOESERVE_FIXTURES_DIR:-../shared/fixtures}/deepseek_v3_small_bf16
 [ -f "$model/config.json" ] || model=/work/shared/fixtures/deepseek_v3_small_bf16
 logs=$build/host_overhead
 mkdir -p "$logs"
+token=$logs/internal.token  # the internal plane's shared secret, fresh each run
+(umask 077; head -c 32 /dev/urandom | base64 > "$token")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 metric() { curl -s "127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n {print $2}'; }
@@ -42,17 +44,18 @@ printf "%-5s %-6s %-7s %-18s %-16s %-15s %-12s\n" ranks seqs steps "coord CPU us
   "step ms (mean)" "plan B/step" "TPOT p50 ms"
 for ranks in $ranks_list; do
   for seqs in $seqs_list; do
-    port=$(free_port); mport=$(free_port)
+    port=$(free_port); iport=$(free_port); mport=$(free_port)
     per_rank=$(( (seqs + ranks - 1) / ranks ))
     kv=$(( per_rank * (prompt_tokens + output_tokens + 64) ))
     pids=()
     "$build/tools/coordinator/moeserve-coordinator" --listen "127.0.0.1:$port" \
-      --metrics-port "$mport" --ep-size "$ranks" --max-running-seqs "$per_rank" \
+      --internal-listen "127.0.0.1:$iport" --internal-token-file "$token" --metrics-port "$mport" --ep-size "$ranks" --max-running-seqs "$per_rank" \
       --max-waiting "$seqs" --max-batch-tokens "$(( per_rank < 64 ? 64 * prompt_tokens : per_rank * 32 ))" \
       > "$logs/coordinator.log" 2>&1 &
     coord=$!; pids+=("$coord")
     for ((r = 0; r < ranks; r++)); do
-      "$build/tools/worker/moeserve-worker" --coordinator "127.0.0.1:$port" --model "$model" \
+      "$build/tools/worker/moeserve-worker" --coordinator "127.0.0.1:$iport" \
+        --internal-token-file "$token" --model "$model" \
         --rank "$r" --kv-cache-tokens "$kv" --null-model-for-benchmarks \
         --connect-timeout-seconds 30 > "$logs/worker$r.log" 2>&1 &
       pids+=("$!")

@@ -2,6 +2,7 @@
 // continuously and drives the worker that registers with it.
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -18,6 +19,7 @@
 #include "scheduler/placement/expert_placement.h"
 #include "scheduler/server/engine_loop.h"
 #include "scheduler/server/metrics.h"
+#include "scheduler/server/plane_auth.h"
 #include "scheduler/server/services.h"
 #include "scheduler/server/text_frontend.h"
 #include "tools/moeserve/args.h"
@@ -27,11 +29,45 @@ namespace {
 
 constexpr char kUsage[] = R"(Usage: moeserve-coordinator [flags]
 
-Serves the moeserve gRPC API (moeserve.v1.Inference, moeserve.v1.Admin,
-grpc.health.v1 health, server reflection) and the worker protocol on one
-port. Health is NOT_SERVING until every worker rank is ready and while draining.
+Serves two ports. The public port (--listen) carries what clients use:
+moeserve.v1.Inference, grpc.health.v1 health and server reflection of those
+two. The internal port (--internal-listen) carries what only the deployment
+may use: worker registration and the group's rendezvous store
+(moeserve.worker.v1.Coordinator), and moeserve.v1.Admin when
+--admin-token-file is given. Every internal call must present the internal
+token (or a client certificate, with mutual TLS); Admin calls must present the
+Admin token. Health is NOT_SERVING until every worker rank is ready and while
+draining.
 
-  --listen ADDR             address to serve gRPC on (default 0.0.0.0:50051)
+Public port:
+  --listen ADDR             address to serve clients on (default 0.0.0.0:50051)
+  --tls-cert FILE, --tls-key FILE  serve the public port over TLS with this
+                            PEM certificate chain and private key (default:
+                            plaintext; put TLS in front, e.g. an ingress)
+
+Internal port (workers, rendezvous, Admin):
+  --internal-listen ADDR    address to serve workers on; workers' --coordinator
+                            points here (default 0.0.0.0:50052). Must differ
+                            from --listen.
+  --internal-token-file FILE  the shared secret workers present (their
+                            --internal-token-file): 16 to 4096 printable bytes,
+                            e.g. `head -c 32 /dev/urandom | base64 > FILE`.
+                            Default: $MOESERVE_INTERNAL_TOKEN_FILE. Required
+                            unless mutual TLS is on; the coordinator does not
+                            start with an internal port nobody authenticates on.
+  --internal-tls-cert FILE, --internal-tls-key FILE, --internal-tls-ca FILE
+                            serve the internal port over mutual TLS: this PEM
+                            certificate chain and key, and accept only callers
+                            whose client certificate this CA signed. All three
+                            or none. With a token as well, calls need both.
+  --admin-token-file FILE   serve moeserve.v1.Admin (cluster state, Drain) on
+                            the internal port to callers presenting this token
+                            (`moeserve placement --admin-token-file`); it must
+                            differ from the internal token, so a worker's
+                            secret cannot drain the service. Without it Admin
+                            is not served at all (UNIMPLEMENTED).
+
+Serving:
   --metrics-port N          Prometheus /metrics port, 0 to disable (default 9400)
   --max-batch-tokens N      tokens per engine step, prefill and decode (default 2048)
   --max-running-seqs N      sequences in each worker rank's running batch at most
@@ -88,20 +124,140 @@ int Fail(const absl::Status& s) {
   return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
+absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot read it"));
+  std::stringstream text;
+  text << in.rdbuf();
+  if (text.str().find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": not a PEM file"));
+  }
+  return text.str();
+}
+
+// The two ports and who may use them (see kUsage).
+struct Planes {
+  std::string public_listen;
+  std::shared_ptr<grpc::ServerCredentials> public_credentials;
+  std::string internal_listen;
+  std::shared_ptr<grpc::ServerCredentials> internal_credentials;
+  std::string internal_token;  // empty only with mutual TLS
+  std::string admin_token;     // empty: Admin is not served
+  bool internal_mtls = false;
+};
+
+absl::StatusOr<Planes> ParsePlanes(const Args& args) {
+  Planes p;
+  p.public_listen = args.Get("listen").value_or("0.0.0.0:50051");
+  p.internal_listen = args.Get("internal-listen").value_or("0.0.0.0:50052");
+  const bool any_port = p.public_listen.size() >= 2 &&
+                        p.public_listen.compare(p.public_listen.size() - 2, 2, ":0") == 0;
+  if (p.internal_listen == p.public_listen && !any_port) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--internal-listen and --listen are both ", p.public_listen,
+                     "; workers and Admin need a port of their own that clients cannot reach"));
+  }
+  p.public_credentials = grpc::InsecureServerCredentials();
+  if (args.Has("tls-cert") != args.Has("tls-key")) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (args.Has("tls-cert")) {
+    auto cert = ReadPem("--tls-cert", *args.Get("tls-cert"));
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPem("--tls-key", *args.Get("tls-key"));
+    if (!key.ok()) return key.status();
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    p.public_credentials = grpc::SslServerCredentials(ssl);
+  }
+  const int tls_flags = static_cast<int>(args.Has("internal-tls-cert")) +
+                        static_cast<int>(args.Has("internal-tls-key")) +
+                        static_cast<int>(args.Has("internal-tls-ca"));
+  if (tls_flags != 0 && tls_flags != 3) {
+    return absl::InvalidArgumentError(
+        "--internal-tls-cert, --internal-tls-key and --internal-tls-ca go together (mutual TLS "
+        "needs this server's certificate and key and the CA that signs the workers')");
+  }
+  p.internal_credentials = grpc::InsecureServerCredentials();
+  if (tls_flags == 3) {
+    auto cert = ReadPem("--internal-tls-cert", *args.Get("internal-tls-cert"));
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPem("--internal-tls-key", *args.Get("internal-tls-key"));
+    if (!key.ok()) return key.status();
+    auto ca = ReadPem("--internal-tls-ca", *args.Get("internal-tls-ca"));
+    if (!ca.ok()) return ca.status();
+    grpc::SslServerCredentialsOptions ssl(
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_root_certs = *ca;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    p.internal_credentials = grpc::SslServerCredentials(ssl);
+    p.internal_mtls = true;
+  }
+  std::optional<std::string> token_file = args.Get("internal-token-file");
+  if (!token_file.has_value()) {
+    if (const char* env = std::getenv("MOESERVE_INTERNAL_TOKEN_FILE"); env != nullptr && *env) {
+      token_file = env;
+    }
+  }
+  if (token_file.has_value()) {
+    auto token = ReadTokenFile("--internal-token-file", *token_file);
+    if (!token.ok()) return token.status();
+    p.internal_token = *std::move(token);
+  } else if (!p.internal_mtls) {
+    return absl::InvalidArgumentError(
+        "the internal port needs a credential: give --internal-token-file FILE (and the same "
+        "file to every worker's --internal-token-file), or mutual TLS with --internal-tls-cert, "
+        "--internal-tls-key and --internal-tls-ca. Make a token with: "
+        "head -c 32 /dev/urandom | base64 > FILE");
+  }
+  if (auto admin_file = args.Get("admin-token-file"); admin_file.has_value()) {
+    auto token = ReadTokenFile("--admin-token-file", *admin_file);
+    if (!token.ok()) return token.status();
+    if (*token == p.internal_token) {
+      return absl::InvalidArgumentError(
+          "--admin-token-file holds the internal token; Admin needs a token of its own, so "
+          "that a worker's secret cannot drain the service");
+    }
+    p.admin_token = *std::move(token);
+  }
+  return p;
+}
+
 int Main(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(
-      argv,
-      {"listen", "metrics-port", "max-batch-tokens", "max-running-seqs", "max-waiting",
-       "step-timeout-seconds", "ep-size", "redundant-experts", "placement", "communicator",
-       "communicator-timeout-seconds", "group-timeout-seconds", "expert-load-window-steps",
-       "emulated-link-latency-us", "emulated-link-gbps", "tokenizer", "max-exchange-tokens"},
-      {"no-prefix-caching", "no-overlap", "help"});
+  auto args = Args::Parse(argv,
+                          {"listen",
+                           "internal-listen",
+                           "internal-token-file",
+                           "internal-tls-cert",
+                           "internal-tls-key",
+                           "internal-tls-ca",
+                           "admin-token-file",
+                           "tls-cert",
+                           "tls-key",
+                           "metrics-port",
+                           "max-batch-tokens",
+                           "max-running-seqs",
+                           "max-waiting",
+                           "step-timeout-seconds",
+                           "ep-size",
+                           "redundant-experts",
+                           "placement",
+                           "communicator",
+                           "communicator-timeout-seconds",
+                           "group-timeout-seconds",
+                           "expert-load-window-steps",
+                           "emulated-link-latency-us",
+                           "emulated-link-gbps",
+                           "tokenizer",
+                           "max-exchange-tokens"},
+                          {"no-prefix-caching", "no-overlap", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << kUsage;
     return 0;
   }
-  const std::string listen = args->Get("listen").value_or("0.0.0.0:50051");
+  auto planes = ParsePlanes(*args);
+  if (!planes.ok()) return Fail(planes.status());
   auto metrics_port = args->Int("metrics-port", 9400);
   auto batch_tokens = args->Int("max-batch-tokens", 2048);
   auto running = args->Int("max-running-seqs", 256);
@@ -224,8 +380,6 @@ int Main(const std::vector<std::string>& argv) {
   options.emulated_link_latency_us = *latency;
   options.emulated_link_gbps = *gbps;
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::atomic<grpc::Server*> serving_server{nullptr};
   std::atomic<bool> draining{false};
   auto set_serving = [&serving_server, &draining](bool serving) {
@@ -236,27 +390,51 @@ int Main(const std::vector<std::string>& argv) {
   };
   options.on_ready_changed = set_serving;
   EngineLoop loop(options, metrics);
-  std::unique_ptr<grpc::Server> server;
   InferenceService inference(loop, metrics, text);
-  AdminService admin(loop, [&] {
-    draining = true;
-    set_serving(false);
-  });
-  CoordinatorService coordinator(loop, text);
+  AdminService admin(loop, TokenCheck(planes->admin_token, "Admin service", "--admin-token-file"),
+                     [&] {
+                       draining = true;
+                       set_serving(false);
+                     });
+  CoordinatorService coordinator(
+      loop, TokenCheck(planes->internal_token, "internal port", "--internal-token-file"), text);
+
+  // The internal server is built first: before health checking and the
+  // reflection plugin are switched on for every server built afterwards, so
+  // the internal port answers neither (nothing there is for outsiders).
+  grpc::ServerBuilder internal_builder;
+  int internal_port = 0;
+  internal_builder.AddListeningPort(planes->internal_listen, planes->internal_credentials,
+                                    &internal_port);
+  internal_builder.SetMaxReceiveMessageSize(64 << 20);
+  internal_builder.RegisterService(&coordinator);
+  if (!planes->admin_token.empty()) internal_builder.RegisterService(&admin);
+  std::unique_ptr<grpc::Server> internal_server = internal_builder.BuildAndStart();
+  if (internal_server == nullptr || internal_port == 0) {
+    return Fail(absl::UnavailableError(
+        absl::StrCat("cannot listen on --internal-listen ", planes->internal_listen)));
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(planes->public_listen, planes->public_credentials, &bound_port);
   builder.SetMaxReceiveMessageSize(64 << 20);
   builder.RegisterService(&inference);
-  builder.RegisterService(&admin);
-  builder.RegisterService(&coordinator);
-  server = builder.BuildAndStart();
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || bound_port == 0) {
-    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", listen)));
+    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", planes->public_listen)));
   }
   serving_server = server.get();
   set_serving(loop.ready());
-  std::cerr << "moeserve-coordinator: serving on " << listen << " (port " << bound_port << ")"
+  std::cerr << "moeserve-coordinator: serving clients on " << planes->public_listen << " (port "
+            << bound_port << (args->Has("tls-cert") ? ", TLS" : ", plaintext") << "), workers"
+            << (planes->admin_token.empty() ? "" : " and Admin") << " on "
+            << planes->internal_listen << " (port " << internal_port << ", "
+            << (planes->internal_mtls ? "mutual TLS" : "plaintext")
+            << (planes->internal_token.empty() ? "" : " with a token") << ")"
+            << (planes->admin_token.empty() ? "; Admin is off (no --admin-token-file)" : "")
             << (*metrics_port > 0 ? absl::StrCat(", metrics on :", *metrics_port) : "")
             << "; waiting for " << *ep_size << (*ep_size == 1 ? " worker" : " worker ranks")
             << "\n";
@@ -267,6 +445,7 @@ int Main(const std::vector<std::string>& argv) {
   set_serving(false);
   serving_server = nullptr;
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  internal_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return 0;
 }
 

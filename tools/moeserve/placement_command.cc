@@ -1,7 +1,9 @@
 #include "tools/moeserve/placement_command.h"
 
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +13,7 @@
 #ifdef MOESERVE_HAVE_GRPC
 #include "grpcpp/grpcpp.h"
 #include "moeserve/v1/admin.grpc.pb.h"
+#include "runtime/worker/coordinator_channel.h"
 #endif
 
 namespace moeserve {
@@ -27,7 +30,10 @@ tokens per rank) of each layer before and after on stderr.
   --trace FILE             load trace JSON: {"experts": E, "layers": {"3": [tokens per
                            expert], ...}}
   --server ADDR            take the trace from a running coordinator's load window
-                           (Admin.GetClusterState); --save-trace FILE keeps a copy
+                           (Admin.GetClusterState on its internal port, e.g.
+                           127.0.0.1:50052); --save-trace FILE keeps a copy
+  --admin-token-file FILE  the coordinator's Admin token (its --admin-token-file),
+                           for --server (default: $MOESERVE_ADMIN_TOKEN_FILE)
   --ep-size N              ranks of the placement (required)
   --redundant-experts N    extra replicas in all (default 0)
   --out FILE               write the placement there instead of stdout
@@ -36,16 +42,23 @@ tokens per rank) of each layer before and after on stderr.
 namespace {
 
 absl::StatusOr<scheduler::LoadTrace> TraceFromServer(const std::string& address,
+                                                     const std::string& admin_token,
                                                      scheduler::Placement* current) {
 #ifdef MOESERVE_HAVE_GRPC
-  auto stub = v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  InternalPlaneCredentials credentials;
+  credentials.token = admin_token;
+  auto stub = v1::Admin::NewStub(CreateCoordinatorChannel(address, credentials));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::ClusterState state;
   const grpc::Status s = stub->GetClusterState(&ctx, v1::GetClusterStateRequest(), &state);
   if (!s.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot ask the coordinator at ", address, ": ", s.error_message()));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot ask the coordinator at ", address, ": ",
+        s.error_code() == grpc::StatusCode::UNIMPLEMENTED
+            ? "it serves no Admin there (--server must name the coordinator's internal port, its "
+              "--internal-listen, default 50052, and the coordinator needs --admin-token-file)"
+            : s.error_message()));
   }
   scheduler::LoadTrace trace;
   trace.experts = static_cast<int32_t>(state.placement().logical_experts());
@@ -74,7 +87,9 @@ absl::StatusOr<scheduler::LoadTrace> TraceFromServer(const std::string& address,
 
 int RunPlacementCommand(const std::vector<std::string>& argv) {
   auto args = Args::Parse(
-      argv, {"trace", "server", "ep-size", "redundant-experts", "out", "save-trace"}, {"help"});
+      argv,
+      {"trace", "server", "ep-size", "redundant-experts", "out", "save-trace", "admin-token-file"},
+      {"help"});
   auto fail = [](const absl::Status& s, int code) {
     std::cerr << "moeserve placement: " << s.message() << "\n";
     return code;
@@ -109,7 +124,22 @@ int RunPlacementCommand(const std::vector<std::string>& argv) {
     trace = scheduler::ParseLoadTraceJson(text.str());
     if (!trace.ok()) return fail(trace.status(), 2);
   } else {
-    trace = TraceFromServer(*args->Get("server"), &current);
+    std::optional<std::string> token_file = args->Get("admin-token-file");
+    if (const char* env = std::getenv("MOESERVE_ADMIN_TOKEN_FILE");
+        !token_file.has_value() && env != nullptr && *env != '\0') {
+      token_file = env;
+    }
+    std::string token;
+    if (token_file.has_value()) {
+      std::ifstream in(*token_file);
+      if (!in || !std::getline(in, token) || token.empty()) {
+        return fail(absl::InvalidArgumentError(
+                        absl::StrCat("--admin-token-file ", *token_file, ": cannot read a token")),
+                    2);
+      }
+      while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+    }
+    trace = TraceFromServer(*args->Get("server"), token, &current);
     if (!trace.ok()) return fail(trace.status(), 1);
     if (auto save = args->Get("save-trace"); save.has_value()) {
       std::ofstream(*save) << scheduler::LoadTraceToJson(*trace) << "\n";

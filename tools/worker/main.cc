@@ -1,11 +1,16 @@
 // moeserve-worker: one worker process of a moeserve deployment. Loads a model,
 // registers with the coordinator and executes the steps it plans.
 //
-//   moeserve-worker --coordinator localhost:50052 --model DIR
+//   moeserve-worker --coordinator localhost:50052 --internal-token-file FILE --model DIR
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,7 +34,21 @@ expert-parallel group and executes the steps the coordinator plans until it is
 told to shut down. When the group breaks (another rank was lost) or the
 coordinator restarts, it registers again, keeping its weights.
 
-  --coordinator ADDR         host:port of the coordinator's worker endpoint (required)
+  --coordinator ADDR         host:port of the coordinator's internal port (its
+                             --internal-listen, default port 50052), not the
+                             public one clients use (required)
+  --internal-token-file FILE the coordinator's internal token (its
+                             --internal-token-file), sent with every call.
+                             Default: $MOESERVE_INTERNAL_TOKEN_FILE
+  --internal-tls-ca FILE     connect over TLS and accept only a coordinator
+                             whose certificate this PEM CA signed
+  --internal-tls-cert FILE, --internal-tls-key FILE  this worker's PEM client
+                             certificate chain and key, for a coordinator that
+                             requires mutual TLS (both or neither; need
+                             --internal-tls-ca)
+  --internal-tls-server-name NAME  the name the coordinator's certificate must
+                             carry, when --coordinator is an IP or another name
+                             (default: the host of --coordinator)
   --model DIR                Hugging Face checkpoint directory: config.json and
                              safetensors; the coordinator must serve the same model
                              (required)
@@ -67,8 +86,8 @@ coordinator restarts, it registers again, keeping its weights.
   --help                     show this text
 
 Exit status: 0 after the coordinator's Shutdown, 1 when the model cannot be
-loaded, the coordinator cannot be reached at start, or the connection stays
-lost for --reconnect-seconds, 2 for bad flags. Progress and errors go to stderr.
+loaded, the coordinator cannot be reached at start or refuses the token, or the
+connection stays lost for --reconnect-seconds, 2 for bad flags. Progress and errors go to stderr.
 )";
 
 constexpr char kPrefix[] = "moeserve-worker: ";
@@ -84,6 +103,54 @@ std::string DefaultWorkerId() {
   char host[256] = {};
   if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
   return absl::StrCat(host[0] != '\0' ? host : "localhost", ":", getpid());
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot read it"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+absl::StatusOr<InternalPlaneCredentials> ParseCredentials(const Args& args) {
+  InternalPlaneCredentials c;
+  std::optional<std::string> token_file = args.Get("internal-token-file");
+  if (!token_file.has_value()) {
+    if (const char* env = std::getenv("MOESERVE_INTERNAL_TOKEN_FILE"); env != nullptr && *env) {
+      token_file = env;
+    }
+  }
+  if (token_file.has_value()) {
+    auto token = ReadFile("--internal-token-file", *token_file);
+    if (!token.ok()) return token.status();
+    c.token = *std::move(token);
+    // As the coordinator reads it: without the trailing newline of `echo`.
+    while (!c.token.empty() && std::isspace(static_cast<unsigned char>(c.token.back()))) {
+      c.token.pop_back();
+    }
+    if (c.token.empty() || c.token.find_first_of("\r\n") != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--internal-token-file ", *token_file, ": empty, or more than one line"));
+    }
+  }
+  if (args.Has("internal-tls-cert") != args.Has("internal-tls-key")) {
+    return absl::InvalidArgumentError("--internal-tls-cert and --internal-tls-key go together");
+  }
+  if (args.Has("internal-tls-cert") && !args.Has("internal-tls-ca")) {
+    return absl::InvalidArgumentError(
+        "--internal-tls-cert needs --internal-tls-ca (the CA of the coordinator's certificate)");
+  }
+  for (auto [flag, pem] : {std::pair{"internal-tls-ca", &c.tls_ca_pem},
+                           std::pair{"internal-tls-cert", &c.tls_cert_pem},
+                           std::pair{"internal-tls-key", &c.tls_key_pem}}) {
+    if (!args.Has(flag)) continue;
+    auto text = ReadFile(absl::StrCat("--", flag), *args.Get(flag));
+    if (!text.ok()) return text.status();
+    *pem = *std::move(text);
+  }
+  c.tls_server_name = args.Get("internal-tls-server-name").value_or("");
+  return c;
 }
 
 absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
@@ -139,6 +206,9 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
         absl::StrCat("--rank ", o.requested_rank, " is outside a group of --ep-size ", *ep_size));
   }
   o.expected_world_size = static_cast<int32_t>(*ep_size);
+  auto credentials = ParseCredentials(args);
+  if (!credentials.ok()) return credentials.status();
+  o.credentials = *std::move(credentials);
   o.communicator_host = args.Get("communicator-host").value_or("127.0.0.1");
   if (o.communicator_host.empty())
     return absl::InvalidArgumentError("--communicator-host is empty");
@@ -150,11 +220,12 @@ absl::StatusOr<Worker::Options> ParseFlags(const Args& args) {
 }
 
 int Main(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(
-      argv,
-      {"coordinator", "model", "kv-cache-tokens", "kv-cache-dtype", "device", "worker-id", "rank",
-       "connect-timeout-seconds", "communicator-host", "reconnect-seconds", "ep-size"},
-      {"help", "no-cuda-graphs", "null-model-for-benchmarks"});
+  auto args = Args::Parse(argv,
+                          {"coordinator", "model", "kv-cache-tokens", "kv-cache-dtype", "device",
+                           "worker-id", "rank", "connect-timeout-seconds", "communicator-host",
+                           "reconnect-seconds", "ep-size", "internal-token-file", "internal-tls-ca",
+                           "internal-tls-cert", "internal-tls-key", "internal-tls-server-name"},
+                          {"help", "no-cuda-graphs", "null-model-for-benchmarks"});
   if (!args.ok()) return BadFlags(args.status());
   if (args->Has("help")) {
     std::cout << kUsage;

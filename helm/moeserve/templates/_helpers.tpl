@@ -113,6 +113,15 @@ expertParallel.size that disagrees with the pods and GPUs asked for.
   args:
     - --listen
     - "0.0.0.0:{{ $c.grpcPort }}"
+    # Workers and Admin, with tokens from the internal Secret.
+    - --internal-listen
+    - "0.0.0.0:{{ $c.internalPort }}"
+    - --internal-token-file
+    - /etc/moeserve/internal/token
+    {{- if .Values.internalPlane.admin }}
+    - --admin-token-file
+    - /etc/moeserve/internal/admin-token
+    {{- end }}
     - --metrics-port
     - {{ $c.metricsPort | quote }}
     - --ep-size
@@ -151,6 +160,9 @@ expertParallel.size that disagrees with the pods and GPUs asked for.
   ports:
     - name: grpc
       containerPort: {{ $c.grpcPort }}
+      protocol: TCP
+    - name: internal
+      containerPort: {{ $c.internalPort }}
       protocol: TCP
     - name: metrics
       containerPort: {{ $c.metricsPort }}
@@ -192,6 +204,9 @@ expertParallel.size that disagrees with the pods and GPUs asked for.
   volumeMounts:
     - name: tmp
       mountPath: /tmp
+    - name: coordinator-secrets
+      mountPath: /etc/moeserve/internal
+      readOnly: true
     {{- if .Values.model.mountInCoordinator }}
     {{- with include "moeserve.modelVolumeMount" . }}{{ . | trim | nindent 4 }}{{ end }}
     {{- end }}
@@ -220,6 +235,8 @@ that holds the pod index as "podIndexLabel".
     - moeserve-worker
     - --coordinator
     - {{ .coordinator | quote }}
+    - --internal-token-file
+    - /etc/moeserve/worker-token/token
     - --model
     - {{ $.Values.model.path | quote }}
     - --ep-size
@@ -320,6 +337,9 @@ that holds the pod index as "podIndexLabel".
       readOnly: true
     - name: tmp
       mountPath: /tmp
+    - name: worker-token
+      mountPath: /etc/moeserve/worker-token
+      readOnly: true
     {{- if $w.sharedMemory.enabled }}
     - name: dshm
       mountPath: /dev/shm
@@ -335,6 +355,7 @@ that holds the pod index as "podIndexLabel".
     defaultMode: 0555
 - name: tmp
   emptyDir: {}
+{{ include "moeserve.workerTokenVolume" . }}
 {{- if .Values.workers.sharedMemory.enabled }}
 - name: dshm
   emptyDir:
@@ -374,6 +395,37 @@ nodeSelector:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end }}
+
+{{/* The Secret with the internal plane's tokens: the user's, or the chart's. */}}
+{{- define "moeserve.internalSecretName" -}}
+{{- default (printf "%s-internal" (include "moeserve.fullname" .)) .Values.internalPlane.existingSecret }}
+{{- end }}
+
+{{/* The coordinator's view of the Secret: both tokens (the admin token only with Admin on). */}}
+{{- define "moeserve.coordinatorSecretsVolume" -}}
+- name: coordinator-secrets
+  secret:
+    secretName: {{ include "moeserve.internalSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: token
+        path: token
+      {{- if .Values.internalPlane.admin }}
+      - key: admin-token
+        path: admin-token
+      {{- end }}
+{{- end }}
+
+{{/* The workers' view of the Secret: the internal token only, never Admin's. */}}
+{{- define "moeserve.workerTokenVolume" -}}
+- name: worker-token
+  secret:
+    secretName: {{ include "moeserve.internalSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: token
+        path: token
 {{- end }}
 
 {{/* Selects the pods that run the coordinator: the Deployment's, or the LeaderWorkerSet leaders. */}}
