@@ -1,0 +1,324 @@
+#include "scheduler/server/openai_api.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "scheduler/server/openai_response.h"
+#include "scheduler/server/request_intake.h"
+#include "scheduler/server/services.h"
+
+namespace moeserve {
+namespace {
+
+constexpr char kJson[] = "application/json";
+
+void RespondError(HttpExchange& exchange, const absl::Status& status) {
+  exchange.Respond(HttpStatusOf(status), kJson, DumpJson(OpenAiError(status)));
+}
+
+// One HTTP generation request: its choices' streams, the response being
+// built, and the engine keys to cancel. Used on the connection's strand only.
+class OpenAiCall final {
+ public:
+  OpenAiCall(EngineLoop& loop, std::shared_ptr<HttpExchange> exchange,
+             OpenAiResponseBuilder::Options options)
+      : loop_(loop),
+        exchange_(std::move(exchange)),
+        choices_(options.choices),
+        builder_(std::move(options)) {}
+
+  HttpExchange& exchange() { return *exchange_; }
+  void AddKey(std::string key) { keys_.push_back(std::move(key)); }
+
+  void StartStream() {
+    exchange_->StartStream(200, "text/event-stream");
+    streaming_ = true;
+    exchange_->Write(builder_.StreamStart());
+  }
+
+  void OnResponse(int32_t index, const v1::GenerateResponse& response) {
+    if (finished_) return;
+    std::string events = builder_.Add(index, response);
+    if (streaming_) exchange_->Write(std::move(events));
+  }
+
+  void OnClose(const absl::Status& status) {
+    if (finished_) return;
+    if (!status.ok()) {
+      Fail(status);
+      return;
+    }
+    if (++done_ < choices_) return;
+    finished_ = true;
+    if (streaming_) {
+      exchange_->Write(builder_.StreamEnd());
+      exchange_->EndStream();
+    } else {
+      exchange_->Respond(200, kJson, DumpJson(builder_.Body()));
+    }
+  }
+
+  // Ends the answer with `status`; the other choices are cancelled.
+  void Fail(const absl::Status& status) {
+    if (finished_) return;
+    finished_ = true;
+    CancelAll();
+    if (streaming_) {
+      exchange_->Write(OpenAiResponseBuilder::StreamError(OpenAiError(status)));
+      exchange_->EndStream();
+    } else {
+      RespondError(*exchange_, status);
+    }
+  }
+
+  // The client went away: nothing more to send, every choice cancelled.
+  void ClientGone() {
+    finished_ = true;
+    CancelAll();
+  }
+
+ private:
+  void CancelAll() {
+    for (const std::string& key : keys_) loop_.Cancel(key);  // finished ones are ignored
+  }
+
+  EngineLoop& loop_;
+  const std::shared_ptr<HttpExchange> exchange_;
+  const int32_t choices_;
+  OpenAiResponseBuilder builder_;
+  std::vector<std::string> keys_;  // engine keys of the submitted choices
+  int32_t done_ = 0;               // choices that ended well
+  bool streaming_ = false;         // the 200 and the event stream have started
+  bool finished_ = false;          // answered, failed, or the client is gone
+};
+
+// Where one choice's responses go: from the engine thread onto the
+// connection's strand, in order.
+class ChoiceSink final : public ResponseSink {
+ public:
+  ChoiceSink(std::shared_ptr<OpenAiCall> call, int32_t index)
+      : call_(std::move(call)), index_(index) {}
+  void Send(v1::GenerateResponse response) override {
+    auto shared = std::make_shared<v1::GenerateResponse>(std::move(response));
+    call_->exchange().Post(
+        [call = call_, index = index_, shared] { call->OnResponse(index, *shared); });
+  }
+  void Close(absl::Status status) override {
+    call_->exchange().Post([call = call_, status] { call->OnClose(status); });
+  }
+
+ private:
+  const std::shared_ptr<OpenAiCall> call_;
+  const int32_t index_;
+};
+
+std::string NewResponseId(OpenAiEndpoint endpoint) {
+  return absl::StrCat(endpoint == OpenAiEndpoint::kChatCompletions ? "chatcmpl-" : "cmpl-",
+                      NewRequestKey().substr(4));
+}
+
+}  // namespace
+
+OpenAiApi::OpenAiApi(EngineLoop& loop, CoordinatorMetrics& metrics,
+                     std::shared_ptr<const TextFrontend> text, Options options)
+    : loop_(loop),
+      metrics_(metrics),
+      text_(std::move(text)),
+      options_(std::move(options)),
+      started_unix_seconds_(absl::ToUnixSeconds(absl::Now())) {}
+
+void OpenAiApi::Handle(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
+  const std::string& path = request.path;
+  const bool get = request.method == "GET" || request.method == "HEAD";
+  const bool post = request.method == "POST";
+  if (path == "/health") {
+    if (!get) {
+      RespondError(*exchange, absl::NotFoundError(absl::StrCat("Invalid URL (", request.method,
+                                                               " /health): use GET")));
+      return;
+    }
+    Health(*exchange);
+    return;
+  }
+  if (!options_.api_keys.empty() && !AuthorizedBearer(request.authorization, options_.api_keys)) {
+    RespondError(*exchange, absl::UnauthenticatedError(
+                                request.authorization.empty()
+                                    ? "no API key: send the header \"Authorization: Bearer <key>\""
+                                    : "incorrect API key in the Authorization header"));
+    return;
+  }
+  if (path == "/v1/chat/completions" && post) {
+    Generate(OpenAiEndpoint::kChatCompletions, request, std::move(exchange));
+  } else if (path == "/v1/completions" && post) {
+    Generate(OpenAiEndpoint::kCompletions, request, std::move(exchange));
+  } else if ((path == "/v1/models" || absl::StartsWith(path, "/v1/models/")) && get) {
+    Models(path, *exchange);
+  } else {
+    RespondError(*exchange,
+                 absl::NotFoundError(absl::StrCat(
+                     "Invalid URL (", request.method, " ", path,
+                     "): moeserve serves POST /v1/chat/completions, POST /v1/completions, "
+                     "GET /v1/models and GET /health")));
+  }
+}
+
+void OpenAiApi::Health(HttpExchange& exchange) const {
+  if (loop_.draining()) {
+    RespondError(exchange,
+                 absl::UnavailableError("the service is draining and admits no new requests"));
+  } else if (!loop_.ready()) {
+    RespondError(exchange, absl::UnavailableError("the workers are not ready yet; retry shortly"));
+  } else {
+    exchange.Respond(200, kJson, R"({"status":"ok"})");
+  }
+}
+
+void OpenAiApi::Models(const std::string& path, HttpExchange& exchange) const {
+  const EngineLoop::Snapshot snap = loop_.snapshot();
+  if (!snap.worker.has_value()) {
+    RespondError(exchange, absl::UnavailableError("no worker is ready yet; retry shortly"));
+    return;
+  }
+  const v1::ModelInfo& info = snap.worker->model();
+  nlohmann::ordered_json model = {{"id", info.model_name()},
+                                  {"object", "model"},
+                                  {"created", started_unix_seconds_},
+                                  {"owned_by", "moeserve"},
+                                  {"max_model_len", info.max_context_tokens()}};
+  if (path == "/v1/models") {
+    exchange.Respond(
+        200, kJson,
+        DumpJson({{"object", "list"}, {"data", nlohmann::ordered_json::array({model})}}));
+    return;
+  }
+  const std::string id = path.substr(std::string("/v1/models/").size());
+  if (id != info.model_name()) {
+    RespondError(exchange, absl::NotFoundError(absl::StrCat(
+                               "The model `", id, "` does not exist; this server serves `",
+                               info.model_name(), "`")));
+    return;
+  }
+  exchange.Respond(200, kJson, DumpJson(model));
+}
+
+void OpenAiApi::Refuse(HttpExchange& exchange, const absl::Status& status) {
+  metrics_.Rejected(RejectReason(status)).Increment();
+  RespondError(exchange, status);
+}
+
+void OpenAiApi::Generate(OpenAiEndpoint endpoint, const HttpRequest& http,
+                         std::shared_ptr<HttpExchange> exchange) {
+  auto parsed = ParseOpenAiRequest(endpoint, http.body);
+  if (!parsed.ok()) return Refuse(*exchange, parsed.status());
+  const EngineLoop::Snapshot snap = loop_.snapshot();
+  if (!snap.worker.has_value() || !loop_.ready()) {
+    return Refuse(*exchange, absl::UnavailableError("no worker is ready yet; retry shortly"));
+  }
+  const std::string& served = snap.worker->model().model_name();
+  if (parsed->model.has_value() && *parsed->model != served) {
+    return RespondError(
+        *exchange,
+        WithOpenAiParam(absl::NotFoundError(absl::StrCat("The model `", *parsed->model,
+                                                         "` does not exist; this server serves `",
+                                                         served, "` (GET /v1/models)")),
+                        "model"));
+  }
+
+  // The prompts as plain requests, converted and validated as gRPC's are.
+  std::vector<GenerationRequest> prompts;
+  if (endpoint == OpenAiEndpoint::kChatCompletions) {
+    auto ids = ChatPromptIds(text_.get(), parsed->chat);
+    if (!ids.ok()) return Refuse(*exchange, ids.status());
+    prompts.push_back(FromProto(parsed->chat, *std::move(ids)));
+  } else {
+    for (const v1::GenerateRequest& p : parsed->prompts) {
+      auto request = FromProto(p, text_.get());
+      if (!request.ok()) return Refuse(*exchange, WithOpenAiParam(request.status(), "prompt"));
+      prompts.push_back(*std::move(request));
+    }
+  }
+  for (GenerationRequest& r : prompts) {
+    // The chosen token's log-probability comes with at least one alternative.
+    r.logprobs = parsed->logprobs ? std::max(1, parsed->top_logprobs) : 0;
+    if (absl::Status s = ValidateForServing(loop_, text_.get(), r); !s.ok()) {
+      return Refuse(*exchange, s);
+    }
+  }
+
+  OpenAiResponseBuilder::Options options;
+  options.endpoint = endpoint;
+  options.id = NewResponseId(endpoint);
+  options.created = absl::ToUnixSeconds(absl::Now());
+  options.model = served;
+  options.n = parsed->n;
+  options.choices = static_cast<int32_t>(prompts.size()) * parsed->n;
+  options.stream = parsed->stream;
+  options.include_usage = parsed->stream && parsed->include_usage;
+  options.logprobs = parsed->logprobs;
+  options.top_logprobs = parsed->top_logprobs;
+  auto call = std::make_shared<OpenAiCall>(loop_, exchange, std::move(options));
+  exchange->OnClientGone([call] { call->ClientGone(); });
+  int32_t index = 0;
+  for (const GenerationRequest& prompt : prompts) {
+    for (int32_t j = 0; j < parsed->n; ++j, ++index) {
+      GenerationRequest r = prompt;
+      if (r.sampling.seed.has_value()) *r.sampling.seed += static_cast<uint64_t>(j);
+      const std::string key = NewRequestKey();
+      call->AddKey(key);
+      absl::Status s = SubmitToLoop(loop_, text_.get(), key, std::move(r),
+                                    std::make_shared<ChoiceSink>(call, index));
+      if (!s.ok()) {
+        call->Fail(s);  // the loop counted the refusal
+        return;
+      }
+    }
+  }
+  if (parsed->stream) call->StartStream();
+}
+
+bool AuthorizedBearer(absl::string_view authorization, const std::vector<std::string>& keys) {
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (authorization.size() <= kBearer.size() ||
+      !absl::EqualsIgnoreCase(authorization.substr(0, kBearer.size()), kBearer)) {
+    return false;
+  }
+  const absl::string_view given = absl::StripAsciiWhitespace(authorization.substr(kBearer.size()));
+  bool found = false;
+  for (const std::string& key : keys) {
+    // Every byte of the given key is compared, whatever the first difference.
+    unsigned char diff = given.size() == key.size() ? 0 : 1;
+    for (size_t i = 0; i < given.size(); ++i) {
+      diff |= static_cast<unsigned char>(given[i]) ^
+              static_cast<unsigned char>(key.empty() ? 0 : key[i % key.size()]);
+    }
+    found |= (diff == 0);
+  }
+  return found;
+}
+
+absl::StatusOr<std::vector<std::string>> ReadApiKeyFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read the API key file ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  std::vector<std::string> keys;
+  for (absl::string_view line : absl::StrSplit(text.str(), '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (!line.empty()) keys.emplace_back(line);
+  }
+  if (keys.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the API key file ", path, " holds no key (one key per line)"));
+  }
+  return keys;
+}
+
+}  // namespace moeserve
