@@ -2,14 +2,16 @@
 # Starts a moeserve coordinator and CPU workers on this machine, sends one
 # example request, and serves until Ctrl-C.
 #
-#   tools/up.sh [--model DIR] [--workers N] [--port N] [--metrics-port N] [--build-dir DIR]
+#   tools/up.sh [--model DIR] [--workers N] [--port N] [--metrics-port N] [--http-port N]
+#               [--build-dir DIR]
 #
 # --workers N starts an expert-parallel group of N worker ranks (default 1),
 # each holding a slice of the experts (docs/expert_parallelism.md).
 # Without --model it serves a tiny DeepSeek-V3-layout checkpoint (written once
 # into the build directory). When the model directory holds tokenizer.json and
 # tokenizer_config.json, the coordinator gets them (--tokenizer) and serves
-# text; otherwise token ids only. Logs go to <build-dir>/up/.
+# text; otherwise token ids only. The OpenAI-compatible HTTP API listens on
+# --http-port (default 8000; 0 turns it off). Logs go to <build-dir>/up/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,7 @@ build=build
 model=""
 port=50051
 metrics_port=9400
+http_port=8000
 workers=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -24,8 +27,9 @@ while [ $# -gt 0 ]; do
     --workers) workers=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --metrics-port) metrics_port=$2; shift 2 ;;
+    --http-port) http_port=$2; shift 2 ;;
     --build-dir) build=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "tools/up.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -44,6 +48,8 @@ if [ -z "$model" ]; then
   [ -f "$model/config.json" ] && [ -f "$model/tokenizer.json" ] ||
     "$cli" make-tiny-model --arch deepseek_v3 --dtype fp8 --out "$model"
 fi
+http_flags=()
+[ "$http_port" = 0 ] || http_flags=(--http-listen "127.0.0.1:$http_port")
 tokenizer_flags=()
 if [ -f "$model/tokenizer.json" ] && [ -f "$model/tokenizer_config.json" ]; then
   tokenizer_flags=(--tokenizer "$model")
@@ -59,7 +65,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 "$build/tools/coordinator/moeserve-coordinator" --listen "127.0.0.1:$port" \
-  --metrics-port "$metrics_port" --ep-size "$workers" "${tokenizer_flags[@]}" \
+  --metrics-port "$metrics_port" --ep-size "$workers" "${tokenizer_flags[@]}" "${http_flags[@]}" \
   > "$logs/coordinator.log" 2>&1 &
 pids+=($!)
 for ((rank = 0; rank < workers; rank++)); do
@@ -94,6 +100,11 @@ if [ ${#tokenizer_flags[@]} -gt 0 ]; then
   echo "  $cli generate --server 127.0.0.1:$port \"The capital of France is\" --max-tokens 16"
   "$cli" generate --server "127.0.0.1:$port" "The capital of France is" --max-tokens 16
   echo "  (also: $cli chat --server 127.0.0.1:$port \"Hello!\")"
+  if [ "$http_port" != 0 ]; then
+    echo "OpenAI-compatible HTTP API on http://127.0.0.1:$http_port/v1, e.g.:"
+    echo "  curl http://127.0.0.1:$http_port/v1/chat/completions -H 'Content-Type: application/json' \\"
+    echo "    -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}], \"max_tokens\": 16}'"
+  fi
 else
   echo "  $cli generate --server 127.0.0.1:$port --prompt-ids 0,17,42 --max-tokens 8"
   "$cli" generate --server "127.0.0.1:$port" --prompt-ids 0,17,42 --max-tokens 8

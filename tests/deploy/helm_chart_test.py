@@ -27,6 +27,7 @@ VALUE_SETS = {
     "pvc-model": [os.path.join(CHART, "examples", "pvc-model.yaml")],
     "monitoring": [os.path.join(CHART, "examples", "monitoring.yaml")],
     "podmonitor": [os.path.join(HERE, "values", "podmonitor.yaml")],
+    "http-api-key": [os.path.join(HERE, "values", "http-api-key.yaml")],
 }
 
 
@@ -170,6 +171,12 @@ class HelmChartTest(unittest.TestCase):
         self.assertTrue(headless["spec"]["publishNotReadyAddresses"])
         client = one(docs, "Service", "moeserve")
         self.assertEqual(client["spec"]["ports"][0]["port"], 50051)
+        # The OpenAI-compatible HTTP API beside gRPC, on the same Service, no key by default.
+        self.assertEqual(flag(coord["args"], "--http-listen"), "0.0.0.0:8000")
+        self.assertNotIn("--api-key-file", coord["args"])
+        self.assertIn({"name": "http", "containerPort": 8000, "protocol": "TCP"}, coord["ports"])
+        http = [p for p in client["spec"]["ports"] if p["name"] == "http"]
+        self.assertEqual([(p["port"], p["targetPort"]) for p in http], [(8000, "http")])
         self.assertNotIn("publishNotReadyAddresses", client["spec"])
         coordinator_labels = deploy["spec"]["template"]["metadata"]["labels"]
         for svc in (client, headless, one(docs, "Service", "moeserve-metrics")):
@@ -245,6 +252,18 @@ class HelmChartTest(unittest.TestCase):
             self.assertLessEqual(svc["spec"]["selector"].items(), leader_labels.items())
         self.assertEqual(find(docs, "Service", "moeserve-coordinator-headless"), [])
         self.assertEqual(one(docs, "PodDisruptionBudget")["spec"]["minAvailable"], 4)
+
+    def test_http_api_behind_api_keys(self):
+        docs = self.docs["http-api-key"]
+        leader = one(docs, "LeaderWorkerSet", "moeserve")["spec"]["leaderWorkerTemplate"][
+            "leaderTemplate"]["spec"]
+        coord = container(leader, "coordinator")
+        self.assertEqual(flag(coord["args"], "--http-listen"), "0.0.0.0:8080")
+        self.assertEqual(flag(coord["args"], "--api-key-file"), "/etc/moeserve/api-keys/keys.txt")
+        self.assertEqual(mounts(coord)["api-keys"]["mountPath"], "/etc/moeserve/api-keys")
+        self.assertEqual(volumes(leader)["api-keys"]["secret"]["secretName"], "moeserve-api-keys")
+        http = [p for p in one(docs, "Service", "moeserve")["spec"]["ports"] if p["name"] == "http"]
+        self.assertEqual([(p["port"], p["targetPort"]) for p in http], [(80, "http")])
 
     def test_model_on_a_pvc(self):
         docs = self.docs["pvc-model"]
