@@ -133,7 +133,18 @@ OpenAiApi::OpenAiApi(EngineLoop& loop, CoordinatorMetrics& metrics,
       metrics_(metrics),
       text_(std::move(text)),
       options_(std::move(options)),
-      started_unix_seconds_(absl::ToUnixSeconds(absl::Now())) {}
+      started_unix_seconds_(absl::ToUnixSeconds(absl::Now())) {
+  // The served family's markup, from tokens only its tokenizer has.
+  if (text_ != nullptr) {
+    const Tokenizer& t = text_->tokenizer();
+    if (t.TokenToId("<｜tool▁calls▁begin｜>").has_value()) {
+      tool_call_format_ = ToolCallFormat::kDeepSeek;
+    } else if (t.TokenToId("<tool_call>").has_value()) {
+      tool_call_format_ = ToolCallFormat::kQwen3;
+    }
+    reasoning_ = t.TokenToId("</think>").has_value();
+  }
+}
 
 void OpenAiApi::Handle(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
   const std::string& path = request.path;
@@ -234,10 +245,17 @@ void OpenAiApi::Generate(OpenAiEndpoint endpoint, const HttpRequest& http,
 
   // The prompts as plain requests, converted and validated as gRPC's are.
   std::vector<GenerationRequest> prompts;
+  ChatOutputParser::Options parse;
   if (endpoint == OpenAiEndpoint::kChatCompletions) {
-    auto ids = ChatPromptIds(text_.get(), parsed->chat);
-    if (!ids.ok()) return Refuse(*exchange, ids.status());
-    prompts.push_back(FromProto(parsed->chat, *std::move(ids)));
+    auto prompt = RenderChatPrompt(text_.get(), parsed->messages, parsed->tools, parsed->chat);
+    if (!prompt.ok()) return Refuse(*exchange, prompt.status());
+    if (parsed->parse_tool_calls) parse.tool_calls = tool_call_format_;
+    parse.reasoning = reasoning_;
+    // DeepSeek-R1's template opens the reasoning in the prompt.
+    const std::string& text = prompt->text;
+    parse.starts_in_reasoning =
+        reasoning_ && (absl::EndsWith(text, "<think>\n") || absl::EndsWith(text, "<think>"));
+    prompts.push_back(FromProto(parsed->chat, std::move(prompt->ids)));
   } else {
     for (const v1::GenerateRequest& p : parsed->prompts) {
       auto request = FromProto(p, text_.get());
@@ -264,6 +282,7 @@ void OpenAiApi::Generate(OpenAiEndpoint endpoint, const HttpRequest& http,
   options.include_usage = parsed->stream && parsed->include_usage;
   options.logprobs = parsed->logprobs;
   options.top_logprobs = parsed->top_logprobs;
+  options.parse = parse;
   auto call = std::make_shared<OpenAiCall>(loop_, exchange, std::move(options));
   exchange->OnClientGone([call] { call->ClientGone(); });
   int32_t index = 0;

@@ -4,7 +4,9 @@
 // Requests become the same plain requests as the gRPC Inference service's
 // (openai_protocol.h), pass the same validation and admission
 // (request_intake.h) and run in the same engine loop; n samples are n
-// requests of one prompt (the prefix cache shares its KV). A client that
+// requests of one prompt (the prefix cache shares its KV). Chat output is
+// split into reasoning_content, tool_calls and content (chat_output_parser.h)
+// when the model's tokenizer has the markup. A client that
 // disconnects cancels its requests, which frees their KV within a step.
 //
 // With API keys, every route but /health needs "Authorization: Bearer KEY"
@@ -22,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "scheduler/server/chat_output_parser.h"
 #include "scheduler/server/engine_loop.h"
 #include "scheduler/server/http_server.h"
 #include "scheduler/server/metrics.h"
@@ -57,6 +60,10 @@ class OpenAiApi {
   const std::shared_ptr<const TextFrontend> text_;
   const Options options_;
   const int64_t started_unix_seconds_;  // "created" of the served model
+  // What the tokenizer says of the model's chat output: its tool-call markup
+  // (kNone: tool calls stay content) and whether it reasons in <think>.
+  ToolCallFormat tool_call_format_ = ToolCallFormat::kNone;
+  bool reasoning_ = false;
 };
 
 // Whether `authorization` is "Bearer KEY" with KEY one of `keys`; the

@@ -15,7 +15,9 @@
 namespace moeserve {
 namespace {
 
-using json = nlohmann::json;
+// Ordered: tool schemas and arguments reach the template in the client's key
+// order, as transformers passes them.
+using json = nlohmann::ordered_json;
 
 constexpr char kParamPayload[] = "moeserve.dev/openai-param";
 
@@ -282,6 +284,75 @@ absl::StatusOr<std::string> MessageContent(const json& content, size_t i) {
   return absl::StrJoin(texts, "\n");
 }
 
+// A message as the chat template reads it: role, content (a null content
+// stays null where an assistant message carries tool calls, as DeepSeek-V3's
+// template needs; elsewhere it is "", as vLLM makes it), and the fields
+// templates use for tools and reasoning.
+absl::Status TemplateMessage(const json& m, size_t i, json& messages) {
+  json message = {{"role", m["role"]}};
+  const json* calls = Field(m, "tool_calls");
+  if (calls != nullptr) {
+    const std::string param = absl::StrCat("messages[", i, "].tool_calls");
+    if (!calls->is_array()) return WrongType(param, "an array", *calls);
+    for (size_t k = 0; k < calls->size(); ++k) {
+      const json& call = (*calls)[k];
+      const json* function = call.is_object() ? Field(call, "function") : nullptr;
+      const json* name =
+          function != nullptr && function->is_object() ? Field(*function, "name") : nullptr;
+      if (name == nullptr || !name->is_string()) {
+        return Bad(param, absl::StrCat(param, "[", k, "].function.name must be a string"));
+      }
+    }
+  }
+  auto content = m.find("content");
+  if (content == m.end() || content->is_null()) {
+    message["content"] = calls != nullptr && m["role"] == "assistant" ? json(nullptr) : json("");
+  } else {
+    auto text = MessageContent(*content, i);
+    if (!text.ok()) return text.status();
+    message["content"] = *std::move(text);
+  }
+  for (const char* key : {"name", "tool_call_id", "reasoning_content"}) {
+    const json* v = Field(m, key);
+    if (v == nullptr) continue;
+    if (!v->is_string()) {
+      return WrongType(absl::StrCat("messages[", i, "].", key), "a string", *v);
+    }
+    message[key] = *v;
+  }
+  if (calls != nullptr) message["tool_calls"] = *calls;
+  messages.push_back(std::move(message));
+  return absl::OkStatus();
+}
+
+// tools reach the template; tool_choice says whether calls are parsed.
+absl::Status ParseTools(const json& body, OpenAiRequest& out) {
+  const json* tools = Field(body, "tools");
+  if (tools == nullptr) return absl::OkStatus();
+  if (!tools->is_array()) return WrongType("tools", "an array", *tools);
+  for (size_t k = 0; k < tools->size(); ++k) {
+    const json& tool = (*tools)[k];
+    const json* function = tool.is_object() ? Field(tool, "function") : nullptr;
+    const json* name =
+        function != nullptr && function->is_object() ? Field(*function, "name") : nullptr;
+    if (name == nullptr || !name->is_string()) {
+      return Bad("tools", absl::StrCat("tools[", k, "].function.name must be a string"));
+    }
+  }
+  if (tools->empty()) return absl::OkStatus();
+  out.tools = *tools;
+  const json* choice = Field(body, "tool_choice");
+  if (choice == nullptr || (choice->is_string() && *choice == "auto")) {
+    out.parse_tool_calls = true;
+  } else if (!(choice->is_string() && *choice == "none")) {
+    return Bad("tool_choice",
+               absl::StrCat("tool_choice ", choice->dump(),
+                            " is not supported: moeserve does not constrain decoding to a call; "
+                            "use \"auto\" (the model decides) or \"none\""));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseChat(const json& body, OpenAiRequest& out) {
   v1::ChatRequest& chat = out.chat;
   const json* messages = Field(body, "messages");
@@ -299,6 +370,8 @@ absl::Status ParseChat(const json& body, OpenAiRequest& out) {
     }
     v1::ChatMessage* message = chat.add_messages();
     message->set_role(role->get<std::string>());
+    absl::Status s = TemplateMessage(m, i, out.messages);
+    if (!s.ok()) return s;
     auto it = m.find("content");
     if (it != m.end()) {
       auto content_or = MessageContent(*it, i);
@@ -319,14 +392,7 @@ absl::Status ParseChat(const json& body, OpenAiRequest& out) {
       return Bad("chat_template_kwargs", absl::StrCat("chat_template_kwargs: ", parsed.ToString()));
     }
   }
-  if (const json* tools = Field(body, "tools"); tools != nullptr) {
-    if (!tools->is_array()) return WrongType("tools", "an array", *tools);
-    const json* choice = Field(body, "tool_choice");
-    const bool none = choice == nullptr || (choice->is_string() && *choice == "none");
-    if (!tools->empty() && !none) {
-      return Bad("tools", "tools are not supported yet: moeserve does not parse tool calls");
-    }
-  }
+  if (absl::Status s = ParseTools(body, out); !s.ok()) return s;
   auto priority_or = Integer(body, "priority", std::numeric_limits<int32_t>::min(),
                              std::numeric_limits<int32_t>::max());
   if (!priority_or.ok()) return priority_or.status();

@@ -9,7 +9,8 @@
 //   - Values in range for the proto go through unchanged, so that the
 //     messages for bad values are the gRPC service's words.
 //   - Refused with a reason: echo, suffix, best_of > 1, response_format
-//     other than text, non-text message parts.
+//     other than text, non-text message parts, tool_choice "required" or a
+//     named function (no constrained decoding).
 #ifndef MOESERVE_SCHEDULER_SERVER_OPENAI_PROTOCOL_H_
 #define MOESERVE_SCHEDULER_SERVER_OPENAI_PROTOCOL_H_
 
@@ -38,6 +39,12 @@ struct OpenAiRequest {
   int32_t top_logprobs = 0;    // and this many alternatives
   // Chat: the conversation and its sampling, for ChatPromptIds and FromProto.
   v1::ChatRequest chat;
+  // Chat: the messages as the template reads them (tool calls, tool results,
+  // reasoning_content kept), the tools it is given, and whether to read tool
+  // calls back from the output (tools given and tool_choice "auto").
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  std::optional<nlohmann::ordered_json> tools;
+  bool parse_tool_calls = false;
   // Completions: one request per prompt (text or token ids), in order.
   std::vector<v1::GenerateRequest> prompts;
 };

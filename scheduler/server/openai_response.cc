@@ -33,7 +33,11 @@ ojson Bytes(const std::string& text) {
 
 OpenAiResponseBuilder::OpenAiResponseBuilder(Options options)
     : options_(std::move(options)), choices_(static_cast<size_t>(std::max(1, options_.choices))) {
+  const bool parse =
+      IsChat(options_.endpoint) &&
+      (options_.parse.reasoning || options_.parse.tool_calls != ToolCallFormat::kNone);
   for (Choice& c : choices_) {
+    if (parse) c.parser = std::make_unique<ChatOutputParser>(options_.parse);
     c.logprobs = IsChat(options_.endpoint) ? ojson::array()
                                            : ojson{{"tokens", ojson::array()},
                                                    {"token_logprobs", ojson::array()},
@@ -97,35 +101,71 @@ void OpenAiResponseBuilder::AppendLogprobs(const v1::Chunk& chunk, Choice& choic
   }
 }
 
+std::string OpenAiResponseBuilder::Deliver(int32_t index, Choice& choice, ParsedOutput parsed,
+                                           ojson logprobs) {
+  ojson calls = ojson::array();
+  for (ParsedToolCall& call : parsed.tool_calls) {
+    calls.push_back(
+        {{"index", choice.tool_call_count++},
+         {"id", absl::StrCat("call_", options_.id, "_", index, "_", choice.tool_call_count)},
+         {"type", "function"},
+         {"function", {{"name", std::move(call.name)}, {"arguments", std::move(call.arguments)}}}});
+  }
+  if (!options_.stream) {
+    choice.text += parsed.content;
+    choice.reasoning += parsed.reasoning;
+    for (ojson& call : calls) {
+      call.erase("index");
+      choice.tool_calls.push_back(std::move(call));
+    }
+    return "";
+  }
+  ojson delta = ojson::object();
+  if (!parsed.reasoning.empty()) delta["reasoning_content"] = std::move(parsed.reasoning);
+  if (!parsed.content.empty()) delta["content"] = std::move(parsed.content);
+  if (!calls.empty()) {
+    choice.tool_calls.push_back(true);  // remembered for finish_reason
+    delta["tool_calls"] = std::move(calls);
+  }
+  if (delta.empty() && logprobs.is_null()) return "";
+  if (delta.empty()) delta["content"] = "";
+  return Event({{"index", index},
+                {"delta", std::move(delta)},
+                {"logprobs", std::move(logprobs)},
+                {"finish_reason", nullptr}});
+}
+
 std::string OpenAiResponseBuilder::Add(int32_t index, const v1::GenerateResponse& response) {
   if (index < 0 || static_cast<size_t>(index) >= choices_.size()) return "";
   Choice& choice = choices_[static_cast<size_t>(index)];
   const bool chat = IsChat(options_.endpoint);
   if (response.has_final()) {
+    std::string out;
+    if (choice.parser != nullptr) out = Deliver(index, choice, choice.parser->Finish(), nullptr);
     choice.finish_reason = FinishReasonName(response.final().finish_reason());
+    if (choice.finish_reason == "stop" && !choice.tool_calls.empty()) {
+      choice.finish_reason = "tool_calls";
+    }
     choice.usage = response.final().usage();
     if (!options_.stream) return "";
-    ojson out = {{"index", index}};
+    ojson fin = {{"index", index}};
     if (chat) {
-      out["delta"] = ojson::object();
+      fin["delta"] = ojson::object();
     } else {
-      out["text"] = "";
+      fin["text"] = "";
     }
-    out["logprobs"] = nullptr;
-    out["finish_reason"] = choice.finish_reason;
-    return Event(std::move(out));
+    fin["logprobs"] = nullptr;
+    fin["finish_reason"] = choice.finish_reason;
+    return out + Event(std::move(fin));
   }
   if (!response.has_chunk()) return "";
   const v1::Chunk& chunk = response.chunk();
-  if (!options_.stream) {
-    choice.text += chunk.text_delta();
-    if (options_.logprobs) AppendLogprobs(chunk, choice, choice.logprobs);
-    return "";
-  }
   const bool has_logprobs = options_.logprobs && chunk.logprobs_size() > 0;
-  if (chunk.text_delta().empty() && !has_logprobs) return "";
+  if (!options_.stream) {
+    if (has_logprobs) AppendLogprobs(chunk, choice, choice.logprobs);
+  }
   ojson logprobs = nullptr;
-  if (has_logprobs) {
+  if (options_.stream && has_logprobs) {
     ojson entries = chat ? ojson::array()
                          : ojson{{"tokens", ojson::array()},
                                  {"token_logprobs", ojson::array()},
@@ -134,15 +174,24 @@ std::string OpenAiResponseBuilder::Add(int32_t index, const v1::GenerateResponse
     AppendLogprobs(chunk, choice, entries);
     logprobs = chat ? ojson{{"content", std::move(entries)}} : std::move(entries);
   }
-  ojson out = {{"index", index}};
   if (chat) {
-    out["delta"] = {{"content", chunk.text_delta()}};
-  } else {
-    out["text"] = chunk.text_delta();
+    ParsedOutput parsed;
+    if (choice.parser != nullptr) {
+      parsed = choice.parser->Push(chunk.text_delta());
+    } else {
+      parsed.content = chunk.text_delta();
+    }
+    return Deliver(index, choice, std::move(parsed), std::move(logprobs));
   }
-  out["logprobs"] = std::move(logprobs);
-  out["finish_reason"] = nullptr;
-  return Event(std::move(out));
+  if (!options_.stream) {
+    choice.text += chunk.text_delta();
+    return "";
+  }
+  if (chunk.text_delta().empty() && !has_logprobs) return "";
+  return Event({{"index", index},
+                {"text", chunk.text_delta()},
+                {"logprobs", std::move(logprobs)},
+                {"finish_reason", nullptr}});
 }
 
 ojson OpenAiResponseBuilder::Usage() const {
@@ -191,7 +240,11 @@ ojson OpenAiResponseBuilder::Body() const {
     if (options_.logprobs) logprobs = chat ? ojson{{"content", c.logprobs}} : c.logprobs;
     ojson choice = {{"index", i}};
     if (chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+      ojson message = {{"role", "assistant"}};
+      message["content"] = c.text.empty() && !c.tool_calls.empty() ? ojson(nullptr) : ojson(c.text);
+      if (!c.reasoning.empty()) message["reasoning_content"] = c.reasoning;
+      if (!c.tool_calls.empty()) message["tool_calls"] = c.tool_calls;
+      choice["message"] = std::move(message);
     } else {
       choice["text"] = c.text;
     }

@@ -11,11 +11,13 @@
 #define MOESERVE_SCHEDULER_SERVER_OPENAI_RESPONSE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "moeserve/v1/inference.pb.h"
 #include "nlohmann/json.hpp"
+#include "scheduler/server/chat_output_parser.h"
 #include "scheduler/server/openai_protocol.h"
 
 namespace moeserve {
@@ -33,6 +35,10 @@ class OpenAiResponseBuilder {
     bool include_usage = false;
     bool logprobs = false;
     int32_t top_logprobs = 0;  // alternatives to report (the request may carry more)
+    // Chat only: split reasoning and tool calls off the content (see
+    // ChatOutputParser); a tool call turns finish_reason "stop" into
+    // "tool_calls".
+    ChatOutputParser::Options parse;
   };
 
   explicit OpenAiResponseBuilder(Options options);
@@ -53,7 +59,12 @@ class OpenAiResponseBuilder {
 
  private:
   struct Choice {
-    std::string text;                 // the whole output, when not streaming
+    std::unique_ptr<ChatOutputParser> parser;  // chat with reasoning or tools
+    std::string text;                          // the whole output (content), when not streaming
+    std::string reasoning;                     // when not streaming
+    // When not streaming, the calls; when streaming, one entry per call sent.
+    nlohmann::ordered_json tool_calls = nlohmann::ordered_json::array();
+    int32_t tool_call_count = 0;      // the index of the next call
     nlohmann::ordered_json logprobs;  // chat: content entries; completions: the four lists
     int64_t text_offset = 0;          // completions' text_offset of the next token
     std::string finish_reason;        // set by the final message
@@ -66,6 +77,9 @@ class OpenAiResponseBuilder {
   // chat's content array or completions' object of lists).
   void AppendLogprobs(const v1::Chunk& chunk, Choice& choice, nlohmann::ordered_json& into) const;
   std::string Event(nlohmann::ordered_json choice) const;
+  // A chat delta's parsed text: kept for Body, or the event that sends it.
+  std::string Deliver(int32_t index, Choice& choice, ParsedOutput parsed,
+                      nlohmann::ordered_json logprobs);
 
   const Options options_;
   std::vector<Choice> choices_;

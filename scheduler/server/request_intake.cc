@@ -60,18 +60,40 @@ absl::Status SubmitToLoop(EngineLoop& loop, const TextFrontend* text, const std:
   return loop.Submit(key, std::move(request), std::move(sink));
 }
 
-absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const TextFrontend* text,
-                                                   const v1::ChatRequest& request) {
-  if (text == nullptr) return NoTokenizer("Chat");
-  auto prompt = text->RenderChat(request);
-  if (!prompt.ok()) return prompt.status();
-  // The template wrote the special tokens (BOS, role markers) itself.
-  auto ids = text->Encode(*prompt, /*add_special_tokens=*/false);
+namespace {
+
+// The ids of a rendered chat prompt: encoded without adding special tokens
+// (the template wrote them), and not empty.
+absl::StatusOr<std::vector<int32_t>> EncodeChat(const TextFrontend& text,
+                                                const std::string& prompt) {
+  auto ids = text.Encode(prompt, /*add_special_tokens=*/false);
   if (!ids.ok()) return ids.status();
   if (ids->empty()) {
     return absl::InvalidArgumentError("the chat template rendered an empty prompt");
   }
   return ids;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const TextFrontend* text,
+                                                   const v1::ChatRequest& request) {
+  if (text == nullptr) return NoTokenizer("Chat");
+  auto prompt = text->RenderChat(request);
+  if (!prompt.ok()) return prompt.status();
+  return EncodeChat(*text, *prompt);
+}
+
+absl::StatusOr<ChatPrompt> RenderChatPrompt(const TextFrontend* text,
+                                            const nlohmann::ordered_json& messages,
+                                            const std::optional<nlohmann::ordered_json>& tools,
+                                            const v1::ChatRequest& options) {
+  if (text == nullptr) return NoTokenizer("Chat");
+  auto prompt = text->RenderChat(messages, tools, options);
+  if (!prompt.ok()) return prompt.status();
+  auto ids = EncodeChat(*text, *prompt);
+  if (!ids.ok()) return ids.status();
+  return ChatPrompt{*std::move(prompt), *std::move(ids)};
 }
 
 }  // namespace moeserve

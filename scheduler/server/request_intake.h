@@ -9,12 +9,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "moeserve/v1/inference.pb.h"
+#include "nlohmann/json.hpp"
 #include "scheduler/admission/generation_request.h"
 #include "scheduler/server/engine_loop.h"
 #include "scheduler/server/text_frontend.h"
@@ -50,6 +52,17 @@ absl::Status SubmitToLoop(EngineLoop& loop, const TextFrontend* text, const std:
 // without `text`; InvalidArgument for an empty rendering.
 absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const TextFrontend* text,
                                                    const v1::ChatRequest& request);
+
+// A chat prompt from JSON messages and tools (TextFrontend::RenderChat's
+// second form): its text and ids, with the same checks.
+struct ChatPrompt {
+  std::string text;
+  std::vector<int32_t> ids;
+};
+absl::StatusOr<ChatPrompt> RenderChatPrompt(const TextFrontend* text,
+                                            const nlohmann::ordered_json& messages,
+                                            const std::optional<nlohmann::ordered_json>& tools,
+                                            const v1::ChatRequest& options);
 
 }  // namespace moeserve
 

@@ -252,6 +252,77 @@ TEST(OpenAiResponse, CompletionLogprobsAreTheLegacyLists) {
   EXPECT_FLOAT_EQ(lp["top_logprobs"][0]["alt"].get<float>(), -1.5f);
 }
 
+TEST(OpenAiResponse, ReasoningAndToolCallsComeApartFromContent) {
+  OpenAiResponseBuilder::Options o;
+  o.id = "chatcmpl-3";
+  o.parse = {ToolCallFormat::kQwen3, /*reasoning=*/true, /*starts_in_reasoning=*/false};
+  OpenAiResponseBuilder whole(o);
+  o.stream = true;
+  OpenAiResponseBuilder streamed(o);
+  const char* deltas[] = {
+      "<think>\nThe user wants", " the weather.\n</think>\n\nLet me check.\n<tool",
+      "_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": ", "\"Oslo\"}}\n</tool_call>"};
+  std::string events;
+  for (const char* d : deltas) {
+    whole.Add(0, ChunkOf(d));
+    events += streamed.Add(0, ChunkOf(d));
+  }
+  whole.Add(0, FinalOf(v1::FINISH_REASON_STOP, 9, 30));
+  events += streamed.Add(0, FinalOf(v1::FINISH_REASON_STOP, 9, 30));
+  const ojson message = whole.Body()["choices"][0]["message"];
+  EXPECT_EQ(message["content"], "Let me check.");
+  EXPECT_EQ(message["reasoning_content"], "The user wants the weather.");
+  ASSERT_EQ(message["tool_calls"].size(), 1u);
+  EXPECT_EQ(message["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(message["tool_calls"][0]["function"]["arguments"], R"({"city":"Oslo"})");
+  EXPECT_THAT(message["tool_calls"][0]["id"].get<std::string>(), ::testing::StartsWith("call_"));
+  EXPECT_EQ(whole.Body()["choices"][0]["finish_reason"], "tool_calls");
+  // Streamed: the same pieces as deltas, none of the markup in content.
+  std::string content, reasoning;
+  ojson calls = ojson::array();
+  std::string finish;
+  for (size_t at = 0; (at = events.find("data: ", at)) != std::string::npos;) {
+    const size_t end = events.find("\n\n", at);
+    const ojson e = ojson::parse(events.substr(at + 6, end - at - 6));
+    const ojson& delta = e["choices"][0]["delta"];
+    content += delta.value("content", "");
+    reasoning += delta.value("reasoning_content", "");
+    if (delta.contains("tool_calls")) calls.push_back(delta["tool_calls"][0]);
+    if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
+    at = end;
+  }
+  EXPECT_EQ(content, "Let me check.");
+  EXPECT_EQ(reasoning, "The user wants the weather.");
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0]["index"], 0);
+  EXPECT_EQ(calls[0]["function"]["arguments"], R"({"city":"Oslo"})");
+  EXPECT_EQ(finish, "tool_calls");
+}
+
+TEST(OpenAiProtocol, ToolsAndToolMessagesReachTheTemplate) {
+  const OpenAiRequest r = Chat(R"({"messages": [
+      {"role": "user", "content": "Weather?"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+      {"role": "tool", "content": "5C", "tool_call_id": "c1"}],
+    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]})");
+  ASSERT_EQ(r.messages.size(), 3u);
+  EXPECT_TRUE(r.messages[1]["content"].is_null());  // DeepSeek-V3's template needs the null
+  EXPECT_EQ(r.messages[1]["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(r.messages[2]["tool_call_id"], "c1");
+  ASSERT_TRUE(r.tools.has_value());
+  EXPECT_TRUE(r.parse_tool_calls);  // tool_choice defaults to auto
+  const OpenAiRequest none = Chat(R"({"messages": [{"role": "user", "content": "x"}],
+    "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"})");
+  EXPECT_FALSE(none.parse_tool_calls);
+  const absl::Status required = ChatError(R"({"messages": [], "tool_choice": "required",
+    "tools": [{"type": "function", "function": {"name": "f"}}]})");
+  EXPECT_EQ(OpenAiErrorParam(required), "tool_choice");
+  EXPECT_EQ(OpenAiErrorParam(ChatError(R"({"messages": [], "tools": [{"type": "function"}]})")),
+            "tools");
+}
+
 TEST(OpenAiResponse, ErrorsInsideAStreamEndIt) {
   const std::string e =
       OpenAiResponseBuilder::StreamError(OpenAiError(absl::UnavailableError("x")));

@@ -79,6 +79,21 @@ const groups = {
       { ...greedy, messages: hello, max_tokens: 8, max_completion_tokens: 3 });
     assert.equal(short.usage.completion_tokens, 3);
 
+    // Tools reach the template, and so does a conversation with a call and its result.
+    const weather = { type: 'function', function: { name: 'get_weather', description: 'Weather',
+                      parameters: { type: 'object', properties: { city: { type: 'string' } } } } };
+    const withTools = await client.chat.completions.create(
+      { ...greedy, messages: hello, tools: [weather], tool_choice: 'auto' });
+    assert.equal(withTools.choices[0].message.role, 'assistant');
+    const history = [...hello,
+      { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function',
+        function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+      { role: 'tool', tool_call_id: 'call_1', content: '21 degrees' }];
+    const afterCall = await client.chat.completions.create(
+      { ...greedy, messages: history, tools: [weather] });
+    assert.ok(afterCall.usage.prompt_tokens > chat.usage.prompt_tokens + 10,
+              `${afterCall.usage.prompt_tokens} prompt tokens with the call rendered`);
+
     const text = await client.completions.create({ ...greedy, prompt: 'The capital of France is' });
     assert.equal(text.object, 'text_completion');
     assert.equal(typeof text.choices[0].text, 'string');
@@ -218,6 +233,10 @@ const groups = {
       assert.equal(e.error.param, 'max_tokens');
       assert.match(e.message, /exceeds the/);
     });
+    await expectError(400, client.chat.completions.create(
+      { ...greedy, messages: hello, tool_choice: 'required',
+        tools: [{ type: 'function', function: { name: 'f' } }] }),
+                      (e) => assert.equal(e.error.param, 'tool_choice'));
     await expectError(400, client.chat.completions.create({ ...greedy, messages: [] }),
                       (e) => assert.match(e.message, /messages is empty/));
     await expectError(400, client.completions.create({ ...greedy, prompt: [0, 99999999] }),
