@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <utility>
 
@@ -26,17 +27,27 @@ void RespondError(HttpExchange& exchange, const absl::Status& status) {
 
 // One HTTP generation request: its choices' streams, the response being
 // built, and the engine keys to cancel. Used on the connection's strand only.
-class OpenAiCall final {
+class OpenAiCall final : public std::enable_shared_from_this<OpenAiCall> {
  public:
-  OpenAiCall(EngineLoop& loop, std::shared_ptr<HttpExchange> exchange,
-             OpenAiResponseBuilder::Options options)
+  OpenAiCall(EngineLoop& loop, std::shared_ptr<const TextFrontend> text,
+             std::shared_ptr<HttpExchange> exchange, OpenAiResponseBuilder::Options options)
       : loop_(loop),
+        text_(std::move(text)),
         exchange_(std::move(exchange)),
         choices_(options.choices),
         builder_(std::move(options)) {}
 
   HttpExchange& exchange() { return *exchange_; }
-  void AddKey(std::string key) { keys_.push_back(std::move(key)); }
+
+  // Hands choice `index` to the engine loop; false when it refused (the
+  // call has then failed with its status).
+  bool Submit(int32_t index, GenerationRequest request);
+  // A further sample of the prompt whose first sample is `leader`: submitted
+  // once the leader's prompt is prefilled (its first token arrived), so that
+  // its full KV blocks are in the prefix cache and every sample shares them.
+  void Defer(int32_t leader, int32_t index, GenerationRequest request) {
+    deferred_[leader].emplace_back(index, std::move(request));
+  }
 
   void StartStream() {
     exchange_->StartStream(200, "text/event-stream");
@@ -46,16 +57,20 @@ class OpenAiCall final {
 
   void OnResponse(int32_t index, const v1::GenerateResponse& response) {
     if (finished_) return;
+    ReleaseDeferred(index);
+    if (finished_) return;
     std::string events = builder_.Add(index, response);
     if (streaming_) exchange_->Write(std::move(events));
   }
 
-  void OnClose(const absl::Status& status) {
+  void OnClose(int32_t index, const absl::Status& status) {
     if (finished_) return;
     if (!status.ok()) {
       Fail(status);
       return;
     }
+    ReleaseDeferred(index);
+    if (finished_) return;
     if (++done_ < choices_) return;
     finished_ = true;
     if (streaming_) {
@@ -90,7 +105,20 @@ class OpenAiCall final {
     for (const std::string& key : keys_) loop_.Cancel(key);  // finished ones are ignored
   }
 
+  void ReleaseDeferred(int32_t leader) {
+    auto it = deferred_.find(leader);
+    if (it == deferred_.end()) return;
+    std::vector<std::pair<int32_t, GenerationRequest>> samples = std::move(it->second);
+    deferred_.erase(it);
+    for (auto& [index, request] : samples) {
+      if (!Submit(index, std::move(request))) return;
+    }
+  }
+
   EngineLoop& loop_;
+  const std::shared_ptr<const TextFrontend> text_;
+  // Samples waiting for their prompt's first sample to prefill, by its index.
+  std::map<int32_t, std::vector<std::pair<int32_t, GenerationRequest>>> deferred_;
   const std::shared_ptr<HttpExchange> exchange_;
   const int32_t choices_;
   OpenAiResponseBuilder builder_;
@@ -112,13 +140,24 @@ class ChoiceSink final : public ResponseSink {
         [call = call_, index = index_, shared] { call->OnResponse(index, *shared); });
   }
   void Close(absl::Status status) override {
-    call_->exchange().Post([call = call_, status] { call->OnClose(status); });
+    call_->exchange().Post(
+        [call = call_, index = index_, status] { call->OnClose(index, status); });
   }
 
  private:
   const std::shared_ptr<OpenAiCall> call_;
   const int32_t index_;
 };
+
+bool OpenAiCall::Submit(int32_t index, GenerationRequest request) {
+  const std::string key = NewRequestKey();
+  keys_.push_back(key);
+  absl::Status s = SubmitToLoop(loop_, text_.get(), key, std::move(request),
+                                std::make_shared<ChoiceSink>(shared_from_this(), index));
+  if (s.ok()) return true;
+  Fail(s);  // the loop counted the refusal
+  return false;
+}
 
 std::string NewResponseId(OpenAiEndpoint endpoint) {
   return absl::StrCat(endpoint == OpenAiEndpoint::kChatCompletions ? "chatcmpl-" : "cmpl-",
@@ -148,7 +187,7 @@ OpenAiApi::OpenAiApi(EngineLoop& loop, CoordinatorMetrics& metrics,
 
 void OpenAiApi::Handle(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
   const std::string& path = request.path;
-  const bool get = request.method == "GET" || request.method == "HEAD";
+  const bool get = request.method == "GET";
   const bool post = request.method == "POST";
   if (path == "/health") {
     if (!get) {
@@ -283,19 +322,17 @@ void OpenAiApi::Generate(OpenAiEndpoint endpoint, const HttpRequest& http,
   options.logprobs = parsed->logprobs;
   options.top_logprobs = parsed->top_logprobs;
   options.parse = parse;
-  auto call = std::make_shared<OpenAiCall>(loop_, exchange, std::move(options));
+  auto call = std::make_shared<OpenAiCall>(loop_, text_, exchange, std::move(options));
   exchange->OnClientGone([call] { call->ClientGone(); });
   int32_t index = 0;
   for (const GenerationRequest& prompt : prompts) {
+    const int32_t leader = index;
     for (int32_t j = 0; j < parsed->n; ++j, ++index) {
       GenerationRequest r = prompt;
       if (r.sampling.seed.has_value()) *r.sampling.seed += static_cast<uint64_t>(j);
-      const std::string key = NewRequestKey();
-      call->AddKey(key);
-      absl::Status s = SubmitToLoop(loop_, text_.get(), key, std::move(r),
-                                    std::make_shared<ChoiceSink>(call, index));
-      if (!s.ok()) {
-        call->Fail(s);  // the loop counted the refusal
+      if (j > 0) {
+        call->Defer(leader, index, std::move(r));
+      } else if (!call->Submit(index, std::move(r))) {
         return;
       }
     }

@@ -59,10 +59,15 @@ std::string Quote(const std::string& s) {
   return out + "'";
 }
 
+std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
 // A coordinator serving HTTP with an API key, and (with `worker`) a worker.
 class Deployment {
  public:
-  explicit Deployment(bool worker)
+  explicit Deployment(bool worker, const std::vector<std::string>& extra_flags = {})
       : grpc_port_(FreePort()), http_port_(FreePort()), metrics_port_(FreePort()) {
     model_ = ScratchDir() + "/" + kModelName;
     const CommandResult made = RunCommand(kBin +
@@ -72,12 +77,13 @@ class Deployment {
     EXPECT_EQ(made.exit_code, 0) << made.out;
     const std::string key_file = ScratchDir() + "/api_keys";
     std::ofstream(key_file) << "  other-key\n\n" << kApiKey << "\n";
+    std::vector<std::string> flags = extra_flags;
     coordinator_ = std::make_unique<Process>(
         kBin + "/tools/coordinator/moeserve-coordinator",
-        std::vector<std::string>{"--listen", grpc_address(), "--metrics-port",
-                                 std::to_string(metrics_port_), "--http-listen",
-                                 "127.0.0.1:" + std::to_string(http_port_), "--api-key-file",
-                                 key_file, "--tokenizer", model_},
+        Concat(flags, std::vector<std::string>{"--listen", grpc_address(), "--metrics-port",
+                                               std::to_string(metrics_port_), "--http-listen",
+                                               "127.0.0.1:" + std::to_string(http_port_),
+                                               "--api-key-file", key_file, "--tokenizer", model_}),
         ScratchDir() + "/coordinator.log");
     // curl prints 000 (after its error) while nothing listens.
     listening_ = WaitFor(
@@ -263,6 +269,30 @@ TEST(OpenAiCurl, StatusCodesAndErrorBodies) {
   EXPECT_THAT(r.out, StartsWith("HTTP/1.1 200 OK"));
   EXPECT_THAT(r.out, HasSubstr("Content-Length: "));
   EXPECT_THAT(r.out, HasSubstr(R"("object":"text_completion")"));
+}
+
+// One request runs and none may wait: the next is 429, as gRPC's
+// RESOURCE_EXHAUSTED, with the same words; the first is unharmed.
+TEST(OpenAiCurl, FullQueueIs429) {
+  Deployment d(/*worker=*/true, {"--max-running-seqs", "1", "--max-waiting", "0"});
+  ASSERT_TRUE(d.WaitServing()) << d.logs();
+  const std::string out = ScratchDir() + "/long.out";
+  // A long stream in the background, read until it has started.
+  const std::string long_request =
+      "curl -sS -N --max-time 120 " + Auth() +
+      JsonBody(R"({"prompt": [1, 2, 3], "max_tokens": 3000, "ignore_eos": true, "stream": true})") +
+      d.Url("/v1/completions") + " > " + out + " 2>&1 & echo $!";
+  const CommandResult started = RunCommand(long_request);
+  ASSERT_EQ(started.exit_code, 0);
+  const std::string curl_pid = started.out.substr(0, started.out.find('\n'));
+  ASSERT_TRUE(
+      WaitFor([&] { return RunCommand("grep -c text_completion " + out).out != "0\n"; }, 60));
+  const CommandResult r = d.Curl(Auth() + JsonBody(R"({"prompt": [1, 2], "max_tokens": 2})") +
+                                 d.Url("/v1/completions"));
+  EXPECT_THAT(r.out, HasSubstr(R"("type":"rate_limit_error","param":null,"code":"queue_full")"));
+  EXPECT_THAT(r.out, HasSubstr("the waiting queue is full"));
+  EXPECT_THAT(r.out, EndsWith("429"));
+  RunCommand("kill " + curl_pid + " >/dev/null 2>&1; true");  // the long stream's curl
 }
 
 TEST(OpenAiCurl, NotReadyIs503) {

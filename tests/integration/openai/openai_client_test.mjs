@@ -176,6 +176,13 @@ const groups = {
     // Greedy samples of one prompt are the same text.
     assert.deepEqual(texts, [one.choices[0].message.content, one.choices[0].message.content]);
     assert.deepEqual(finished, ['length', 'length']);
+    // The samples of a prompt share its KV: the later ones find its full
+    // blocks in the prefix cache (this prompt is new to the server).
+    const long = [{ role: 'user', content: 'sharing '.repeat(200) }];
+    const shared = await client.chat.completions.create({ ...greedy, messages: long, n: 3 });
+    assert.ok(shared.usage.prompt_tokens > 128, `${shared.usage.prompt_tokens} prompt tokens`);
+    assert.ok(shared.usage.prompt_tokens_details.cached_tokens >= 64,
+              JSON.stringify(shared.usage));
     const batch = await client.completions.create({ ...greedy, prompt: ['a b', 'c d'], n: 2 });
     assert.deepEqual(batch.choices.map((c) => c.index), [0, 1, 2, 3]);
     assert.equal(batch.usage.completion_tokens, 32);
