@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "scheduler/server/openai_api.h"
 #include "scheduler/server/openai_response.h"
 
 namespace moeserve {
@@ -328,6 +329,21 @@ TEST(OpenAiResponse, ErrorsInsideAStreamEndIt) {
       OpenAiResponseBuilder::StreamError(OpenAiError(absl::UnavailableError("x")));
   EXPECT_THAT(e, HasSubstr(R"(data: {"error":{"message":"x","type":"server_error")"));
   EXPECT_EQ(e.substr(e.size() - 14), "data: [DONE]\n\n");
+}
+
+TEST(OpenAiApiKeys, BearerKeysMatchWholeAndOnlyWhole) {
+  const std::vector<std::string> keys = {"sk-one", "sk-second-key"};
+  EXPECT_TRUE(AuthorizedBearer("Bearer sk-one", keys));
+  EXPECT_TRUE(AuthorizedBearer("bearer sk-second-key", keys));  // the scheme is case-insensitive
+  EXPECT_FALSE(AuthorizedBearer("Bearer sk-on", keys));         // a prefix
+  EXPECT_FALSE(AuthorizedBearer("Bearer sk-one1", keys));       // longer
+  EXPECT_FALSE(AuthorizedBearer("Bearer sk-onf", keys));
+  EXPECT_FALSE(AuthorizedBearer("sk-one", keys));  // no scheme
+  EXPECT_FALSE(AuthorizedBearer("Basic sk-one", keys));
+  EXPECT_FALSE(AuthorizedBearer("Bearer ", keys));
+  EXPECT_FALSE(AuthorizedBearer("", keys));
+  EXPECT_FALSE(AuthorizedBearer("Bearer x", {}));
+  EXPECT_FALSE(ReadApiKeyFile("/nonexistent/keys").ok());
 }
 
 }  // namespace
