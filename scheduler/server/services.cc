@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "scheduler/server/raw_messages.h"
+#include "scheduler/server/request_intake.h"
 
 namespace moeserve {
 namespace {
@@ -178,34 +179,6 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* FailedStream(const grpc::Status& sta
   return new Failed(status);
 }
 
-std::string NewRequestId() {
-  static std::atomic<uint64_t> counter{0};
-  return absl::StrCat("req-", absl::ToUnixMicros(absl::Now()), "-", counter.fetch_add(1));
-}
-
-// FailedPrecondition for `what` on a coordinator started without --tokenizer.
-absl::Status NoTokenizer(const std::string& what) {
-  return absl::FailedPreconditionError(
-      absl::StrCat(what,
-                   " needs the model's tokenizer, and this coordinator was started without one: "
-                   "start moeserve-coordinator with --tokenizer DIR (the model directory, or one "
-                   "holding its tokenizer.json and tokenizer_config.json)"));
-}
-
-// The label of moeserve_requests_rejected_total for a refusal.
-const char* RejectReason(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kFailedPrecondition:
-      return "failed_precondition";
-    case absl::StatusCode::kUnavailable:
-      return "unavailable";
-    case absl::StatusCode::kResourceExhausted:
-      return "queue_full";
-    default:
-      return "invalid_argument";
-  }
-}
-
 int32_t ToId(uint32_t id) {
   return id > static_cast<uint32_t>(INT32_MAX) ? -1 : static_cast<int32_t>(id);
 }
@@ -285,25 +258,13 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Refuse(const absl:
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Start(GenerationRequest request) {
-  const EngineLoop::Snapshot snap = loop_.snapshot();
-  if (!snap.worker.has_value() || !loop_.ready()) {
-    return Refuse(absl::UnavailableError("no worker is ready yet; retry shortly"));
-  }
-  RequestLimits limits;
-  limits.vocab_size = snap.worker->model().vocab_size();
-  limits.max_context_tokens = snap.worker->model().max_context_tokens();
-  limits.max_kv_tokens = static_cast<int64_t>(snap.worker->kv().num_blocks()) *
-                         static_cast<int64_t>(snap.worker->kv().block_tokens());
-  if (absl::Status s = ValidateRequest(limits, request); !s.ok()) return Refuse(s);
-  if (!request.stopping.stop.empty() && text_ == nullptr) {
-    return Refuse(NoTokenizer("stopping.stop (stop strings are matched on the text)"));
-  }
-  const std::string key = NewRequestId();
-  if (request.request_id.empty()) request.request_id = key;
+  if (absl::Status s = ValidateForServing(loop_, text_.get(), request); !s.ok()) return Refuse(s);
+  const std::string key = NewRequestKey();
   auto* reactor = new GenerateReactor(loop_, key);
   std::shared_ptr<ResponseSink> sink = reactor->sink();
-  if (text_ != nullptr) sink = text_->WrapSink(std::move(sink), request.stopping);
-  if (absl::Status s = loop_.Submit(key, std::move(request), sink); !s.ok()) sink->Close(s);
+  if (absl::Status s = SubmitToLoop(loop_, text_.get(), key, std::move(request), sink); !s.ok()) {
+    sink->Close(s);
+  }
   return reactor;
 }
 
@@ -320,15 +281,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Chat(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes) {
   v1::ChatRequest request;
   if (absl::Status s = ParseRawRequest(*bytes, &request); !s.ok()) return Refuse(s);
-  if (text_ == nullptr) return Refuse(NoTokenizer("Chat"));
-  auto prompt = text_->RenderChat(request);
-  if (!prompt.ok()) return Refuse(prompt.status());
-  // The template wrote the special tokens (BOS, role markers) itself.
-  auto ids = text_->Encode(*prompt, /*add_special_tokens=*/false);
+  auto ids = ChatPromptIds(text_.get(), request);
   if (!ids.ok()) return Refuse(ids.status());
-  if (ids->empty()) {
-    return Refuse(absl::InvalidArgumentError("the chat template rendered an empty prompt"));
-  }
   return Start(FromProto(request, *std::move(ids)));
 }
 

@@ -81,21 +81,28 @@ absl::StatusOr<std::vector<int32_t>> TextFrontend::Encode(const std::string& tex
 }
 
 absl::StatusOr<std::string> TextFrontend::RenderChat(const v1::ChatRequest& request) const {
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  for (const v1::ChatMessage& m : request.messages()) {
+    messages.push_back({{"role", m.role()}, {"content", m.content()}});
+  }
+  return RenderChat(messages, std::nullopt, request);
+}
+
+absl::StatusOr<std::string> TextFrontend::RenderChat(
+    const nlohmann::ordered_json& messages, const std::optional<nlohmann::ordered_json>& tools,
+    const v1::ChatRequest& request) const {
   if (chat_template_ == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("the model's tokenizer_config.json (", dir_,
                      ") has no chat_template, so Chat is not available; use Generate with text"));
   }
-  if (request.messages().empty()) {
+  if (messages.empty()) {
     return absl::InvalidArgumentError("messages is empty: a chat needs at least one message");
-  }
-  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-  for (const v1::ChatMessage& m : request.messages()) {
-    messages.push_back({{"role", m.role()}, {"content", m.content()}});
   }
   ChatOptions options;
   options.add_generation_prompt =
       request.has_add_generation_prompt() ? request.add_generation_prompt() : true;
+  options.tools = tools;
   options.extra = StructToJson(request.template_kwargs());
   for (const char* reserved : {"messages", "tools", "documents", "add_generation_prompt"}) {
     if (options.extra.contains(reserved)) {

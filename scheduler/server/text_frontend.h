@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,14 @@ class TextFrontend {
   // raise_exception message verbatim); FailedPrecondition when the model has
   // no chat template.
   absl::StatusOr<std::string> RenderChat(const v1::ChatRequest& request) const;
+  // The same for messages given as JSON ({role, content, and what the
+  // template reads: tool_calls, tool_call_id, name, reasoning_content}; a
+  // null content stays null) and `tools` (a JSON list of function schemas,
+  // the template's `tools`); `request` gives the other options and its own
+  // messages are not read.
+  absl::StatusOr<std::string> RenderChat(const nlohmann::ordered_json& messages,
+                                         const std::optional<nlohmann::ordered_json>& tools,
+                                         const v1::ChatRequest& request) const;
 
   // A sink that adds text to `inner`'s stream (see TextResponseSink), with
   // `stopping`'s stop strings and min_tokens.

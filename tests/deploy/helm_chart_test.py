@@ -28,6 +28,7 @@ VALUE_SETS = {
     "pvc-model": [os.path.join(CHART, "examples", "pvc-model.yaml")],
     "monitoring": [os.path.join(CHART, "examples", "monitoring.yaml")],
     "podmonitor": [os.path.join(HERE, "values", "podmonitor.yaml")],
+    "http-api-key": [os.path.join(HERE, "values", "http-api-key.yaml")],
 }
 
 
@@ -173,7 +174,12 @@ class HelmChartTest(unittest.TestCase):
         self.assertEqual([(p["port"], p["targetPort"]) for p in headless["spec"]["ports"]],
                          [(50052, "internal")])
         client = one(docs, "Service", "moeserve")
-        self.assertEqual([(p["port"], p["targetPort"]) for p in client["spec"]["ports"]], [(50051, "grpc")])
+        self.assertEqual([(p["port"], p["targetPort"]) for p in client["spec"]["ports"]],
+                         [(50051, "grpc"), (8000, "http")])
+        # The OpenAI-compatible HTTP API beside gRPC, on the same Service, no key by default.
+        self.assertEqual(flag(coord["args"], "--http-listen"), "0.0.0.0:8000")
+        self.assertNotIn("--api-key-file", coord["args"])
+        self.assertIn({"name": "http", "containerPort": 8000, "protocol": "TCP"}, coord["ports"])
         self.assertNotIn("publishNotReadyAddresses", client["spec"])
         # Only the internal Service carries the internal port.
         for svc in find(docs, "Service"):
@@ -181,7 +187,7 @@ class HelmChartTest(unittest.TestCase):
                 self.assertNotIn(50052, [p["port"] for p in svc["spec"].get("ports", [])],
                                  svc["metadata"]["name"])
         ports = {p["name"]: p["containerPort"] for p in coord["ports"]}
-        self.assertEqual(ports, {"grpc": 50051, "internal": 50052, "metrics": 9400})
+        self.assertEqual(ports, {"grpc": 50051, "http": 8000, "internal": 50052, "metrics": 9400})
         self.assertEqual(flag(coord["args"], "--internal-listen"), "0.0.0.0:50052")
         self.check_internal_plane(docs, deploy["spec"]["template"]["spec"], pod, worker_args)
         coordinator_labels = deploy["spec"]["template"]["metadata"]["labels"]
@@ -231,7 +237,7 @@ class HelmChartTest(unittest.TestCase):
         self.assertEqual(policy["spec"]["policyTypes"], ["Ingress"])
         open_rule, worker_rule = policy["spec"]["ingress"]
         self.assertNotIn("from", open_rule)
-        self.assertEqual(sorted(p["port"] for p in open_rule["ports"]), [9400, 50051])
+        self.assertEqual(sorted(p["port"] for p in open_rule["ports"]), [8000, 9400, 50051])
         self.assertNotIn("ports", worker_rule)
         peer = worker_rule["from"][0]["podSelector"]
         self.assertEqual(peer["matchLabels"], {"app.kubernetes.io/name": "moeserve",
@@ -303,6 +309,18 @@ class HelmChartTest(unittest.TestCase):
             self.assertLessEqual(svc["spec"]["selector"].items(), leader_labels.items())
         self.assertEqual(find(docs, "Service", "moeserve-internal"), [])
         self.assertEqual(one(docs, "PodDisruptionBudget")["spec"]["minAvailable"], 4)
+
+    def test_http_api_behind_api_keys(self):
+        docs = self.docs["http-api-key"]
+        leader = one(docs, "LeaderWorkerSet", "moeserve")["spec"]["leaderWorkerTemplate"][
+            "leaderTemplate"]["spec"]
+        coord = container(leader, "coordinator")
+        self.assertEqual(flag(coord["args"], "--http-listen"), "0.0.0.0:8080")
+        self.assertEqual(flag(coord["args"], "--api-key-file"), "/etc/moeserve/api-keys/keys.txt")
+        self.assertEqual(mounts(coord)["api-keys"]["mountPath"], "/etc/moeserve/api-keys")
+        self.assertEqual(volumes(leader)["api-keys"]["secret"]["secretName"], "moeserve-api-keys")
+        http = [p for p in one(docs, "Service", "moeserve")["spec"]["ports"] if p["name"] == "http"]
+        self.assertEqual([(p["port"], p["targetPort"]) for p in http], [(80, "http")])
 
     def test_model_on_a_pvc(self):
         docs = self.docs["pvc-model"]

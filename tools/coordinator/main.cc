@@ -18,7 +18,9 @@
 #include "prometheus/exposer.h"
 #include "scheduler/placement/expert_placement.h"
 #include "scheduler/server/engine_loop.h"
+#include "scheduler/server/http_server.h"
 #include "scheduler/server/metrics.h"
+#include "scheduler/server/openai_api.h"
 #include "scheduler/server/plane_auth.h"
 #include "scheduler/server/services.h"
 #include "scheduler/server/text_frontend.h"
@@ -84,6 +86,19 @@ Serving:
                             strings, Chat and Tokenize; without it requests
                             take token ids only. A worker whose vocabulary is
                             smaller than the tokenizer's is refused.
+
+OpenAI-compatible HTTP API (off unless --http-listen is given):
+  --http-listen ADDR        also serve OpenAI's HTTP API on ADDR (e.g. 0.0.0.0:8000):
+                            POST /v1/chat/completions, POST /v1/completions,
+                            GET /v1/models and GET /health (200 when ready,
+                            503 while starting or draining). Its requests share
+                            the queue, batching and limits of gRPC requests.
+                            Text and chat need --tokenizer.
+  --api-key-file FILE       clients of the HTTP API must send
+                            "Authorization: Bearer KEY" with KEY one of the
+                            lines of FILE, else 401 (GET /health stays open).
+                            Without it the HTTP API is open to anyone who can
+                            reach the port.
 
 Expert parallelism:
   --ep-size N               worker ranks of the group; each holds a slice of the
@@ -249,7 +264,9 @@ int Main(const std::vector<std::string>& argv) {
                            "emulated-link-latency-us",
                            "emulated-link-gbps",
                            "tokenizer",
-                           "max-exchange-tokens"},
+                           "max-exchange-tokens",
+                           "http-listen",
+                           "api-key-file"},
                           {"no-prefix-caching", "no-overlap", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
@@ -339,6 +356,16 @@ int Main(const std::vector<std::string>& argv) {
               << (text->has_chat_template() ? "with" : "without") << " a chat template\n";
   }
 
+  OpenAiApi::Options openai_options;
+  if (auto path = args->Get("api-key-file"); path.has_value()) {
+    auto keys = ReadApiKeyFile(*path);
+    if (!keys.ok()) return Fail(keys.status());
+    if (!args->Has("http-listen")) {
+      return Fail(absl::InvalidArgumentError("--api-key-file needs --http-listen"));
+    }
+    openai_options.api_keys = *std::move(keys);
+  }
+
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -389,6 +416,9 @@ int Main(const std::vector<std::string>& argv) {
     }
   };
   options.on_ready_changed = set_serving;
+  // Declared before the loop, so destroyed after it: requests the loop still
+  // holds at exit point into the HTTP server's connections.
+  std::unique_ptr<HttpServer> http_server;
   EngineLoop loop(options, metrics);
   InferenceService inference(loop, metrics, text);
   AdminService admin(loop, TokenCheck(planes->admin_token, "Admin service", "--admin-token-file"),
@@ -428,6 +458,22 @@ int Main(const std::vector<std::string>& argv) {
   }
   serving_server = server.get();
   set_serving(loop.ready());
+  const bool api_key_required = !openai_options.api_keys.empty();
+  OpenAiApi openai(loop, metrics, text, std::move(openai_options));
+  if (auto http_listen = args->Get("http-listen"); http_listen.has_value()) {
+    HttpServer::Options http_options;
+    http_options.listen = *http_listen;
+    auto started = HttpServer::Start(
+        http_options,
+        [&openai](const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
+          openai.Handle(request, std::move(exchange));
+        });
+    if (!started.ok()) return Fail(started.status());
+    http_server = *std::move(started);
+    std::cerr << "moeserve-coordinator: OpenAI-compatible HTTP API on " << *http_listen << " (port "
+              << http_server->port() << ")" << (api_key_required ? ", API key required" : "")
+              << "\n";
+  }
   std::cerr << "moeserve-coordinator: serving clients on " << planes->public_listen << " (port "
             << bound_port << (args->Has("tls-cert") ? ", TLS" : ", plaintext") << "), workers"
             << (planes->admin_token.empty() ? "" : " and Admin") << " on "
@@ -444,6 +490,7 @@ int Main(const std::vector<std::string>& argv) {
   std::cerr << "moeserve-coordinator: stopping on signal " << signal << "\n";
   set_serving(false);
   serving_server = nullptr;
+  if (http_server != nullptr) http_server->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   internal_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return 0;

@@ -150,6 +150,15 @@ expertParallel.size that disagrees with the pods and GPUs asked for.
     - --tokenizer
     - {{ .Values.model.path | quote }}
     {{- end }}
+    {{- if gt (int $c.httpPort) 0 }}
+    # The OpenAI-compatible HTTP API beside gRPC.
+    - --http-listen
+    - "0.0.0.0:{{ $c.httpPort }}"
+    {{- if $c.apiKeysSecret }}
+    - --api-key-file
+    - /etc/moeserve/api-keys/{{ $c.apiKeysKey }}
+    {{- end }}
+    {{- end }}
     {{- range $c.extraArgs }}
     - {{ . | quote }}
     {{- end }}
@@ -167,6 +176,11 @@ expertParallel.size that disagrees with the pods and GPUs asked for.
     - name: metrics
       containerPort: {{ $c.metricsPort }}
       protocol: TCP
+    {{- if gt (int $c.httpPort) 0 }}
+    - name: http
+      containerPort: {{ $c.httpPort }}
+      protocol: TCP
+    {{- end }}
   {{- with $c.startupProbe }}
   {{- if .enabled }}
   startupProbe:
@@ -209,6 +223,11 @@ expertParallel.size that disagrees with the pods and GPUs asked for.
       readOnly: true
     {{- if .Values.model.mountInCoordinator }}
     {{- with include "moeserve.modelVolumeMount" . }}{{ . | trim | nindent 4 }}{{ end }}
+    {{- end }}
+    {{- if and (gt (int $c.httpPort) 0) $c.apiKeysSecret }}
+    - name: api-keys
+      mountPath: /etc/moeserve/api-keys
+      readOnly: true
     {{- end }}
 {{- end }}
 
