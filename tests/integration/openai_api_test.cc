@@ -307,5 +307,36 @@ TEST(OpenAiCurl, NotReadyIs503) {
   EXPECT_THAT(r.out, EndsWith("503"));
 }
 
+// moeserve bench drives the HTTP API with the same workload and report as
+// gRPC: every request completes with exactly its drawn tokens (counted from
+// the final usage, each token's gap once); a key the server does not know
+// stops the bench at its first request, with the server's status.
+TEST(OpenAiBench, BenchDrivesTheHttpApiWithTheSameReport) {
+  Deployment d(/*worker=*/true);
+  ASSERT_TRUE(d.WaitServing()) << d.logs();
+  const std::string key_file = ScratchDir() + "/bench_key";
+  std::ofstream(key_file) << kApiKey << "\n";
+  const std::string bench =
+      kBin + "/tools/moeserve/moeserve bench --http 127.0.0.1:" + std::to_string(d.http_port()) +
+      " --vocab-size 1000 --num-requests 8 --concurrency 4"
+      " --prompt-tokens 8 --output-tokens 5 --seed 3 --json --api-key-file ";
+  const CommandResult run = RunCommand(bench + key_file);
+  ASSERT_EQ(run.exit_code, 0) << run.out << d.logs();
+  const auto report = nlohmann::json::parse(run.out, nullptr, false);
+  ASSERT_FALSE(report.is_discarded()) << run.out;
+  EXPECT_EQ(report.at("completed"), 8) << run.out;
+  EXPECT_EQ(report.at("failed"), 0) << run.out;
+  EXPECT_EQ(report.at("output_tokens"), 40) << run.out;
+  EXPECT_EQ(report.at("ttft_ms").at("count"), 8) << run.out;
+  EXPECT_EQ(report.at("itl_ms").at("count"), 32) << run.out;
+  EXPECT_EQ(report.at("config").at("api"), "http") << run.out;
+
+  const std::string wrong_key = ScratchDir() + "/wrong_key";
+  std::ofstream(wrong_key) << "sk-not-a-key\n";
+  const CommandResult refused = RunCommand(bench + wrong_key + " 2>&1");
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;
+  EXPECT_THAT(refused.out, HasSubstr("HTTP 401")) << refused.out;
+}
+
 }  // namespace
 }  // namespace moeserve::testing

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -12,7 +14,12 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "boost/asio/connect.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/beast/core.hpp"
+#include "boost/beast/http.hpp"
 #include "grpcpp/grpcpp.h"
 #include "moeserve/v1/inference.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -31,7 +38,9 @@ constexpr int64_t kMaxInFlight = 1024;
 constexpr auto kRequestDeadline = std::chrono::seconds(600);
 
 struct BenchOptions {
-  std::string server;
+  std::string server;  // gRPC, or
+  std::string http;    // the OpenAI-compatible HTTP API
+  std::string api_key;
   WorkloadOptions workload;
   std::string prompt_spec, output_spec;
   int64_t concurrency = 16;  // requests in flight at most
@@ -80,9 +89,32 @@ int Fail(const absl::Status& status) {
 
 absl::StatusOr<BenchOptions> ParseOptions(const Args& args) {
   BenchOptions o;
-  auto server = args.Required("server");
-  if (!server.ok()) return server.status();
-  o.server = *server;
+  if (args.Has("server") == args.Has("http")) {
+    return absl::InvalidArgumentError(
+        "give the coordinator's gRPC address (--server ADDR) or its HTTP API (--http ADDR)");
+  }
+  o.server = args.Get("server").value_or("");
+  o.http = args.Get("http").value_or("");
+  if (!o.http.empty() && !args.Has("vocab-size")) {
+    return absl::InvalidArgumentError(
+        "--http needs --vocab-size (the HTTP API does not report the vocabulary)");
+  }
+  if (auto file = args.Get("api-key-file"); file.has_value()) {
+    if (o.http.empty()) return absl::InvalidArgumentError("--api-key-file needs --http");
+    std::ifstream in(*file);
+    std::string line;
+    while (std::getline(in, line)) {
+      const size_t b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
+      if (b != std::string::npos) {
+        o.api_key = line.substr(b, e - b + 1);
+        break;
+      }
+    }
+    if (o.api_key.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--api-key-file ", *file, ": cannot read a key from it"));
+    }
+  }
   auto num = args.Int("num-requests", 200);
   auto concurrency = args.Int("concurrency", 16);
   auto rate = args.Double("request-rate", 0);
@@ -192,6 +224,171 @@ RequestResult SendOne(v1::Inference::Stub& stub, const BenchRequest& req, float 
   return r;
 }
 
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+// Where the HTTP API is: host, port, and what every request carries.
+struct HttpTarget {
+  std::string host, port;
+  std::string model;    // the id GET /v1/models lists first
+  std::string api_key;  // empty: none
+};
+
+absl::StatusOr<HttpTarget> ParseHttpTarget(const std::string& address, std::string api_key) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port <= 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--http ", address, ": expected host:port, e.g. 127.0.0.1:8000"));
+  }
+  return HttpTarget{address.substr(0, colon), std::to_string(port), "", std::move(api_key)};
+}
+
+// One HTTP exchange on a new connection. With `on_body`, the body's pieces
+// go there as they arrive (a chunked stream) and `body` stays empty.
+struct HttpExchangeResult {
+  int status = 0;
+  std::string body;
+  std::string error;  // transport failure
+};
+HttpExchangeResult Exchange(const HttpTarget& t, http::verb verb, const std::string& target,
+                            const std::string& body,
+                            const std::function<void(std::string_view)>& on_body = nullptr) {
+  HttpExchangeResult r;
+  boost::asio::io_context io;
+  beast::tcp_stream stream(io);
+  beast::error_code ec;
+  boost::asio::ip::tcp::resolver resolver(io);
+  const auto endpoints = resolver.resolve(t.host, t.port, ec);
+  if (!ec) stream.connect(endpoints, ec);
+  if (ec) {
+    r.error = ec.message();
+    return r;
+  }
+  stream.expires_after(kRequestDeadline);
+  http::request<http::string_body> request{verb, target, 11};
+  request.set(http::field::host, t.host);
+  if (!t.api_key.empty()) request.set(http::field::authorization, "Bearer " + t.api_key);
+  if (!body.empty()) {
+    request.set(http::field::content_type, "application/json");
+    request.body() = body;
+  }
+  request.prepare_payload();
+  http::write(stream, request, ec);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(std::uint64_t{1} << 40);  // a stream is as long as its tokens
+  if (!ec) http::read_header(stream, buffer, parser, ec);
+  if (!ec) {
+    r.status = parser.get().result_int();
+    auto forward = [&](std::uint64_t, beast::string_view piece, beast::error_code&) {
+      on_body(std::string_view(piece.data(), piece.size()));
+      return piece.size();
+    };
+    if (on_body != nullptr && r.status == 200) parser.on_chunk_body(forward);
+    while (!ec && !parser.is_done()) http::read(stream, buffer, parser, ec);
+    r.body = parser.get().body();
+  }
+  if (ec) r.error = ec.message();
+  stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
+  return r;
+}
+
+// The model id the server lists first (GET /v1/models).
+absl::Status AskModel(HttpTarget& t) {
+  const HttpExchangeResult r = Exchange(t, http::verb::get, "/v1/models", "");
+  const auto j = nlohmann::json::parse(r.body, nullptr, false);
+  if (r.status != 200 || j.is_discarded() || !j.contains("data") || !j["data"].is_array() ||
+      j["data"].empty() || !j["data"][0].contains("id")) {
+    return absl::UnavailableError(absl::StrCat(
+        "could not list the models of http://", t.host, ":", t.port, "/v1/models (HTTP ", r.status,
+        r.error.empty() ? "" : ", ", r.error, "): ", r.body.substr(0, 200)));
+  }
+  t.model = j["data"][0]["id"].get<std::string>();
+  return absl::OkStatus();
+}
+
+// Sends one request as a streamed /v1/completions and measures it as SendOne
+// does: events with text are token arrivals; the final usage gives the count.
+RequestResult SendOneHttp(const HttpTarget& t, const BenchRequest& req, float temperature,
+                          uint64_t sampling_seed) {
+  nlohmann::json body = {{"model", t.model},
+                         {"prompt", req.prompt_ids},
+                         {"max_tokens", req.output_tokens},
+                         {"ignore_eos", true},
+                         {"temperature", temperature},
+                         {"seed", sampling_seed},
+                         {"stream", true},
+                         {"stream_options", {{"include_usage", true}}}};
+  RequestResult r;
+  r.prompt_tokens = static_cast<int64_t>(req.prompt_ids.size());
+  const Clock::time_point sent = Clock::now();
+  Clock::time_point last = sent;
+  int64_t events = 0, usage_tokens = -1;
+  bool done = false;
+  std::string pending, error;
+  auto on_event = [&](std::string_view data) {
+    if (data == "[DONE]") {
+      done = true;
+      return;
+    }
+    const auto j = nlohmann::json::parse(data, nullptr, false);
+    if (j.is_discarded()) return;
+    if (j.contains("error")) {
+      error = "STREAM_ERROR";
+      return;
+    }
+    if (j.contains("usage") && j["usage"].is_object()) {
+      usage_tokens = j["usage"].value("completion_tokens", int64_t{0});
+    }
+    if (!j.contains("choices") || !j["choices"].is_array() || j["choices"].empty()) return;
+    const auto& c = j["choices"][0];
+    if (!c.contains("text") || !c["text"].is_string() || c["text"].get<std::string>().empty()) {
+      return;
+    }
+    const Clock::time_point now = Clock::now();
+    if (events++ == 0) {
+      r.ttft_s = std::chrono::duration<double>(now - sent).count();
+    } else {
+      r.itl_s.push_back(std::chrono::duration<double>(now - last).count());
+    }
+    last = now;
+  };
+  const HttpExchangeResult x =
+      Exchange(t, http::verb::post, "/v1/completions", body.dump(), [&](std::string_view piece) {
+        pending.append(piece);
+        for (size_t end = pending.find("\n\n"); end != std::string::npos;
+             end = pending.find("\n\n")) {
+          const std::string_view block = std::string_view(pending).substr(0, end);
+          for (size_t begin = 0; begin <= block.size();) {
+            const size_t stop = std::min(block.find('\n', begin), block.size());
+            const std::string_view line = block.substr(begin, stop - begin);
+            if (line.substr(0, 6) == "data: ") on_event(line.substr(6));
+            begin = stop + 1;
+          }
+          pending.erase(0, end + 2);
+        }
+      });
+  r.e2e_s = std::chrono::duration<double>(Clock::now() - sent).count();
+  if (!x.error.empty()) {
+    r.error_code = "CONNECTION";
+  } else if (x.status != 200) {
+    r.error_code = absl::StrCat("HTTP_", x.status);
+  } else if (!error.empty()) {
+    r.error_code = error;
+  } else if (!done || usage_tokens < 0) {
+    r.error_code = "NO_FINAL_MESSAGE";
+  }
+  r.ok = r.error_code.empty();
+  if (usage_tokens > 0) {
+    r.output_tokens = usage_tokens;
+    // A token whose text came with a later event counts as a zero gap.
+    r.itl_s.resize(static_cast<size_t>(std::max<int64_t>(usage_tokens - 1, 0)), 0.0);
+  }
+  return r;
+}
+
 struct PhaseResult {
   std::vector<RequestResult> results;
   double duration_s = 0;
@@ -201,7 +398,9 @@ struct PhaseResult {
 // order, waits for its arrival time (offsets from the phase start) and sends
 // it, so at most `concurrency` are in flight and a request that arrives while
 // all are busy waits for a free one. All threads are joined before returning.
-PhaseResult RunPhase(v1::Inference::Stub& stub, const std::vector<BenchRequest>& requests,
+using SendFn = std::function<RequestResult(const BenchRequest&, float, uint64_t)>;
+
+PhaseResult RunPhase(const SendFn& send, const std::vector<BenchRequest>& requests,
                      int64_t concurrency, const BenchOptions& o) {
   PhaseResult phase;
   phase.results.resize(requests.size());
@@ -215,7 +414,7 @@ PhaseResult RunPhase(v1::Inference::Stub& stub, const std::vector<BenchRequest>&
         std::this_thread::sleep_until(start +
                                       std::chrono::duration_cast<Clock::duration>(
                                           std::chrono::duration<double>(requests[i].arrival_s)));
-        phase.results[i] = SendOne(stub, requests[i], o.temperature, o.workload.seed + i);
+        phase.results[i] = send(requests[i], o.temperature, o.workload.seed + i);
       }
     });
   }
@@ -226,7 +425,8 @@ PhaseResult RunPhase(v1::Inference::Stub& stub, const std::vector<BenchRequest>&
 
 nlohmann::ordered_json ConfigJson(const BenchOptions& o, int64_t drawn_output_tokens) {
   nlohmann::ordered_json c;
-  c["server"] = o.server;
+  c["server"] = o.http.empty() ? o.server : "http://" + o.http;
+  c["api"] = o.http.empty() ? "grpc" : "http";
   c["num_requests"] = o.workload.num_requests;
   c["concurrency"] =
       o.unbounded ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(o.concurrency);
@@ -248,12 +448,28 @@ int RunBench(const Args& args) {
   auto options = ParseOptions(args);
   if (!options.ok()) return Fail(options.status());
   BenchOptions& o = *options;
-  auto stub =
-      v1::Inference::NewStub(grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
-  if (o.workload.vocab_size == 0) {
-    auto vocab = AskVocabSize(*stub, o.server);
-    if (!vocab.ok()) return Fail(vocab.status());
-    o.workload.vocab_size = *vocab;
+  SendFn send;
+  std::unique_ptr<v1::Inference::Stub> stub;
+  HttpTarget target;
+  if (o.http.empty()) {
+    stub =
+        v1::Inference::NewStub(grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
+    if (o.workload.vocab_size == 0) {
+      auto vocab = AskVocabSize(*stub, o.server);
+      if (!vocab.ok()) return Fail(vocab.status());
+      o.workload.vocab_size = *vocab;
+    }
+    send = [&](const BenchRequest& r, float temperature, uint64_t seed) {
+      return SendOne(*stub, r, temperature, seed);
+    };
+  } else {
+    auto parsed = ParseHttpTarget(o.http, o.api_key);
+    if (!parsed.ok()) return Fail(parsed.status());
+    target = *std::move(parsed);
+    if (absl::Status s = AskModel(target); !s.ok()) return Fail(s);
+    send = [&](const BenchRequest& r, float temperature, uint64_t seed) {
+      return SendOneHttp(target, r, temperature, seed);
+    };
   }
   const std::vector<BenchRequest> requests = DrawWorkload(o.workload);
   int64_t drawn_output_tokens = 0;
@@ -266,9 +482,9 @@ int RunBench(const Args& args) {
     w.num_requests = o.warmup;
     w.request_rate = 0;
     w.seed = o.workload.seed ^ 0x5741524D55505ull;  // "WARMUP"
-    RunPhase(*stub, DrawWorkload(w), o.concurrency, o);
+    RunPhase(send, DrawWorkload(w), o.concurrency, o);
   }
-  const PhaseResult phase = RunPhase(*stub, requests, o.concurrency, o);
+  const PhaseResult phase = RunPhase(send, requests, o.concurrency, o);
   const BenchReport report = ComputeReport(phase.results, phase.duration_s, o.slo);
 
   if (o.json) {
@@ -277,7 +493,8 @@ int RunBench(const Args& args) {
     std::cout << out.dump() << "\n";
     return 0;
   }
-  std::cout << "server " << o.server << ": " << o.workload.num_requests << " requests, ";
+  std::cout << (o.http.empty() ? "server " + o.server : "HTTP API http://" + o.http) << ": "
+            << o.workload.num_requests << " requests, ";
   if (o.workload.request_rate > 0) {
     std::cout << "Poisson arrivals at " << o.workload.request_rate << " req/s, ";
   }

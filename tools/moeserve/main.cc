@@ -162,6 +162,7 @@ form UTF-8 print as U+FFFD.
 )";
 
 constexpr char kBenchUsage[] = R"(Usage: moeserve bench --server ADDR [flags]
+       moeserve bench --http ADDR --vocab-size V [flags]
 
 Sends a reproducible synthetic workload to a running coordinator and reports,
 measured on the client: time to first token (TTFT: send to the first chunk with
@@ -175,7 +176,15 @@ requests that meet both SLOs, per second and as a share of all requests.
 Requests send token ids with ignore_eos and max_tokens set to the drawn output
 length, so outputs are exactly as drawn.
 
-  --server ADDR         coordinator address (host:port); required
+  --server ADDR         coordinator address (host:port): the gRPC API
+  --http ADDR           instead, the OpenAI-compatible HTTP API (host:port of
+                        the coordinator's --http-listen): streamed
+                        POST /v1/completions with token-id prompts, counting
+                        tokens from the final usage (a server-sent event with
+                        k tokens counts as one gap, then k-1 zero gaps, as a
+                        gRPC chunk does). Needs --vocab-size. The same workload
+                        and report as gRPC, so the two can be compared
+  --api-key-file FILE   with --http: send the first key in FILE as a bearer key
   --num-requests N      measured requests (default 200)
   --concurrency C       requests in flight at most (default 16)
   --request-rate R      Poisson arrivals at R requests/s; concurrency is then
@@ -376,14 +385,12 @@ int RunChat(const std::vector<std::string>& argv) {
 }
 
 int RunGenerate(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(argv,
-                          {"model", "server", "prompt-ids", "max-tokens", "temperature", "top-p",
-                           "top-k", "min-p", "seed", "kv-cache-tokens", "kv-cache-dtype",
-                           "max-batch-tokens", "logprobs", "stop", "device",
-                           "repetition-penalty", "presence-penalty", "frequency-penalty",
-                           "logit-bias"},
-                          {"prompt-logprobs", "json", "ignore-eos", "tokens", "help",
-                           "no-cuda-graphs"});
+  auto args = Args::Parse(
+      argv,
+      {"model", "server", "prompt-ids", "max-tokens", "temperature", "top-p", "top-k", "min-p",
+       "seed", "kv-cache-tokens", "kv-cache-dtype", "max-batch-tokens", "logprobs", "stop",
+       "device", "repetition-penalty", "presence-penalty", "frequency-penalty", "logit-bias"},
+      {"prompt-logprobs", "json", "ignore-eos", "tokens", "help", "no-cuda-graphs"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << kGenerateUsage;
@@ -412,9 +419,8 @@ int RunGenerate(const std::vector<std::string>& argv) {
   if (!args->Has("server") && (args->Has("stop") || args->Has("tokens"))) {
     return Fail(absl::InvalidArgumentError("--stop and --tokens need --server"));
   }
-  if (!args->Has("server") &&
-      (args->Has("repetition-penalty") || args->Has("presence-penalty") ||
-       args->Has("frequency-penalty") || args->Has("logit-bias"))) {
+  if (!args->Has("server") && (args->Has("repetition-penalty") || args->Has("presence-penalty") ||
+                               args->Has("frequency-penalty") || args->Has("logit-bias"))) {
     return Fail(absl::InvalidArgumentError(
         "penalties and --logit-bias need --server (the in-process engine does not apply them)"));
   }
@@ -507,11 +513,11 @@ int RunGenerate(const std::vector<std::string>& argv) {
 }
 
 int RunBenchCommand(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(
-      argv,
-      {"server", "num-requests", "concurrency", "request-rate", "prompt-tokens", "output-tokens",
-       "vocab-size", "seed", "temperature", "slo-ttft-ms", "slo-tpot-ms", "warmup"},
-      {"json", "help"});
+  auto args = Args::Parse(argv,
+                          {"server", "http", "api-key-file", "num-requests", "concurrency",
+                           "request-rate", "prompt-tokens", "output-tokens", "vocab-size", "seed",
+                           "temperature", "slo-ttft-ms", "slo-tpot-ms", "warmup"},
+                          {"json", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << kBenchUsage;
