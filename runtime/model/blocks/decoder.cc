@@ -187,13 +187,16 @@ void DecoderStack::CreateStreams() {
   ops_ = backend_->CreateOps(*compute_);
 }
 
+OverlapSchedule DecoderStack::ScheduleFor(int64_t rounds) const {
+  return rounds == 1 ? schedule_
+                     : BuildOverlapSchedule(moe_layers_, options_.micro_batches, false, rounds);
+}
+
 OverlapExecutor& DecoderStack::Executor(int64_t rounds) {
   std::unique_ptr<OverlapExecutor>& e = executors_[rounds];
   if (e == nullptr) {
-    e = std::make_unique<OverlapExecutor>(
-        *backend_, *compute_, *comm_stream_,
-        rounds == 1 ? schedule_
-                    : BuildOverlapSchedule(moe_layers_, options_.micro_batches, false, rounds));
+    e = std::make_unique<OverlapExecutor>(*backend_, *compute_, *comm_stream_,
+                                          ScheduleFor(rounds));
   }
   return *e;
 }
@@ -405,7 +408,10 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in, Ma
   auto exchange_of = [&](int micro_batch, int64_t l, int64_t round) {
     return MoeExchangeRound(whole_exchange_of(micro_batch, l), round);
   };
-  const int64_t capacity = in.exchange.capacity;
+  // The rows of `v` (a micro-batch's) that round `round`'s exchange `ex` carries.
+  auto round_rows = [&](MatView v, int64_t round, const MoeExchange& ex) {
+    return v.Rows(std::min(round * in.exchange.capacity, v.rows), ex.tokens);
+  };
   auto moe_context = [&](int64_t l, int micro_batch) {
     MoeContext m;
     if (!in.tokens_in_use.empty())
@@ -442,15 +448,12 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in, Ma
           ops.RmsNorm(hm, common.ffn_norm, c.rms_norm_eps, nm);
         }
         if (common.ffn.is_moe) {
+          // Route every token; pack the first round (the whole micro-batch
+          // when there is one round).
           MoeExchange all = whole_exchange_of(stage.micro_batch, l);
-          if (in.exchange.rounds == 1) {
-            MoeRoute(ops, moe_context(l, stage.micro_batch), nm, all);
-          } else {
-            // Route every token; pack the first round.
-            MoeRouter(ops, moe_context(l, stage.micro_batch), nm, all);
-            MoeExchange ex = exchange_of(stage.micro_batch, l, 0);
-            MoePack(ops, moe_context(l, stage.micro_batch), nm.Rows(0, ex.tokens), ex);
-          }
+          MoeRouter(ops, moe_context(l, stage.micro_batch), nm, all);
+          MoeExchange first = exchange_of(stage.micro_batch, l, 0);
+          MoePack(ops, moe_context(l, stage.micro_batch), round_rows(nm, 0, first), first);
         } else if (mb.rows > 0) {
           ops.GatedFfn(nm, common.ffn.dense.gate, common.ffn.dense.up, common.ffn.dense.down, dm);
           ops.Add(dm, hm);
@@ -459,8 +462,7 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in, Ma
       }
       case StageKind::kPack: {
         MoeExchange ex = exchange_of(stage.micro_batch, l, stage.round);
-        MoePack(ops, moe_context(l, stage.micro_batch),
-                nm.Rows(std::min(stage.round * capacity, mb.rows), ex.tokens), ex);
+        MoePack(ops, moe_context(l, stage.micro_batch), round_rows(nm, stage.round, ex), ex);
         break;
       }
       case StageKind::kShared: {
@@ -476,9 +478,9 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in, Ma
       case StageKind::kReduce: {
         MoeExchange ex = exchange_of(stage.micro_batch, l, stage.round);
         if (ex.tokens > 0) {
-          const int64_t begin = stage.round * capacity;
-          MoeReduce(ops, moe_context(l, stage.micro_batch), ex, dm.Rows(begin, ex.tokens));
-          ops.Add(dm.Rows(begin, ex.tokens), hm.Rows(begin, ex.tokens));
+          const MatView out = round_rows(dm, stage.round, ex);
+          MoeReduce(ops, moe_context(l, stage.micro_batch), ex, out);
+          ops.Add(out, round_rows(hm, stage.round, ex));
         }
         break;
       }
@@ -499,10 +501,7 @@ void DecoderStack::QueuePass(Pass& pass, Workspace& ws, Ops& ops, Inputs& in, Ma
 
   if (planning) {
     // The same stages in schedule order; no exchange, no event.
-    const OverlapSchedule schedule =
-        in.exchange.rounds == 1
-            ? schedule_
-            : BuildOverlapSchedule(moe_layers_, options_.micro_batches, false, in.exchange.rounds);
+    const OverlapSchedule schedule = ScheduleFor(in.exchange.rounds);
     for (const ScheduleStep& step : schedule.steps) {
       if (step.action == ScheduleStep::kCompute) compute(step.stage);
     }

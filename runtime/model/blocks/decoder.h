@@ -174,7 +174,9 @@ class DecoderStack {
   absl::Status FinishPass(const Inputs& in, double exchanged_before);
   // (Re)creates the streams and their op set; executors come with Executor().
   void CreateStreams();
-  // The executor of a step of `rounds` exchange rounds, on the current streams.
+  // The schedule of a step of `rounds` exchange rounds (more than one: no
+  // overlap), and its executor on the current streams.
+  OverlapSchedule ScheduleFor(int64_t rounds) const;
   OverlapExecutor& Executor(int64_t rounds);
   // The exchange shape of a step whose largest rank runs `tokens` tokens, or
   // of `batch` (its group_max_tokens, or in a group that does not say, the

@@ -143,11 +143,6 @@ MoeExchange MoeExchangeRound(const MoeExchange& ex, int64_t round) {
   return out;
 }
 
-void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) {
-  MoeRouter(ops, ctx, x, ex);
-  MoePack(ops, ctx, x, ex);
-}
-
 void MoeRouter(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex) {
   const ModelConfig& config = *ctx.config;
   if (ex.tokens > 0) {

@@ -2,8 +2,10 @@
 //
 // The block runs in stages so that the two all-to-all exchanges of
 // expert parallelism can overlap other work (runtime/parallel/):
-//   MoeRoute    router, top-k, a replica for every (token, expert) pair, and
-//               the rows to send, in fixed-capacity groups by destination slot;
+//   MoeRouter   router and top-k over the micro-batch;
+//   MoePack     a replica for every (token, expert) pair of one exchange
+//               round, and the rows to send, in fixed-capacity groups by
+//               destination slot;
 //   MoeDispatch all-to-all of the rows to the ranks holding the experts;
 //   MoeShared   the shared experts over the micro-batch's own tokens (needs
 //               nothing from the exchange, so it can run while dispatch flies);
@@ -11,6 +13,8 @@
 //   MoeCombine  all-to-all of the expert outputs back to where they came from;
 //   MoeReduce   out = shared + sum over each token's experts of weight * output,
 //               added in ascending expert order whatever the placement.
+// A micro-batch of more tokens than an exchange holds packs, exchanges,
+// computes and reduces round after round (MoeExchangeRound).
 #ifndef MOESERVE_RUNTIME_MODEL_BLOCKS_MOE_H_
 #define MOESERVE_RUNTIME_MODEL_BLOCKS_MOE_H_
 
@@ -101,7 +105,7 @@ struct MoeContext {
   const LayerPlacement* placement = nullptr;
   const MoeLayerTable* table = nullptr;
   int32_t rank = 0;
-  // [num_experts] in backend memory: MoeRoute adds each expert's pairs.
+  // [num_experts] in backend memory: MoePack adds each expert's pairs.
   std::span<int64_t> expert_load;
   // Empty, or one count in backend memory: the micro-batch's tokens past it
   // (a batch-size bucket's padding) are not dispatched.
@@ -110,8 +114,6 @@ struct MoeContext {
 
 // Each stage queues ops on the stream `ops` feeds (compute stages) or an
 // exchange on `stream` (communication stages); none waits for the device.
-// MoeRoute = MoeRouter over the micro-batch, then MoePack of its one round.
-void MoeRoute(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
 // Router logits and top-k over ex.tokens rows of x.
 void MoeRouter(Ops& ops, const MoeContext& ctx, ConstMatView x, MoeExchange& ex);
 // The send rows and counts of one round (x: that round's rows).
