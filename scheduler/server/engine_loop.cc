@@ -20,10 +20,12 @@ struct EngineLoop::Active {
   absl::Time first_token;
   std::vector<int32_t> generated;
   int64_t worker_position = 0;  // the next position the worker was fed of it
-  // What the worker holds of it (KeptSequences): its block table, and
-  // whether it was sent in full, so later plans send only what changed.
-  bool worker_holds = false;
-  std::vector<int32_t> worker_table;
+  // How many blocks of its table the worker holds (KeptSequences), 0 until
+  // it is sent in full or after a preemption changed its blocks, and the
+  // last of them: later plans send only the blocks appended. A table only
+  // grows between preemptions (BlockManager::Append).
+  size_t worker_blocks = 0;
+  int32_t worker_last_block = -1;
   std::vector<std::optional<float>> prompt_logprobs;  // when asked; [0] stays empty
   bool stopped_by_token = false;
   bool stopped_by_string = false;  // the sink saw a stop string complete
@@ -100,8 +102,7 @@ absl::Status EngineLoop::Submit(const std::string& key, GenerationRequest reques
       metrics_.Rejected("unavailable").Increment();
       return absl::UnavailableError("the workers are not ready yet; retry shortly");
     }
-    // Every rank runs up to max_running_seqs of its own.
-    const int64_t running = options_.batcher.max_running_seqs * std::max(1, options_.ep_size);
+    const int64_t running = MaxRunning();
     const int64_t bound = running + options_.batcher.max_waiting;
     if (admitted_ >= bound) {
       metrics_.Rejected("queue_full").Increment();
@@ -309,8 +310,7 @@ void EngineLoop::CheckForming() {
     o.block_size = reg.kv().block_tokens();
     // Submit bounds the admitted requests of the whole group; any rank may
     // be given all of those it cannot run yet.
-    o.max_waiting = options_.batcher.max_waiting +
-                    options_.batcher.max_running_seqs * std::max(1, options_.ep_size);
+    o.max_waiting = options_.batcher.max_waiting + MaxRunning();
     auto batcher = scheduler::ContinuousBatcher::Create(o);
     if (!batcher.ok()) {
       LoseGroup(absl::StrCat("worker ", reg.worker_id(),
@@ -422,6 +422,9 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, u
   Rank& r = *ranks_[rank];
   wp.mutable_released_sequences()->Add(r.released.begin(), r.released.end());
   r.released.clear();
+  for (uint64_t id : plan.preempted) {
+    if (auto it = active_.find(id); it != active_.end()) it->second->worker_blocks = 0;
+  }
   const absl::Time now = absl::Now();
   for (const scheduler::ScheduledSequence& s : plan.seqs) {
     Active& a = *active_.at(s.id);
@@ -437,22 +440,19 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, u
     w->set_context_len(static_cast<uint32_t>(s.context_len));
     w->set_sample(s.sample);
     const SamplingOptions& so = a.request.sampling;
-    // The worker holds the table up to what it was last sent (unless the
-    // sequence was preempted and its blocks changed): send the new blocks.
-    const size_t held = a.worker_table.size();
-    if (a.worker_holds && s.block_table.size() >= held &&
-        std::equal(a.worker_table.begin(), a.worker_table.end(), s.block_table.begin())) {
+    // The worker holds the table up to what it was last sent: send the new
+    // blocks (the last held one is checked, the worker checks the length).
+    const size_t held = a.worker_blocks;
+    const bool continued =
+        held > 0 && s.block_table.size() >= held && s.block_table[held - 1] == a.worker_last_block;
+    w->mutable_block_table()->Add(
+        s.block_table.begin() + static_cast<ptrdiff_t>(continued ? held : 0), s.block_table.end());
+    a.worker_blocks = s.block_table.size();
+    a.worker_last_block = s.block_table.empty() ? -1 : s.block_table.back();
+    if (continued) {
       w->set_continued(true);
-      w->mutable_block_table()->Add(s.block_table.begin() + static_cast<ptrdiff_t>(held),
-                                    s.block_table.end());
       w->set_block_table_length(static_cast<uint32_t>(s.block_table.size()));
-      a.worker_table.insert(a.worker_table.end(),
-                            s.block_table.begin() + static_cast<ptrdiff_t>(held),
-                            s.block_table.end());
     } else {
-      w->mutable_block_table()->Add(s.block_table.begin(), s.block_table.end());
-      a.worker_holds = true;
-      a.worker_table = s.block_table;
       worker::v1::Sampling* ws = w->mutable_sampling();
       ws->set_temperature(so.temperature);
       ws->set_top_p(so.top_p);
@@ -507,13 +507,7 @@ void EngineLoop::RunStep() {
   if (!any) return;
   // The ranks size the step's exchanges from its largest rank.
   int64_t group_max_tokens = 0;
-  for (auto& r : ranks_) {
-    int64_t tokens = 0;
-    for (const scheduler::ScheduledSequence& s : r->plan.seqs) {
-      tokens += static_cast<int64_t>(s.token_ids.size());
-    }
-    group_max_tokens = std::max(group_max_tokens, tokens);
-  }
+  for (auto& r : ranks_) group_max_tokens = std::max(group_max_tokens, r->plan.num_tokens());
   // Every rank gets its plan, empty or not: all of them join every
   // collective of the step.
   for (auto& r : ranks_) {

@@ -11,6 +11,7 @@
 #ifndef MOESERVE_SCHEDULER_SERVER_ENGINE_LOOP_H_
 #define MOESERVE_SCHEDULER_SERVER_ENGINE_LOOP_H_
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -164,6 +165,10 @@ class EngineLoop {
   void FailRequests(const absl::Status& status);
   void SetReady(bool ready);
   bool Busy() const;
+  // Sequences the whole group runs at most: each rank runs max_running_seqs.
+  int64_t MaxRunning() const {
+    return options_.batcher.max_running_seqs * std::max(1, options_.ep_size);
+  }
   void PublishSnapshot();
 
   const Options options_;

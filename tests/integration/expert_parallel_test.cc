@@ -34,8 +34,9 @@ const std::string kBin = MOESERVE_BINARY_DIR;
 // The group: a coordinator with --ep-size N and N workers.
 class Group {
  public:
-  Group(int ranks, const std::vector<std::string>& coordinator_flags, const std::string& name)
-      : ranks_(ranks), name_(name) {
+  Group(int ranks, const std::vector<std::string>& coordinator_flags, const std::string& name,
+        std::vector<std::string> worker_flags = {})
+      : ranks_(ranks), name_(name), worker_flags_(std::move(worker_flags)) {
     metrics_port_ = FreePort();
     addr_ = planes_.address();
     std::vector<std::string> args = Flags(
@@ -57,10 +58,11 @@ class Group {
   void StartWorker(int rank) {
     workers_[static_cast<size_t>(rank)] = std::make_unique<Process>(
         kBin + "/tools/worker/moeserve-worker",
-        Flags(planes_.WorkerFlags(),
-              {"--model", kFixture, "--rank", std::to_string(rank), "--ep-size",
-               std::to_string(ranks_), "--connect-timeout-seconds", "20", "--reconnect-seconds",
-               "60"}),
+        Flags(Flags(planes_.WorkerFlags(),
+                    {"--model", kFixture, "--rank", std::to_string(rank), "--ep-size",
+                     std::to_string(ranks_), "--connect-timeout-seconds", "20",
+                     "--reconnect-seconds", "60"}),
+              worker_flags_),
         Log("worker" + std::to_string(rank)));
   }
 
@@ -78,6 +80,7 @@ class Group {
 
   int ranks_;
   std::string name_;
+  std::vector<std::string> worker_flags_;
   Planes planes_{"ep_" + name_};  // after name_, which it uses
   int metrics_port_ = 0;
   std::string addr_;
@@ -246,6 +249,32 @@ TEST(ExpertParallelAdmissionTest, AGroupAdmitsWhatAllItsRanksRunPlusTheQueue) {
     EXPECT_TRUE(s.status.ok()) << s.status.error_message();
     EXPECT_EQ(s.tokens.size(), 120u);
   }
+}
+
+// Step plans send a running sequence only its new blocks; a preempted one,
+// whose blocks were freed and given out again, must be sent in full. A KV
+// cache of 4 blocks of 64 tokens for three requests of 150 tokens each
+// forces preemptions, and every stream still gives the single process's
+// greedy tokens.
+TEST(ExpertParallelPreemptionTest, PreemptedSequencesAreSentInFullAndGiveTheSameTokens) {
+  Group g(1, {}, "preempt", {"--kv-cache-tokens", "256"});
+  ASSERT_TRUE(g.AwaitServing(90)) << g.logs();
+  constexpr uint32_t kTokens = 150;
+  std::vector<Stream> streams(3);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    threads.emplace_back([&, i] { streams[i] = Generate(g.channel_, kPrompts[i], kTokens); });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < streams.size(); ++i) {
+    ASSERT_TRUE(streams[i].status.ok()) << streams[i].status.error_message() << g.logs();
+    EXPECT_EQ(streams[i].tokens, EngineTokens(kPrompts[i], kTokens)) << "request " << i;
+  }
+  const std::string metrics = HttpGet(g.metrics_port_, "/metrics");
+  const std::string name = "moeserve_preemptions_total ";
+  const size_t at = metrics.find("\n" + name);
+  ASSERT_NE(at, std::string::npos) << metrics;
+  EXPECT_GT(std::stod(metrics.substr(at + 1 + name.size())), 0.0) << "nothing was preempted";
 }
 
 TEST(ExpertParallelFaultTest, AKilledRankEndsRequestsWithUnavailableAndTheGroupComesBack) {
