@@ -32,26 +32,7 @@ const std::string kBin = MOESERVE_BINARY_DIR;
 const std::string kApiKey = "sk-moeserve-test-key";
 const std::string kModelName = "deepseek_v3";  // the checkpoint directory's name
 
-std::string ScratchDir() {
-  static const std::string dir = [] {
-    const std::string d = ::testing::TempDir() + "/openai_api_" + std::to_string(getpid());
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-class ScratchCleanup : public ::testing::Environment {
- public:
-  void TearDown() override {
-    if (::testing::UnitTest::GetInstance()->Passed()) {
-      std::error_code ignored;
-      fs::remove_all(ScratchDir(), ignored);
-    }
-  }
-};
-[[maybe_unused]] ::testing::Environment* const kScratchCleanup =
-    ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
+const std::string& ScratchDir() { return ProcessScratchDir("openai_api"); }
 
 std::string Quote(const std::string& s) {
   std::string out = "'";

@@ -11,6 +11,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -216,6 +217,37 @@ std::shared_ptr<grpc::Channel> Planes::InternalChannel(const std::string& token)
   InternalPlaneCredentials credentials;
   credentials.token = token;
   return CreateCoordinatorChannel(internal_address_, credentials);
+}
+
+namespace {
+
+std::string& ScratchPath() {
+  static std::string path;  // empty until ProcessScratchDir is called
+  return path;
+}
+
+class ScratchCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (!ScratchPath().empty() && ::testing::UnitTest::GetInstance()->Passed()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(ScratchPath(), ignored);
+    }
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kScratchCleanup =
+    ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
+
+}  // namespace
+
+const std::string& ProcessScratchDir(const std::string& name) {
+  static const std::string dir = [&] {
+    const std::string d = ::testing::TempDir() + "/" + name + "_" + std::to_string(getpid());
+    std::filesystem::create_directories(d);
+    ScratchPath() = d;
+    return d;
+  }();
+  return dir;
 }
 
 }  // namespace moeserve::testing

@@ -106,6 +106,13 @@ std::vector<std::string> Flags(std::vector<std::string> a, const std::vector<std
 // 32 random bytes from /dev/urandom as 64 hex digits.
 std::string RandomToken();
 
+// This test process's scratch directory (models, logs):
+// TempDir()/<name>_<pid>, made on the first call, since ctest runs the tests
+// of one suite side by side, each in a process of its own. The first call's
+// name holds for the process. Removed at the end when every test passed; a
+// failure leaves it for a look at the logs.
+const std::string& ProcessScratchDir(const std::string& name);
+
 }  // namespace moeserve::testing
 
 #endif  // MOESERVE_TESTS_INTEGRATION_PROCESS_H_

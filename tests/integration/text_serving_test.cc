@@ -31,30 +31,7 @@ using ::testing::HasSubstr;
 
 const std::string kBin = MOESERVE_BINARY_DIR;
 
-// This process's scratch directory: ctest runs the tests of one suite side by
-// side, each in a process of its own.
-std::string ScratchDir() {
-  static const std::string dir = [] {
-    const std::string d = ::testing::TempDir() + "/text_serving_" + std::to_string(getpid());
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-// Removes the scratch directory (models and logs) at the end when every test
-// passed; a failure leaves it for a look at the logs.
-class ScratchCleanup : public ::testing::Environment {
- public:
-  void TearDown() override {
-    if (::testing::UnitTest::GetInstance()->Passed()) {
-      std::error_code ignored;
-      fs::remove_all(ScratchDir(), ignored);
-    }
-  }
-};
-[[maybe_unused]] ::testing::Environment* const kScratchCleanup =
-    ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
+const std::string& ScratchDir() { return ProcessScratchDir("text_serving"); }
 
 // A tiny checkpoint of `arch` with the published tokenizer files, once per process.
 std::string TinyModel(const std::string& arch) {
