@@ -67,6 +67,11 @@ absl::Status ContinuousBatcher::CheckRequest(const Request& r) const {
     return absl::InvalidArgumentError(
         absl::StrCat("request ", r.id, ": max tokens must be >= 0, got ", r.max_tokens));
   }
+  if (static_cast<int64_t>(r.generated_ids.size()) >= std::max<int64_t>(r.max_tokens, 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("request ", r.id, ": it already generated ",
+                                                   r.generated_ids.size(), " of its ", r.max_tokens,
+                                                   " tokens; nothing is left to run"));
+  }
   // The last generated token is never fed back, so its KV is never stored.
   const int64_t capacity_tokens = blocks_->num_blocks() * blocks_->block_size();
   const auto prompt = static_cast<int64_t>(r.prompt_ids.size());
@@ -96,6 +101,8 @@ absl::Status ContinuousBatcher::Add(Request request) {
   seq->arrival = next_arrival_++;
   seq->num_prompt_tokens = static_cast<int64_t>(request.prompt_ids.size());
   seq->tokens = std::move(request.prompt_ids);
+  seq->tokens.insert(seq->tokens.end(), request.generated_ids.begin(), request.generated_ids.end());
+  seq->num_generated = static_cast<int64_t>(request.generated_ids.size());
   seq->max_tokens = request.max_tokens;
   waiting_.Push(seq.get());
   seqs_.emplace(request.id, std::move(seq));

@@ -15,6 +15,10 @@ struct Request {
   std::vector<int32_t> prompt_ids;  // non-empty
   int64_t max_tokens = 16;          // tokens to generate at most; 0 reads the prompt only
   int priority = 0;                 // higher is scheduled first
+  // Tokens the request already generated elsewhere (its worker group was
+  // lost): the sequence starts as a preempted one does, its prompt and these
+  // to be prefilled again, and counts them against max_tokens.
+  std::vector<int32_t> generated_ids;
 };
 
 struct Sequence {

@@ -176,6 +176,38 @@ TEST(ContinuousBatcherTest, RunsARequestToItsLengthAndFreesItsBlocks) {
   EXPECT_FALSE(b->step_in_flight());
 }
 
+// A request resumed with the tokens it generated before its worker group
+// was lost: they are prefilled again after the prompt, the next token is
+// drawn at the end of them, and they count against max_tokens.
+TEST(ContinuousBatcherTest, AResumedRequestPrefillsWhatItGeneratedAndGoesOnFromThere) {
+  auto b = Make(SmallOptions());
+  Request r = Req(7, Iota(10, 50), 4);
+  r.generated_ids = {ModelToken(7, 10), ModelToken(7, 11)};
+  ASSERT_TRUE(b->Add(r).ok());
+  StepPlan p1 = b->Schedule();
+  ASSERT_EQ(p1.seqs.size(), 1u);
+  std::vector<int32_t> context = Iota(10, 50);
+  context.insert(context.end(), r.generated_ids.begin(), r.generated_ids.end());
+  EXPECT_EQ(p1.seqs[0].token_ids, context);
+  EXPECT_EQ(p1.seqs[0].context_len, 12);
+  EXPECT_TRUE(p1.seqs[0].sample);
+  EXPECT_THAT(Step(*b, p1), IsEmpty());  // the third token
+  StepPlan p2 = b->Schedule();
+  EXPECT_THAT(p2.seqs[0].token_ids, ElementsAre(ModelToken(7, 12)));
+  std::vector<FinishedSequence> done = Step(*b, p2);  // the fourth and last
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].reason, FinishReason::kLength);
+  EXPECT_EQ(done[0].num_prompt_tokens, 10);
+  EXPECT_EQ(done[0].num_generated_tokens, 4);
+  EXPECT_EQ(b->stats().num_free_blocks, 64);
+
+  Request spent = Req(8, Iota(3), 2);
+  spent.generated_ids = {1, 2};
+  const absl::Status s = b->Add(spent);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("already generated 2 of its 2 tokens"));
+}
+
 TEST(ContinuousBatcherTest, AReusedPlanHoldsExactlyTheNewStep) {
   auto b = Make(SmallOptions());
   ASSERT_TRUE(b->Add(Req(1, Iota(9), 1)).ok());
