@@ -29,11 +29,17 @@ struct EngineLoop::Active {
   std::vector<std::optional<float>> prompt_logprobs;  // when asked; [0] stays empty
   bool stopped_by_token = false;
   bool stopped_by_string = false;  // the sink saw a stop string complete
+  int recoveries = 0;              // groups lost while it ran
 };
 
 namespace {
 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+
+// A request that was running each time its group was lost this often is
+// taken for the cause (a step that kills a worker) and ends with the reason
+// instead of taking the next group down too.
+constexpr int kMaxRecoveries = 3;
 
 v1::FinishReason ToProto(scheduler::FinishReason reason, bool stop_token) {
   switch (reason) {
@@ -209,6 +215,7 @@ void EngineLoop::Run() {
       }
     }
     if (!lost.empty()) LoseGroup(lost);
+    ExpireSuspended();
     if (state_ == GroupState::kWaiting) FormGroup();
     if (state_ == GroupState::kForming) CheckForming();
     for (Command& c : commands) Apply(std::move(c));
@@ -329,6 +336,7 @@ void EngineLoop::CheckForming() {
   for (const auto& r : ranks_) metrics_.WorkerUp(static_cast<int>(r->link->rank())).Set(1);
   metrics_.workers_up.Set(static_cast<double>(ranks_.size()));
   SetReady(true);
+  ResumeRequests();
 }
 
 void EngineLoop::SetReady(bool ready) {
@@ -337,7 +345,7 @@ void EngineLoop::SetReady(bool ready) {
 }
 
 void EngineLoop::LoseGroup(const std::string& reason) {
-  FailRequests(absl::UnavailableError(absl::StrCat("the worker group was lost: ", reason)));
+  SuspendRequests(reason);
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& m : members_) {
@@ -355,20 +363,66 @@ void EngineLoop::LoseGroup(const std::string& reason) {
 void EngineLoop::Apply(Command c) {
   if (c.kind == Command::kCancel) {
     auto it = ids_.find(c.key);
-    if (it == ids_.end()) return;
+    if (it == ids_.end()) {
+      // Perhaps held while the group is lost.
+      for (auto h = held_.begin(); h != held_.end(); ++h) {
+        if (h->key != c.key) continue;
+        h->sink->Close(absl::CancelledError("the request was cancelled"));
+        metrics_.Finished("abort").Increment();
+        held_.erase(h);
+        std::lock_guard<std::mutex> lock(mu_);
+        --admitted_;
+        break;
+      }
+      return;
+    }
     const uint64_t id = it->second;
     auto a = active_.find(id);
-    if (state_ != GroupState::kServing || a == active_.end()) return;
+    if (a == active_.end()) return;
+    if (state_ != GroupState::kServing) {  // suspended with its group
+      End(id, absl::CancelledError("the request was cancelled"));
+      return;
+    }
     auto finished = ranks_[a->second->rank]->batcher->Abort(id);
     if (finished.ok()) Finish(id, *finished, false);
     return;
   }
   if (state_ != GroupState::kServing) {
+    if (recovery_deadline_.has_value()) {  // it waits for the group with the others
+      held_.push_back(std::move(c));
+      return;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     --admitted_;
     c.sink->Close(absl::UnavailableError("the worker group was lost before the request started"));
     return;
   }
+  const uint64_t id = next_sequence_id_++;
+  auto a = std::make_unique<Active>();
+  a->seed = c.request.sampling.seed.value_or(std::random_device{}());
+  a->arrival = c.arrival;
+  a->sink = std::move(c.sink);
+  if (c.request.prompt_logprobs) a->prompt_logprobs.resize(c.request.prompt_ids.size());
+  a->request = std::move(c.request);
+  a->key = c.key;
+  if (absl::Status s = Place(id, *a); !s.ok()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --admitted_;
+    }
+    metrics_
+        .Rejected(s.code() == absl::StatusCode::kResourceExhausted ? "queue_full"
+                                                                   : "invalid_argument")
+        .Increment();
+    a->sink->Close(s);
+    return;
+  }
+  metrics_.prompt_tokens.Increment(static_cast<double>(a->request.prompt_ids.size()));
+  ids_[a->key] = id;
+  active_[id] = std::move(a);
+}
+
+absl::Status EngineLoop::Place(uint64_t id, Active& a) {
   // The rank with the most KV headroom, counting what admitted sequences not
   // yet scheduled will take, then the fewest sequences.
   std::vector<scheduler::RankLoad> loads;
@@ -378,38 +432,95 @@ void EngineLoop::Apply(Command c) {
   }
   const auto rank = static_cast<uint32_t>(scheduler::PickRank(loads));
   Rank& target = *ranks_[rank];
-  const uint64_t id = next_sequence_id_++;
   scheduler::Request r;
   r.id = id;
-  r.prompt_ids = c.request.prompt_ids;
-  r.max_tokens = c.request.stopping.max_tokens.value_or(1);
-  r.priority = c.request.priority;
-  if (absl::Status s = target.batcher->Add(r); !s.ok()) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      --admitted_;
-    }
-    metrics_
-        .Rejected(s.code() == absl::StatusCode::kResourceExhausted ? "queue_full"
-                                                                   : "invalid_argument")
-        .Increment();
-    c.sink->Close(s);
+  r.prompt_ids = a.request.prompt_ids;
+  r.generated_ids = a.generated;
+  r.max_tokens = a.request.stopping.max_tokens.value_or(1);
+  r.priority = a.request.priority;
+  if (absl::Status s = target.batcher->Add(std::move(r)); !s.ok()) return s;
+  a.rank = rank;
+  const int64_t block = std::max<int64_t>(1, target.batcher->options().block_size);
+  const auto tokens = static_cast<int64_t>(a.request.prompt_ids.size() + a.generated.size());
+  a.pending_blocks = (tokens + block - 1) / block;
+  target.pending_blocks += a.pending_blocks;
+  return absl::OkStatus();
+}
+
+void EngineLoop::End(uint64_t id, const absl::Status& status) {
+  auto it = active_.find(id);
+  if (it == active_.end()) return;
+  Active& a = *it->second;
+  a.sink->Close(status);
+  metrics_.Finished("abort").Increment();
+  if (a.pending_blocks > 0 && a.rank < ranks_.size()) {
+    ranks_[a.rank]->pending_blocks -= a.pending_blocks;
+  }
+  ids_.erase(a.key);
+  active_.erase(it);
+  std::lock_guard<std::mutex> lock(mu_);
+  --admitted_;
+}
+
+void EngineLoop::SuspendRequests(const std::string& reason) {
+  if (options_.recovery_timeout <= absl::ZeroDuration()) {
+    FailRequests(absl::UnavailableError(absl::StrCat("the worker group was lost: ", reason)));
     return;
   }
-  auto a = std::make_unique<Active>();
-  a->rank = rank;
-  const int64_t block = std::max<int64_t>(1, target.batcher->options().block_size);
-  a->pending_blocks = (static_cast<int64_t>(c.request.prompt_ids.size()) + block - 1) / block;
-  target.pending_blocks += a->pending_blocks;
-  a->seed = c.request.sampling.seed.value_or(std::random_device{}());
-  a->arrival = c.arrival;
-  a->sink = std::move(c.sink);
-  if (c.request.prompt_logprobs) a->prompt_logprobs.resize(c.request.prompt_ids.size());
-  metrics_.prompt_tokens.Increment(static_cast<double>(c.request.prompt_ids.size()));
-  a->request = std::move(c.request);
-  a->key = c.key;
-  ids_[c.key] = id;
-  active_[id] = std::move(a);
+  lost_reason_ = reason;
+  if (!recovery_deadline_.has_value()) {
+    recovery_deadline_ = absl::Now() + options_.recovery_timeout;
+  }
+  std::vector<uint64_t> culprits;
+  for (auto& [id, a] : active_) {
+    // What a worker of the lost group held of it is gone.
+    a->pending_blocks = 0;
+    a->worker_position = 0;
+    a->worker_blocks = 0;
+    a->worker_last_block = -1;
+    if (a->first_scheduled.has_value() && ++a->recoveries >= kMaxRecoveries) culprits.push_back(id);
+  }
+  for (auto& r : ranks_) r->pending_blocks = 0;
+  for (uint64_t id : culprits) {
+    End(id, absl::UnavailableError(absl::StrCat(
+                "the worker group was lost ", kMaxRecoveries,
+                " times while this request ran, so it is not tried again; last: ", reason)));
+  }
+}
+
+void EngineLoop::ResumeRequests() {
+  if (!recovery_deadline_.has_value()) return;
+  recovery_deadline_.reset();
+  // In the order they arrived, which is the order of their sequence ids.
+  std::vector<uint64_t> ids;
+  ids.reserve(active_.size());
+  for (const auto& [id, a] : active_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  for (uint64_t id : ids) {
+    Active& a = *active_.at(id);
+    if (absl::Status s = Place(id, a); !s.ok()) {
+      End(id, absl::UnavailableError(absl::StrCat("the worker group formed again after a loss (",
+                                                  lost_reason_,
+                                                  ") cannot run the request: ", s.message())));
+      continue;
+    }
+    metrics_.requests_recovered.Increment();
+  }
+  std::deque<Command> held;
+  held.swap(held_);
+  for (Command& c : held) Apply(std::move(c));
+}
+
+void EngineLoop::ExpireSuspended() {
+  if (!recovery_deadline_.has_value() || state_ == GroupState::kServing ||
+      absl::Now() < *recovery_deadline_) {
+    return;
+  }
+  recovery_deadline_.reset();
+  FailRequests(absl::UnavailableError(
+      absl::StrCat("the worker group was lost (", lost_reason_, ") and was not whole again within ",
+                   absl::FormatDuration(options_.recovery_timeout),
+                   " (the coordinator's --request-recovery-timeout-seconds)")));
 }
 
 worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, uint32_t rank,
@@ -428,10 +539,12 @@ worker::v1::StepPlan EngineLoop::ToWorkerPlan(const scheduler::StepPlan& plan, u
   const absl::Time now = absl::Now();
   for (const scheduler::ScheduledSequence& s : plan.seqs) {
     Active& a = *active_.at(s.id);
-    if (!a.first_scheduled.has_value()) {
-      a.first_scheduled = now;
+    if (a.pending_blocks > 0) {
       ranks_[a.rank]->pending_blocks -= a.pending_blocks;
       a.pending_blocks = 0;
+    }
+    if (!a.first_scheduled.has_value()) {
+      a.first_scheduled = now;
       metrics_.queue_time.Observe(Seconds(now - a.arrival));
     }
     worker::v1::SequenceWork* w = wp.add_sequences();
@@ -540,16 +653,11 @@ void EngineLoop::RunStep() {
     // One worker: its step's requests fail, the rest go on.
     Rank& rank = *ranks_[i];
     for (const scheduler::ScheduledSequence& s : rank.plan.seqs) {
-      auto it = active_.find(s.id);
-      if (it == active_.end()) continue;
-      it->second->sink->Close(
-          absl::InternalError(absl::StrCat("the worker failed the step: ", results[i].error())));
+      if (!active_.contains(s.id)) continue;
       (void)rank.batcher->Abort(s.id);
       rank.released.push_back(s.id);  // the worker may keep its token history
-      ids_.erase(it->second->key);
-      active_.erase(it);
-      std::lock_guard<std::mutex> lock(mu_);
-      --admitted_;
+      End(s.id,
+          absl::InternalError(absl::StrCat("the worker failed the step: ", results[i].error())));
     }
     scheduler::StepResult empty;
     empty.step = rank.plan.step;
@@ -623,14 +731,10 @@ void EngineLoop::HandleOutputs(Rank& rank, const worker::v1::StepResult& result)
     if (!out.error().empty()) {
       // The worker refused this sequence's work and ran the step without it:
       // its request fails alone.
-      it->second->sink->Close(absl::InternalError(
-          absl::StrCat("the worker refused the request's step: ", out.error())));
       (void)rank.batcher->Abort(out.sequence_id());
       rank.released.push_back(out.sequence_id());
-      ids_.erase(it->second->key);
-      active_.erase(it);
-      std::lock_guard<std::mutex> lock(mu_);
-      --admitted_;
+      End(out.sequence_id(), absl::InternalError(absl::StrCat(
+                                 "the worker refused the request's step: ", out.error())));
       continue;
     }
     Active& a = *it->second;
@@ -745,10 +849,15 @@ void EngineLoop::FailRequests(const absl::Status& status) {
     a->sink->Close(status);
     metrics_.Finished("abort").Increment();
   }
+  for (Command& c : held_) {
+    c.sink->Close(status);
+    metrics_.Finished("abort").Increment();
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    admitted_ -= static_cast<int64_t>(active_.size());
+    admitted_ -= static_cast<int64_t>(active_.size() + held_.size());
   }
+  held_.clear();
   active_.clear();
   ids_.clear();
   for (auto& r : ranks_) r->pending_blocks = 0;

@@ -5,9 +5,13 @@
 // lockstep, and turns the StepResults into streamed tokens. gRPC handlers
 // only submit, cancel and attach workers; they never touch the batchers.
 //
-// Losing any rank loses the group: every step needs every rank. Requests in
-// flight then end with UNAVAILABLE, the other ranks are told to register
-// again, and serving resumes when the group is whole.
+// Losing any rank loses the group: every step needs every rank. The other
+// ranks are told to register again, and serving resumes when the group is
+// whole. Requests in flight wait for that, up to Options::recovery_timeout,
+// and then resume where their streams were: each is prefilled again from its
+// prompt and the tokens it already sent, and draws its next tokens with the
+// same seeded draws, so a stream sees no error and no repeated or missing
+// token. Past the timeout they end with UNAVAILABLE.
 #ifndef MOESERVE_SCHEDULER_SERVER_ENGINE_LOOP_H_
 #define MOESERVE_SCHEDULER_SERVER_ENGINE_LOOP_H_
 
@@ -78,6 +82,9 @@ class EngineLoop {
     // How long ranks may take from Welcome to Ready (loading weights, forming
     // the communicator) before the group is formed again.
     absl::Duration group_timeout = absl::Seconds(600);
+    // How long requests in flight wait for a lost group to be whole again
+    // before they end with UNAVAILABLE; zero ends them at once.
+    absl::Duration recovery_timeout = absl::Seconds(120);
     // Steps of expert loads kept for balancedness and placements.
     int64_t expert_load_window_steps = 1000;
     // Runs on the engine thread when the service becomes ready or stops being so.
@@ -163,6 +170,19 @@ class EngineLoop {
   void RecordParallelStats(const std::vector<worker::v1::StepResult>& results);
   void Finish(uint64_t id, const scheduler::FinishedSequence& finished, bool stop_token);
   void FailRequests(const absl::Status& status);
+  // The group was lost: requests in flight wait for the next one (or end,
+  // when recovery is off or they were lost too often).
+  void SuspendRequests(const std::string& reason);
+  // The group is serving again: the waiting requests go to its ranks.
+  void ResumeRequests();
+  // Ends the suspended requests once the recovery timeout has passed.
+  void ExpireSuspended();
+  // Gives an admitted request (new, or resuming with the tokens it already
+  // generated) a sequence on the rank with the most headroom; nothing changes
+  // when the rank's batcher refuses it.
+  absl::Status Place(uint64_t id, Active& a);
+  // Ends an admitted request with `status` (an error) and forgets it.
+  void End(uint64_t id, const absl::Status& status);
   void SetReady(bool ready);
   bool Busy() const;
   // Sequences the whole group runs at most: each rank runs max_running_seqs.
@@ -199,6 +219,10 @@ class EngineLoop {
   absl::flat_hash_map<uint64_t, std::unique_ptr<Active>> active_;  // by sequence id
   absl::flat_hash_map<std::string, uint64_t> ids_;                 // key -> sequence id
   uint64_t next_sequence_id_ = 1;
+  // While the group is lost: why, and when the requests waiting for it end.
+  std::string lost_reason_;
+  std::optional<absl::Time> recovery_deadline_;
+  std::deque<Command> held_;  // submissions that arrived while the group was lost
   std::vector<int32_t> eos_ids_;
   uint64_t steps_run_ = 0;
 

@@ -56,6 +56,10 @@ CoordinatorMetrics::CoordinatorMetrics()
                                       "Prompt tokens whose KV cache was reused.")),
       preemptions(Counter(*registry_, "moeserve_preemptions_total",
                           "Sequences preempted (recomputed later) because KV blocks ran out.")),
+      requests_recovered(
+          Counter(*registry_, "moeserve_requests_recovered_total",
+                  "Requests in flight when the worker group was lost that resumed on the "
+                  "group formed again, their KV recomputed.")),
       time_to_first_token(Hist(*registry_, "moeserve_time_to_first_token_seconds",
                                "From arrival to the first generated token.", LatencyBuckets())),
       inter_token_latency(Hist(*registry_, "moeserve_inter_token_latency_seconds",

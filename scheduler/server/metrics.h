@@ -37,6 +37,7 @@ class CoordinatorMetrics {
   prometheus::Counter& generation_tokens;
   prometheus::Counter& prefix_cache_hit_tokens;
   prometheus::Counter& preemptions;
+  prometheus::Counter& requests_recovered;
   prometheus::Histogram& time_to_first_token;
   prometheus::Histogram& inter_token_latency;
   prometheus::Histogram& request_latency;

@@ -2,7 +2,7 @@
 // processes on loopback, each rank holding a slice of the experts, tokens
 // exchanged over Gloo. The group must produce the single-process engine's
 // greedy tokens (and the golden fixture's), keep moving when ranks have no
-// sequences, and survive losing a rank.
+// sequences, and survive losing a rank without losing a request.
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -277,8 +277,29 @@ TEST(ExpertParallelPreemptionTest, PreemptedSequencesAreSentInFullAndGiveTheSame
   EXPECT_GT(std::stod(metrics.substr(at + 1 + name.size())), 0.0) << "nothing was preempted";
 }
 
-TEST(ExpertParallelFaultTest, AKilledRankEndsRequestsWithUnavailableAndTheGroupComesBack) {
-  Group g(2, {"--step-timeout-seconds", "20"}, "fault");
+TEST(ExpertParallelFaultTest, StreamsGoOnWithTheSameTokensWhenAKilledRankIsReplaced) {
+  Group g(2, {"--step-timeout-seconds", "20"}, "recover");
+  ASSERT_TRUE(g.AwaitServing(90)) << g.logs();
+  constexpr uint32_t kTokens = 120;
+  // Rank 1 is killed after the first token; a new rank 1 starts at once,
+  // loads its experts and joins, the survivor registers again, and the
+  // stream waits for the group and goes on.
+  Stream s = Generate(g.channel_, kPrompts[1], kTokens, [&] {
+    g.workers_[1]->Stop(0);  // SIGKILL at once
+    g.StartWorker(1);
+  });
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message() << g.logs();
+  EXPECT_EQ(s.tokens, EngineTokens(kPrompts[1], kTokens));
+  const std::string metrics = HttpGet(g.metrics_port_, "/metrics");
+  const std::string name = "moeserve_requests_recovered_total ";
+  const size_t at = metrics.find("\n" + name);
+  ASSERT_NE(at, std::string::npos) << metrics;
+  EXPECT_EQ(std::stod(metrics.substr(at + 1 + name.size())), 1.0)
+      << "the rank must have been lost mid-stream";
+}
+
+TEST(ExpertParallelFaultTest, WithoutRecoveryAKilledRankEndsRequestsAndTheGroupComesBack) {
+  Group g(2, {"--step-timeout-seconds", "20", "--request-recovery-timeout-seconds", "0"}, "fault");
   ASSERT_TRUE(g.AwaitServing(90)) << g.logs();
   auto killed_at = std::chrono::steady_clock::now();
   Stream s = Generate(g.channel_, kPrompts[1], 4000, [&] {

@@ -78,6 +78,14 @@ Serving:
   --max-waiting N           requests waiting beyond those the ranks run; more get
                             RESOURCE_EXHAUSTED (default 1024)
   --step-timeout-seconds S  a worker that takes longer for one step is lost (default 60)
+  --request-recovery-timeout-seconds S
+                            when a worker is lost, the requests in flight wait
+                            this long for the group to be whole again (a
+                            restarted or replacement worker), then go on where
+                            their streams were, their KV computed again: no
+                            error, no repeated or missing token. Past it they
+                            end with UNAVAILABLE; 0 ends them at once
+                            (default 120)
   --no-prefix-caching       do not reuse KV blocks of common prompt prefixes
   --tokenizer DIR           the served model's tokenizer and chat template:
                             a directory holding tokenizer.json and
@@ -254,6 +262,7 @@ int Main(const std::vector<std::string>& argv) {
                            "max-running-seqs",
                            "max-waiting",
                            "step-timeout-seconds",
+                           "request-recovery-timeout-seconds",
                            "ep-size",
                            "redundant-experts",
                            "placement",
@@ -280,9 +289,16 @@ int Main(const std::vector<std::string>& argv) {
   auto running = args->Int("max-running-seqs", 256);
   auto waiting = args->Int("max-waiting", 1024);
   auto timeout = args->Double("step-timeout-seconds", 60);
+  auto recovery = args->Double("request-recovery-timeout-seconds", 120);
   for (const absl::Status& s : {metrics_port.status(), batch_tokens.status(), running.status(),
-                                waiting.status(), timeout.status()}) {
+                                waiting.status(), timeout.status(), recovery.status()}) {
     if (!s.ok()) return Fail(s);
+  }
+  if (!(*recovery >= 0)) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--request-recovery-timeout-seconds must be >= 0 (0 ends requests at once when a "
+        "worker is lost), got ",
+        *recovery)));
   }
   if (*metrics_port < 0 || *metrics_port > 65535) {
     return Fail(absl::InvalidArgumentError("--metrics-port must be in [0, 65535]"));
@@ -391,6 +407,7 @@ int Main(const std::vector<std::string>& argv) {
   options.batcher.max_waiting = *waiting;
   options.batcher.enable_prefix_caching = !args->Has("no-prefix-caching");
   options.step_timeout = absl::Seconds(*timeout);
+  options.recovery_timeout = absl::Seconds(*recovery);
   options.ep_size = static_cast<int32_t>(*ep_size);
   options.redundant_experts = static_cast<int32_t>(*redundant);
   options.communicator = args->Get("communicator").value_or("gloo");
