@@ -49,8 +49,25 @@ Process::~Process() {
 
 bool Process::running() {
   if (reaped_ || pid_ <= 0) return false;
-  if (waitpid(pid_, &status_, WNOHANG) == pid_) reaped_ = true;
+  if (waitpid(pid_, &status_, WNOHANG) == pid_) Reaped();
   return !reaped_;
+}
+
+void Process::Reaped() {
+  reaped_ = true;
+  // The sanitizers print to the child's stderr, which is its log: a report
+  // there fails the test that started it, even when the child's exit went
+  // unnoticed (a killed rank, a coordinator stopped at the end of a test).
+  const std::string text = log();
+  for (const char* marker : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                             "WARNING: ThreadSanitizer", "runtime error:"}) {
+    const size_t at = text.find(marker);
+    if (at == std::string::npos) continue;
+    const size_t from = text.rfind('\n', at);
+    ADD_FAILURE() << "a sanitizer reported an error in " << log_path_ << ":\n"
+                  << text.substr(from == std::string::npos ? 0 : from + 1, 6000);
+    return;
+  }
 }
 
 int Process::Stop(double seconds) {
@@ -63,7 +80,7 @@ int Process::Stop(double seconds) {
     if (running()) {
       kill(pid_, SIGKILL);
       waitpid(pid_, &status_, 0);
-      reaped_ = true;
+      Reaped();
     }
   }
   if (WIFEXITED(status_)) return WEXITSTATUS(status_);

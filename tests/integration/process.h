@@ -15,7 +15,8 @@
 namespace moeserve::testing {
 
 // A child process started with arguments, its output going to a log file,
-// killed (SIGTERM, then SIGKILL) when the object dies.
+// killed (SIGTERM, then SIGKILL) when the object dies. A sanitizer report in
+// its log fails the current test once the child has exited.
 class Process {
  public:
   Process(const std::string& binary, const std::vector<std::string>& args,
@@ -31,6 +32,8 @@ class Process {
   std::string log() const;
 
  private:
+  void Reaped();
+
   pid_t pid_ = -1;
   std::string log_path_;
   int status_ = 0;
