@@ -455,12 +455,8 @@ absl::Status ValidateNodePlacement(const NodePlacementOptions& o, int32_t expert
         l.groups));
   }
   const int32_t node_experts = l.groups / l.nodes * l.group_size;
-  const int32_t node_slots = l.ranks_per_node * slots_per_rank;
-  if (node_slots < node_experts) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a node's ", node_slots, " slots (", l.ranks_per_node, " ranks of ", slots_per_rank,
-        ") cannot hold its ", l.groups / l.nodes, " routing groups of ", l.group_size, " experts"));
-  }
+  // Nodes hold ranks * slots_per_rank / nodes >= experts / nodes slots each,
+  // so a node always has room for its groups' experts.
   if (node_experts < slots_per_rank) {
     return absl::InvalidArgumentError(
         absl::StrCat("a node's ", node_experts, " experts cannot fill ", slots_per_rank,
