@@ -6,8 +6,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "scheduler/placement/slot_packing.h"
 
 namespace moeserve::scheduler {
+
+// Each swap lowers the peak rank strictly, so the search ends on its own; the
+// bound only caps its cost on pathological loads.
+constexpr int32_t kMaxRefineSwapsPerSlot = 2;
 
 int32_t SlotsPerRank(int32_t experts, int32_t redundant, int32_t ranks) {
   return (experts + redundant + ranks - 1) / ranks;
@@ -47,81 +52,16 @@ Placement DefaultPlacement(const std::vector<int32_t>& moe_layers, int32_t exper
 std::vector<int32_t> BalancedLayerPlacement(const std::vector<double>& load, int32_t ranks,
                                             int32_t slots_per_rank) {
   const auto experts = static_cast<int32_t>(load.size());
-  const int32_t total = ranks * slots_per_rank;
-  std::vector<int32_t> replicas(static_cast<size_t>(experts), 1);
-  for (int32_t spare = total - experts; spare > 0; --spare) {
-    // The most tokens per replica among experts not yet on every rank.
-    int32_t best = -1;
-    for (int32_t e = 0; e < experts; ++e) {
-      if (replicas[static_cast<size_t>(e)] >= ranks) continue;
-      if (best < 0 || load[static_cast<size_t>(e)] / replicas[static_cast<size_t>(e)] >
-                          load[static_cast<size_t>(best)] / replicas[static_cast<size_t>(best)]) {
-        best = e;
-      }
-    }
-    if (best < 0) break;  // every expert everywhere: cannot happen while slots <= E * ranks
-    ++replicas[static_cast<size_t>(best)];
-  }
-  struct Item {
-    int32_t expert;
-    double load;
-  };
-  std::vector<Item> items;
-  for (int32_t e = 0; e < experts; ++e) {
-    for (int32_t k = 0; k < replicas[static_cast<size_t>(e)]; ++k) {
-      items.push_back({e, load[static_cast<size_t>(e)] / replicas[static_cast<size_t>(e)]});
-    }
-  }
-  std::stable_sort(items.begin(), items.end(),
-                   [](const Item& a, const Item& b) { return a.load > b.load; });
-  std::vector<std::vector<int32_t>> held(static_cast<size_t>(ranks));
-  std::vector<double> rank_load(static_cast<size_t>(ranks), 0.0);
-  for (const Item& it : items) {
-    int32_t pick = -1;
-    for (int32_t r = 0; r < ranks; ++r) {
-      const auto& h = held[static_cast<size_t>(r)];
-      if (static_cast<int32_t>(h.size()) >= slots_per_rank) continue;
-      if (std::find(h.begin(), h.end(), it.expert) != h.end()) continue;
-      if (pick < 0 || rank_load[static_cast<size_t>(r)] < rank_load[static_cast<size_t>(pick)] ||
-          (rank_load[static_cast<size_t>(r)] == rank_load[static_cast<size_t>(pick)] &&
-           h.size() < held[static_cast<size_t>(pick)].size())) {
-        pick = r;
-      }
-    }
-    if (pick < 0) {
-      // Only ranks that hold this expert have room: any free slot will do.
-      for (int32_t r = 0; r < ranks && pick < 0; ++r) {
-        if (static_cast<int32_t>(held[static_cast<size_t>(r)].size()) < slots_per_rank) pick = r;
-      }
-    }
-    held[static_cast<size_t>(pick)].push_back(it.expert);
-    rank_load[static_cast<size_t>(pick)] += it.load;
-  }
-  // Greedy packing can leave an expert twice on a rank when the others are
-  // full; swap one copy with a slot of another rank until no rank repeats.
-  for (int32_t r = 0; r < ranks; ++r) {
-    auto& h = held[static_cast<size_t>(r)];
-    for (size_t i = 0; i < h.size(); ++i) {
-      if (std::find(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(i), h[i]) ==
-          h.begin() + static_cast<std::ptrdiff_t>(i)) {
-        continue;  // first copy on this rank
-      }
-      bool fixed = false;
-      for (int32_t o = 0; o < ranks && !fixed; ++o) {
-        if (o == r) continue;
-        auto& g = held[static_cast<size_t>(o)];
-        if (std::find(g.begin(), g.end(), h[i]) != g.end()) continue;
-        for (size_t j = 0; j < g.size() && !fixed; ++j) {
-          if (std::find(h.begin(), h.end(), g[j]) != h.end()) continue;
-          std::swap(h[i], g[j]);
-          fixed = true;
-        }
-      }
-    }
-  }
-  std::vector<int32_t> slots;
-  for (auto& h : held) slots.insert(slots.end(), h.begin(), h.end());
-  return slots;
+  std::vector<int32_t> all(static_cast<size_t>(experts));
+  std::iota(all.begin(), all.end(), 0);
+  const std::vector<int32_t> replicas = ReplicaCounts(load, all, ranks * slots_per_rank, ranks);
+  std::vector<double> per_replica(load.size());
+  for (size_t e = 0; e < load.size(); ++e) per_replica[e] = load[e] / replicas[e];
+  std::vector<RankSlots> held(static_cast<size_t>(ranks));
+  PackReplicas(all, replicas, per_replica, slots_per_rank, 0, ranks, &held);
+  RefineBySwaps(per_replica, slots_per_rank, 0, ranks,
+                kMaxRefineSwapsPerSlot * ranks * slots_per_rank, &held);
+  return SlotExpert(held);
 }
 
 double Balancedness(const std::vector<double>& load, const std::vector<int32_t>& slot_expert,

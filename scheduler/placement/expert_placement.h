@@ -40,7 +40,10 @@ Placement DefaultPlacement(const std::vector<int32_t>& moe_layers, int32_t exper
 // Balanced for `load` (tokens per logical expert of one layer): the experts
 // with the most tokens per replica get the spare slots one at a time, then
 // replicas are packed onto ranks heaviest first, each to the least loaded
-// rank with a free slot that does not hold that expert yet.
+// rank with a free slot that does not hold that expert yet; last, slots of
+// the most loaded rank are swapped with lighter ones elsewhere while that
+// lowers it. Ignores nodes: see node_placement.h for placements that keep
+// routing groups on few nodes.
 std::vector<int32_t> BalancedLayerPlacement(const std::vector<double>& load, int32_t ranks,
                                             int32_t slots_per_rank);
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "scheduler/placement/expert_placement.h"
+#include "scheduler/placement/node_placement.h"
 #include "tools/moeserve/args.h"
 
 #ifdef MOESERVE_HAVE_GRPC
@@ -23,9 +24,11 @@ const char kPlacementUsage[] =
 
 Computes a balanced expert placement for N ranks from a load trace: the
 experts with the most tokens per replica get the redundant slots, then
-replicas are packed onto ranks heaviest first. Prints the placement JSON that
-moeserve-coordinator --placement reads, and the balancedness (mean over max
-tokens per rank) of each layer before and after on stderr.
+replicas are packed onto ranks heaviest first and swapped while that lowers
+the busiest rank. Prints the placement JSON that moeserve-coordinator
+--placement reads, and the balancedness (mean over max tokens per rank) of
+each layer before and after on stderr (with --ranks-per-node, also how many
+nodes each routing group spans).
 
   --trace FILE             load trace JSON: {"experts": E, "layers": {"3": [tokens per
                            expert], ...}}
@@ -37,6 +40,18 @@ tokens per rank) of each layer before and after on stderr.
   --ep-size N              ranks of the placement (required)
   --redundant-experts N    extra replicas in all (default 0)
   --out FILE               write the placement there instead of stdout
+  --placement-mode MODE    flat (default): best balance, ignores nodes;
+                           node-limited: each routing group's experts, replicas
+                           included, on one node (as DeepSeek's hierarchical EPLB);
+                           relaxed: node-limited, but extra replicas of hot experts
+                           may leave their group's node until --target-balancedness
+                           is met
+  --ranks-per-node N       ranks that share a node, consecutive ranks first
+                           (default: all ranks on one node)
+  --routing-groups N       the model's routing groups (n_group; DeepSeek-V3: 8),
+                           contiguous experts each (default 1)
+  --target-balancedness X  relaxed mode spills replicas off-node only until every
+                           layer reaches X in (0, 1] (default 0.95)
 )";
 
 namespace {
@@ -88,7 +103,8 @@ absl::StatusOr<scheduler::LoadTrace> TraceFromServer(const std::string& address,
 int RunPlacementCommand(const std::vector<std::string>& argv) {
   auto args = Args::Parse(
       argv,
-      {"trace", "server", "ep-size", "redundant-experts", "out", "save-trace", "admin-token-file"},
+      {"trace", "server", "ep-size", "redundant-experts", "out", "save-trace", "admin-token-file",
+       "placement-mode", "ranks-per-node", "routing-groups", "target-balancedness"},
       {"help"});
   auto fail = [](const absl::Status& s, int code) {
     std::cerr << "moeserve placement: " << s.message() << "\n";
@@ -107,6 +123,26 @@ int RunPlacementCommand(const std::vector<std::string>& argv) {
     return fail(absl::InvalidArgumentError(
                     "--ep-size must be in [1, 4096] and --redundant-experts in [0, 65536]"),
                 2);
+  }
+  scheduler::NodePlacementOptions node_options;
+  {
+    auto mode = scheduler::ParsePlacementMode(args->Get("placement-mode").value_or("flat"));
+    auto per_node = args->Int("ranks-per-node", 0);
+    auto groups = args->Int("routing-groups", 1);
+    auto target = args->Double("target-balancedness", 0.95);
+    for (const absl::Status& s :
+         {mode.status(), per_node.status(), groups.status(), target.status()}) {
+      if (!s.ok()) return fail(s, 2);
+    }
+    if (*per_node < 0 || *per_node > 4096 || *groups < 1 || *groups > 65536) {
+      return fail(absl::InvalidArgumentError(
+                      "--ranks-per-node must be in [0, 4096] and --routing-groups in [1, 65536]"),
+                  2);
+    }
+    node_options.mode = *mode;
+    node_options.ranks_per_node = static_cast<int32_t>(*per_node);
+    node_options.routing_groups = static_cast<int32_t>(*groups);
+    node_options.relaxed_target_balancedness = *target;
   }
   if (args->Has("trace") == args->Has("server")) {
     return fail(absl::InvalidArgumentError("give exactly one of --trace FILE and --server ADDR"),
@@ -146,8 +182,10 @@ int RunPlacementCommand(const std::vector<std::string>& argv) {
     }
   }
   if (trace->experts < 1) return fail(absl::InvalidArgumentError("the trace has no experts"), 2);
-  const scheduler::Placement placement = scheduler::PlacementFromTrace(
-      *trace, static_cast<int32_t>(*ranks), static_cast<int32_t>(*redundant));
+  auto computed = scheduler::PlacementFromTrace(*trace, static_cast<int32_t>(*ranks),
+                                                static_cast<int32_t>(*redundant), node_options);
+  if (!computed.ok()) return fail(computed.status(), 2);
+  const scheduler::Placement& placement = *computed;
   for (const auto& [layer, load] : trace->layers) {
     std::cerr << "layer " << layer << ": balancedness ";
     auto was = current.layers.find(layer);
@@ -165,7 +203,15 @@ int RunPlacementCommand(const std::vector<std::string>& argv) {
     }
     std::cerr << scheduler::Balancedness(load, placement.layers.at(layer), placement.ranks,
                                          placement.slots_per_rank)
-              << " balanced\n";
+              << " " << scheduler::PlacementModeName(node_options.mode);
+    if (node_options.ranks_per_node > 0) {
+      std::cerr << ", "
+                << scheduler::NodesPerGroup(placement.layers.at(layer), placement.experts,
+                                            node_options.routing_groups, placement.slots_per_rank,
+                                            node_options.ranks_per_node)
+                << " nodes per routing group";
+    }
+    std::cerr << "\n";
   }
   const std::string json = scheduler::PlacementToJson(placement);
   if (auto out = args->Get("out"); out.has_value()) {
