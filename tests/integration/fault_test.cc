@@ -1,6 +1,8 @@
-// How the service behaves when things go wrong around it: a worker killed
-// mid-stream and replaced (or not in time), draining, deadlines. Each test starts its
-// own coordinator and worker processes on loopback.
+// How the service behaves when things go wrong around it: a worker killed or
+// stopped mid-stream and replaced (or not in time), draining, deadlines. Each
+// test starts its own coordinator and worker processes on loopback.
+#include <signal.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
@@ -161,6 +163,37 @@ TEST_F(FaultTestWithShortRecovery, StreamsEndWithUnavailableWhenNoWorkerReturnsI
   grpc::Status again = Generate(4, &again_tokens);
   EXPECT_TRUE(again.ok()) << again.error_message();
   EXPECT_EQ(again_tokens.size(), 4u);
+}
+
+class FaultTestWithHeartbeat : public FaultTest {
+  // A step timeout far beyond the test's: only the heartbeat can notice.
+  std::vector<std::string> ExtraCoordinatorFlags() const override {
+    return {"--worker-heartbeat-seconds", "1", "--step-timeout-seconds", "600"};
+  }
+};
+
+TEST_F(FaultTestWithHeartbeat, AStoppedWorkerIsDroppedWithinTheHeartbeatAndItsStreamsGoOn) {
+  std::vector<uint32_t> expected;
+  ASSERT_TRUE(Generate(300, &expected).ok());
+  // The worker is stopped (SIGSTOP: its connection stays open, it answers
+  // nothing) after the first token, and a new one started.
+  std::unique_ptr<Process> stopped;
+  std::vector<uint32_t> tokens;
+  const auto start = std::chrono::steady_clock::now();
+  grpc::Status s = Generate(300, &tokens, std::chrono::seconds(120), [&] {
+    worker_->Signal(SIGSTOP);
+    stopped = std::move(worker_);
+    LaunchWorker();
+  });
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(s.ok()) << s.error_message() << coordinator_->log();
+  EXPECT_EQ(tokens, expected);
+  EXPECT_EQ(Metric("moeserve_requests_recovered_total"), 1.0);
+  // The heartbeat (1 s, 1 s to answer) and the new worker's start, not the
+  // 600 s step timeout.
+  EXPECT_LT(seconds, 60.0);
+  stopped->Signal(SIGCONT);
 }
 
 TEST_F(FaultTest, DrainRefusesNewRequestsAndFinishesAdmittedOnes) {

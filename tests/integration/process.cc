@@ -88,6 +88,10 @@ int Process::Stop(double seconds) {
   return -1;
 }
 
+void Process::Signal(int signal) {
+  if (pid_ > 0 && !reaped_) kill(pid_, signal);
+}
+
 std::string Process::log() const {
   std::ifstream in(log_path_);
   std::stringstream s;

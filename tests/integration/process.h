@@ -30,6 +30,8 @@ class Process {
   // code, or -signal.
   int Stop(double seconds = 5.0);
   std::string log() const;
+  // Sends `signal` (e.g. SIGSTOP to hang it, SIGCONT to resume it).
+  void Signal(int signal);
 
  private:
   void Reaped();

@@ -1,5 +1,6 @@
 // moeserve-coordinator: the gRPC front door. Admits requests, batches them
 // continuously and drives the worker that registers with it.
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdlib>
@@ -78,6 +79,12 @@ Serving:
   --max-waiting N           requests waiting beyond those the ranks run; more get
                             RESOURCE_EXHAUSTED (default 1024)
   --step-timeout-seconds S  a worker that takes longer for one step is lost (default 60)
+  --worker-heartbeat-seconds S
+                            ping every worker connection this often and drop a
+                            worker that does not answer within as long (a
+                            stopped or hung process, a dead host, a cut
+                            network): its group is lost at once, not only when
+                            a step times out; 0 disables (default 5)
   --request-recovery-timeout-seconds S
                             when a worker is lost, the requests in flight wait
                             this long for the group to be whole again (a
@@ -263,6 +270,7 @@ int Main(const std::vector<std::string>& argv) {
                            "max-waiting",
                            "step-timeout-seconds",
                            "request-recovery-timeout-seconds",
+                           "worker-heartbeat-seconds",
                            "ep-size",
                            "redundant-experts",
                            "placement",
@@ -290,9 +298,16 @@ int Main(const std::vector<std::string>& argv) {
   auto waiting = args->Int("max-waiting", 1024);
   auto timeout = args->Double("step-timeout-seconds", 60);
   auto recovery = args->Double("request-recovery-timeout-seconds", 120);
-  for (const absl::Status& s : {metrics_port.status(), batch_tokens.status(), running.status(),
-                                waiting.status(), timeout.status(), recovery.status()}) {
+  auto heartbeat = args->Double("worker-heartbeat-seconds", 5);
+  for (const absl::Status& s :
+       {metrics_port.status(), batch_tokens.status(), running.status(), waiting.status(),
+        timeout.status(), recovery.status(), heartbeat.status()}) {
     if (!s.ok()) return Fail(s);
+  }
+  if (!(*heartbeat >= 0) || *heartbeat > 3600) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--worker-heartbeat-seconds must be in [0, 3600] (0 disables the heartbeat), got ",
+        *heartbeat)));
   }
   if (!(*recovery >= 0)) {
     return Fail(absl::InvalidArgumentError(absl::StrCat(
@@ -454,6 +469,16 @@ int Main(const std::vector<std::string>& argv) {
   internal_builder.AddListeningPort(planes->internal_listen, planes->internal_credentials,
                                     &internal_port);
   internal_builder.SetMaxReceiveMessageSize(64 << 20);
+  if (*heartbeat > 0) {
+    // HTTP/2 pings, answered by the worker's gRPC threads, not by its kernel:
+    // a stopped or hung worker process misses them, and the transport closes.
+    const int ms = std::max(1, static_cast<int>(*heartbeat * 1000));
+    internal_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ms);
+    internal_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms);
+    internal_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    // Between steps a worker's stream carries no data; keep pinging anyway.
+    internal_builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  }
   internal_builder.RegisterService(&coordinator);
   if (!planes->admin_token.empty()) internal_builder.RegisterService(&admin);
   std::unique_ptr<grpc::Server> internal_server = internal_builder.BuildAndStart();
