@@ -32,6 +32,8 @@ packages=(
   libboost-dev
   # style
   clang-format
+  # fuzzing (tools/fuzz.sh): clang and its libFuzzer and sanitizer runtimes
+  clang libclang-rt-14-dev
 )
 
 # NodeSource's nodejs carries its own npm and conflicts with Debian's npm package.

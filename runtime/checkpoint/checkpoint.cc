@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/ops.h"
+#include "runtime/checkpoint/bounded_json.h"
 
 namespace moeserve {
 namespace {
@@ -39,11 +40,11 @@ absl::StatusOr<json> ReadJsonFile(const fs::path& path) {
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) return absl::DataLossError(absl::StrCat(path.string(), ": read failed"));
-  try {
-    return json::parse(text.str());
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": malformed JSON: ", e.what()));
+  auto parsed = ParseBoundedJson(text.str());
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": ", parsed.status().message()));
   }
+  return parsed;
 }
 
 // quantization_config.weight_block_size, when present: two equal positive

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "runtime/checkpoint/bounded_json.h"
 
 namespace moeserve {
 namespace {
@@ -263,12 +264,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   const uint64_t data_size = file_size - file->data_offset_;
 
   const auto* header_begin = reinterpret_cast<const char*>(file->map_ + 8);
-  json header;
-  try {
-    header = json::parse(header_begin, header_begin + header_bytes);
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": malformed header JSON: ", e.what()));
+  auto parsed = ParseBoundedJson(std::string_view(header_begin, header_bytes));
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": header: ", parsed.status().message()));
   }
+  const json header = *std::move(parsed);
   if (!header.is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": header is JSON ", header.type_name(), ", expected an object"));

@@ -42,8 +42,8 @@ absl::Status CheckSampling(const RequestLimits& limits, const SamplingOptions& s
                                   " is outside the vocabulary [0, ", limits.vocab_size, ")"));
     }
     if (!(bias >= -100.0f && bias <= 100.0f)) {
-      return Invalid(absl::StrCat("sampling.logit_bias[", id, "] must be in [-100, 100], got ",
-                                  bias));
+      return Invalid(
+          absl::StrCat("sampling.logit_bias[", id, "] must be in [-100, 100], got ", bias));
     }
   }
   return absl::OkStatus();
@@ -93,7 +93,9 @@ absl::Status ValidateRequest(const RequestLimits& limits, GenerationRequest& r) 
     if (max_tokens < 1) {
       return Invalid(absl::StrCat("stopping.max_tokens must be >= 1, got ", max_tokens));
     }
-    if (prompt + max_tokens > limits.max_context_tokens) {
+    // prompt < max_context_tokens here, so the difference cannot overflow
+    // where prompt + max_tokens could.
+    if (max_tokens > limits.max_context_tokens - prompt) {
       return Invalid(absl::StrCat("prompt (", prompt, " tokens) + max_tokens (", max_tokens,
                                   ") exceeds the context length ", limits.max_context_tokens));
     }
@@ -103,7 +105,7 @@ absl::Status ValidateRequest(const RequestLimits& limits, GenerationRequest& r) 
     return Invalid(absl::StrCat("the prompt has ", prompt, " tokens; the KV cache holds ", kv,
                                 ", leaving no room to generate"));
   }
-  if (r.stopping.max_tokens.has_value() && prompt + *r.stopping.max_tokens > kv) {
+  if (r.stopping.max_tokens.has_value() && *r.stopping.max_tokens > kv - prompt) {
     return Invalid(absl::StrCat("prompt (", prompt, " tokens) + max_tokens (",
                                 *r.stopping.max_tokens, ") exceeds the KV cache capacity of ", kv,
                                 " tokens"));

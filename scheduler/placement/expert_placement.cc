@@ -18,6 +18,25 @@ int32_t SlotsPerRank(int32_t experts, int32_t redundant, int32_t ranks) {
   return (experts + redundant + ranks - 1) / ranks;
 }
 
+absl::Status CheckPlacementShape(int32_t experts, int32_t ranks, int32_t redundant) {
+  if (experts < 1 || ranks < 1 || redundant < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("expert placement of ", experts, " experts and ",
+                                                   redundant, " redundant on ", ranks,
+                                                   " ranks: need experts >= 1, ranks >= 1 "
+                                                   "and redundant >= 0"));
+  }
+  // In 64 bits: experts + redundant + ranks may pass INT32_MAX.
+  const int64_t slots = (int64_t{experts} + redundant + ranks - 1) / ranks;
+  if (slots > experts) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert placement of ", experts, " experts and ", redundant, " redundant on ", ranks,
+        " ranks: each rank would hold ", slots, " slots, more than the ", experts,
+        " distinct experts (a rank holds an expert at most once); use at most ",
+        int64_t{experts} * ranks - experts, " redundant experts"));
+  }
+  return absl::OkStatus();
+}
+
 Placement DefaultPlacement(const std::vector<int32_t>& moe_layers, int32_t experts, int32_t ranks,
                            int32_t redundant) {
   Placement p;

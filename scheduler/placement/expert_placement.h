@@ -32,6 +32,13 @@ struct Placement {
 // in all over `ranks` ranks: ceil((experts + redundant) / ranks).
 int32_t SlotsPerRank(int32_t experts, int32_t redundant, int32_t ranks);
 
+// Whether `experts` logical experts and `redundant` replicas fit on `ranks`
+// ranks with no rank holding an expert twice: every argument positive
+// (redundant >= 0) and SlotsPerRank() at most `experts`. InvalidArgument
+// naming the numbers otherwise. DefaultPlacement and PlacementFromTrace
+// return a valid placement only for numbers that pass.
+absl::Status CheckPlacementShape(int32_t experts, int32_t ranks, int32_t redundant);
+
 // Without a load to go by: rank r holds experts [r * E / ranks, ...) and the
 // spare slots replicate experts round robin, never twice on one rank.
 Placement DefaultPlacement(const std::vector<int32_t>& moe_layers, int32_t experts, int32_t ranks,

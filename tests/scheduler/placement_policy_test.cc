@@ -1,5 +1,3 @@
-#include "scheduler/placement/expert_placement.h"
-
 #include <cmath>
 #include <random>
 #include <string>
@@ -7,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "scheduler/placement/expert_load_window.h"
+#include "scheduler/placement/expert_placement.h"
 
 namespace moeserve::scheduler {
 namespace {
@@ -55,6 +54,41 @@ TEST(BalancedPlacementTest, IsValidAndNotWorseThanContiguous) {
     EXPECT_LE(b, 1.0 + 1e-12);
   }
   EXPECT_GT(sum_balanced, sum_contiguous * 1.05);
+}
+
+// Found by tests/fuzz/fuzz_placement_json: `moeserve placement` wrote an
+// invalid placement (an expert twice on one rank) for a trace whose experts
+// cannot fill a rank's slots, e.g. 4 experts, 1 rank, 1 redundant.
+TEST(PlacementShapeTest, RefusesMoreSlotsPerRankThanExperts) {
+  EXPECT_TRUE(CheckPlacementShape(4, 1, 0).ok());
+  EXPECT_TRUE(CheckPlacementShape(4, 2, 4).ok());  // every expert on both ranks
+  const absl::Status one_rank = CheckPlacementShape(4, 1, 1);
+  EXPECT_EQ(one_rank.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(one_rank.message().find("each rank would hold 5 slots, more than the 4 distinct"),
+            std::string::npos)
+      << one_rank;
+  EXPECT_NE(one_rank.message().find("use at most 0 redundant experts"), std::string::npos);
+  EXPECT_FALSE(CheckPlacementShape(4, 2, 5).ok());
+  EXPECT_FALSE(CheckPlacementShape(0, 1, 0).ok());
+  EXPECT_FALSE(CheckPlacementShape(4, 0, 0).ok());
+  EXPECT_FALSE(CheckPlacementShape(4, 1, -1).ok());
+  // No int32 overflow on the way.
+  EXPECT_FALSE(CheckPlacementShape(1 << 30, 1, 1 << 30).ok());
+  // The shapes it passes give valid placements, from a trace and without.
+  for (int32_t experts : {1, 3, 8}) {
+    for (int32_t ranks : {1, 2, 3, 4}) {
+      for (int32_t redundant : {0, 1, 2, 5, 9}) {
+        EXPECT_EQ(CheckPlacementShape(experts, ranks, redundant).ok(),
+                  SlotsPerRank(experts, redundant, ranks) <= experts);
+        if (!CheckPlacementShape(experts, ranks, redundant).ok()) continue;
+        LoadTrace trace;
+        trace.experts = experts;
+        trace.layers[1] = std::vector<double>(static_cast<size_t>(experts), 1.0);
+        EXPECT_TRUE(ValidatePlacement(PlacementFromTrace(trace, ranks, redundant)).ok());
+        EXPECT_TRUE(ValidatePlacement(DefaultPlacement({1}, experts, ranks, redundant)).ok());
+      }
+    }
+  }
 }
 
 TEST(BalancedPlacementTest, ReplicatesTheHottestExpert) {

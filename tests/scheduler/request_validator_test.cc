@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -39,6 +40,30 @@ TEST(RequestValidatorTest, KvCapacityBoundsPromptPlusMaxTokens) {
   r.stopping.max_tokens.reset();
   ASSERT_TRUE(ValidateRequest(limits, r).ok());
   EXPECT_EQ(*r.stopping.max_tokens, 1024 - 3);
+}
+
+// Found by tests/fuzz/fuzz_request_validator: prompt + max_tokens overflowed
+// int64 (undefined behavior) before it was compared with the context.
+TEST(RequestValidatorTest, HugeMaxTokensIsRefusedWithoutOverflow) {
+  for (int64_t kv : {int64_t{0}, int64_t{1024}}) {
+    RequestLimits limits = Limits();
+    limits.max_kv_tokens = kv;
+    GenerationRequest r = Good();
+    r.stopping.max_tokens = std::numeric_limits<int64_t>::max();
+    absl::Status s = ValidateRequest(limits, r);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(s.message()),
+                HasSubstr("max_tokens (9223372036854775807) exceeds the context length 4096"));
+  }
+  // Past the context but within int64 once the KV cache is the bound.
+  RequestLimits limits = Limits();
+  limits.max_context_tokens = std::numeric_limits<int64_t>::max();
+  limits.max_kv_tokens = 1024;
+  GenerationRequest r = Good();
+  r.stopping.max_tokens = std::numeric_limits<int64_t>::max() - 3;
+  absl::Status s = ValidateRequest(limits, r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("exceeds the KV cache capacity of 1024 tokens"));
 }
 
 TEST(RequestValidatorTest, LogitBiasIsCheckedEntryByEntry) {

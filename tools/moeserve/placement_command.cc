@@ -182,6 +182,11 @@ int RunPlacementCommand(const std::vector<std::string>& argv) {
     }
   }
   if (trace->experts < 1) return fail(absl::InvalidArgumentError("the trace has no experts"), 2);
+  if (absl::Status s = scheduler::CheckPlacementShape(trace->experts, static_cast<int32_t>(*ranks),
+                                                      static_cast<int32_t>(*redundant));
+      !s.ok()) {
+    return fail(s, 2);
+  }
   auto computed = scheduler::PlacementFromTrace(*trace, static_cast<int32_t>(*ranks),
                                                 static_cast<int32_t>(*redundant), node_options);
   if (!computed.ok()) return fail(computed.status(), 2);

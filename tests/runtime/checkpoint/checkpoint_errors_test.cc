@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "nlohmann/json.hpp"
+#include "runtime/checkpoint/bounded_json.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "tests/runtime/checkpoint/checkpoint_test_util.h"
 
@@ -163,6 +164,21 @@ TEST_F(CheckpointErrorsTest, MalformedConfigJson) {
   EXPECT_THAT(s.message(), AllOf(HasSubstr("config.json"), HasSubstr("line 3")));
 }
 
+// Found by tests/fuzz/fuzz_model_config: a value nested 100k levels deep
+// overflowed the stack when the error message dumped it.
+TEST_F(CheckpointErrorsTest, ConfigJsonNestedTooDeep) {
+  const int depth = 100000;
+  WriteFile(Path("config.json"),
+            "{\"quantization_config\": " + std::string(depth, '[') + std::string(depth, ']') + "}");
+  absl::Status s = OpenError();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(),
+              AllOf(HasSubstr("config.json"), HasSubstr("nested deeper than 64 levels")));
+  // The bound is 64 levels, the top-level container included.
+  EXPECT_TRUE(ParseBoundedJson(std::string(64, '[') + std::string(64, ']')).ok());
+  EXPECT_FALSE(ParseBoundedJson(std::string(65, '[') + std::string(65, ']')).ok());
+}
+
 TEST_F(CheckpointErrorsTest, ConfigJsonNotAnObject) {
   WriteFile(Path("config.json"), "[1, 2]");
   EXPECT_THAT(OpenError().message(), AllOf(HasSubstr("config.json"), HasSubstr("object")));
@@ -212,7 +228,7 @@ TEST_F(CheckpointErrorsTest, MalformedHeaderJson) {
   ReplaceHeaderText(Path(kShard2), "{\"model.norm.weight\": {\"dtype\": \"F32\",, }");
   absl::Status s = ReadError(kNorm, kNormShape);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), AllOf(HasSubstr(kShard2), HasSubstr("malformed header JSON")));
+  EXPECT_THAT(s.message(), AllOf(HasSubstr(kShard2), HasSubstr("header: malformed JSON")));
 }
 
 TEST_F(CheckpointErrorsTest, Fp8WeightWithoutScale) {

@@ -162,6 +162,19 @@ TEST(SafetensorsTest, BadShapesAndOffsetsAreRejected) {
   }
 }
 
+// Found by tests/fuzz/fuzz_safetensors_header: a shape dimension nested
+// 100k levels deep overflowed the stack when the error message dumped it.
+TEST(SafetensorsTest, HeaderNestedTooDeep) {
+  const std::string path = WriteTwoTensors(FreshDir());
+  const int depth = 100000;
+  ReplaceHeaderText(path, R"({"t": {"dtype": "F32", "shape": [)" + std::string(depth, '[') +
+                              std::string(depth, ']') + R"(], "data_offsets": [0, 0]}})");
+  auto file = SafetensorsFile::Open(path);
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(file.status().message(), HasSubstr("header: JSON nested deeper than 64 levels"));
+  EXPECT_THAT(file.status().message(), HasSubstr(path));
+}
+
 TEST(SafetensorsTest, MetadataMustBeStrings) {
   const std::string path = WriteTwoTensors(FreshDir());
   EditHeader(path, [](json& h) { h["__metadata__"] = {{"format", 1}}; });
