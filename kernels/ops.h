@@ -310,6 +310,12 @@ class Ops {
 // [ceil(rows / block), ceil(cols / block)] float32 (partial edge blocks).
 void DequantizeFp8Blocks(const uint8_t* q, int64_t rows, int64_t cols, const float* scale_inv,
                          int64_t block, float* out);
+// Dequantizes an FP4 e2m1 [rows, cols] weight packed two codes per byte
+// along a row (low nibble first, `packed` is [rows, cols / 2] bytes; cols
+// even) with one scale per `block` inputs: w[r, c] = code[r, c] *
+// scale[r, c / block], scale: [rows, ceil(cols / block)] float32.
+void DequantizeFp4Blocks(const uint8_t* packed, int64_t rows, int64_t cols, const float* scale,
+                         int64_t block, float* out);
 void ConvertBf16ToF32(const uint16_t* in, int64_t n, float* out);
 
 }  // namespace moeserve

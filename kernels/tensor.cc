@@ -16,7 +16,12 @@ size_t DTypeSize(DType dtype) {
     case DType::kBF16:
       return 2;
     case DType::kF8E4M3:
+    case DType::kF8E8M0:
+    case DType::kI8:
+    case DType::kF4E2M1x2:
       return 1;
+    case DType::kI64:
+      return 8;
   }
   return 0;
 }
@@ -31,6 +36,14 @@ std::string_view DTypeName(DType dtype) {
       return "BF16";
     case DType::kF8E4M3:
       return "F8_E4M3";
+    case DType::kF8E8M0:
+      return "F8_E8M0";
+    case DType::kI8:
+      return "I8";
+    case DType::kI64:
+      return "I64";
+    case DType::kF4E2M1x2:
+      return "F4_E2M1x2";
   }
   return "?";
 }
@@ -125,6 +138,21 @@ float Fp8E4M3ToF32(uint8_t bits) {
         std::ldexp(1.0f + static_cast<float>(mantissa) / 8.0f, static_cast<int>(exponent) - 7);
   }
   return sign ? -magnitude : magnitude;
+}
+
+float F8E8M0ToF32(uint8_t bits) {
+  if (bits == 0xff) return std::numeric_limits<float>::quiet_NaN();
+  return std::ldexp(1.0f, static_cast<int>(bits) - 127);
+}
+
+float Fp4E2M1ToF32(uint8_t code) {
+  const uint32_t exponent = (code >> 1) & 0x3;
+  const uint32_t mantissa = code & 0x1;
+  // Exponent bias 1; exponent 0 is subnormal: m/2 * 2^0.
+  const float magnitude = exponent == 0 ? 0.5f * static_cast<float>(mantissa)
+                                        : std::ldexp(1.0f + 0.5f * static_cast<float>(mantissa),
+                                                     static_cast<int>(exponent) - 1);
+  return (code & 0x8) ? -magnitude : magnitude;
 }
 
 uint8_t F32ToFp8E4M3(float value) {

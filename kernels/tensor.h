@@ -16,7 +16,11 @@
 
 namespace moeserve {
 
-enum class DType : uint8_t { kF32, kBF16, kF8E4M3, kI32 };
+// kF8E8M0, kI8 and kI64 are storage dtypes of checkpoints (DeepSeek-V4's
+// power-of-two scales, FP4 experts as safetensors stores them, hash-routing
+// tables). kF4E2M1x2 is one byte holding two FP4 e2m1 codes, the first in the
+// low nibble: a [rows, n] tensor of it is the [rows, 2n] matrix of codes.
+enum class DType : uint8_t { kF32, kBF16, kF8E4M3, kI32, kF8E8M0, kI8, kI64, kF4E2M1x2 };
 
 // Where a Tensor's bytes live. The CPU op set reads kCpu tensors only; the
 // CUDA op set (kernels/cuda/) reads kCuda tensors only.
@@ -119,6 +123,13 @@ uint16_t F32ToBf16(float value);    // round to nearest even, NaN preserved
 float Fp8E4M3ToF32(uint8_t bits);   // e4m3fn: no infinities, 0x7f/0xff are NaN
 uint8_t F32ToFp8E4M3(float value);  // round to nearest even, saturates at +-448
 inline constexpr float kFp8E4M3Max = 448.0f;
+// E8M0 (OCP MX): an unsigned power-of-two exponent, value 2^(bits - 127);
+// 0xff is NaN. 0x00 is 2^-127, a float32 subnormal: every code but NaN is
+// exact in float32.
+float F8E8M0ToF32(uint8_t bits);
+// FP4 e2m1 (OCP MX), the low 4 bits of `code`: sign, 2 exponent bits, 1
+// mantissa bit; magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6; no NaN or infinity.
+float Fp4E2M1ToF32(uint8_t code);
 
 // Small helpers, defined once.
 constexpr int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }

@@ -33,6 +33,12 @@ bool ParseDType(std::string_view name, DType* dtype) {
     *dtype = DType::kF32;
   } else if (name == "F8_E4M3") {
     *dtype = DType::kF8E4M3;
+  } else if (name == "F8_E8M0") {  // DeepSeek-V4's power-of-two scales
+    *dtype = DType::kF8E8M0;
+  } else if (name == "I8") {  // DeepSeek-V4's FP4 experts, two codes a byte
+    *dtype = DType::kI8;
+  } else if (name == "I64") {  // DeepSeek-V4's hash-routing tables
+    *dtype = DType::kI64;
   } else {
     return false;
   }
@@ -49,6 +55,13 @@ std::string_view SafetensorsDTypeName(DType dtype) {
       return "F8_E4M3";
     case DType::kI32:
       return "I32";
+    case DType::kF8E8M0:
+      return "F8_E8M0";
+    case DType::kI8:
+    case DType::kF4E2M1x2:  // safetensors has no FP4 dtype: packed bytes, as DeepSeek writes them
+      return "I8";
+    case DType::kI64:
+      return "I64";
   }
   return "?";
 }
@@ -88,8 +101,9 @@ absl::Status ParseEntry(const json& entry, const std::string& prefix, TensorInfo
   }
   const auto& dtype_name = dtype_it->get_ref<const std::string&>();
   if (!ParseDType(dtype_name, &info->dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat(prefix, "unsupported dtype \"", dtype_name,
-                                                   "\"; moeserve reads BF16, F32 and F8_E4M3"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "unsupported dtype \"", dtype_name,
+                     "\"; moeserve reads BF16, F32, F8_E4M3, F8_E8M0, I8 and I64"));
   }
   auto shape_it = entry.find("shape");
   if (shape_it == entry.end() || !shape_it->is_array()) {

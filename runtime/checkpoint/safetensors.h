@@ -33,8 +33,8 @@ struct TensorInfo {
 // A memory-mapped, validated safetensors file. Open() checks the whole header
 // before anything is returned: sane header length (8 <= N <= 100 MiB and
 // inside the file), valid JSON nested at most kMaxJsonDepth levels, known dtypes (BF16, F32,
-// F8_E4M3), shape x element size == end - begin, every range inside the file, ranges
-// non-overlapping (unreferenced gaps are tolerated). Any violation is an
+// F8_E4M3, F8_E8M0, I8, I64), shape x element size == end - begin, every range inside the
+// file, ranges non-overlapping (unreferenced gaps are tolerated). Any violation is an
 // InvalidArgument/DataLoss error whose message names the file (and the
 // tensor, where there is one); a missing file is NotFound.
 // Thread-safe for concurrent readers once opened.

@@ -25,6 +25,8 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(const Options& 
   if (options.null_model) {
     auto config = ParseModelConfig(runner->checkpoint_->config_json());
     if (!config.ok()) return config.status();
+    // A null model still sizes its KV cache from the config's architecture.
+    if (absl::Status s = CheckServable(*runner->checkpoint_, *config); !s.ok()) return s;
     runner->model_ = CreateNullModel(*config);
   } else {
     auto model =

@@ -22,6 +22,10 @@ absl::StatusOr<std::unique_ptr<Model>> LoadQwen3Moe(Checkpoint& checkpoint,
                                                     const WeightSelection& selection,
                                                     Backend& backend, const ModelOptions& options);
 
+// DeepSeek-V4 (deepseek_v4.cc): checks the checkpoint against the config
+// and says that the forward pass is not implemented yet (CheckServable).
+absl::Status RefuseDeepseekV4(Checkpoint& checkpoint, const ModelConfig& config);
+
 // Reads a tensor of the given shape into the reader's backend, in the dtype
 // that backend takes for `use` (float32 on the CPU).
 absl::Status ReadWeight(const WeightReader& reader, const std::string& name,

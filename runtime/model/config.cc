@@ -7,77 +7,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "runtime/model/config_fields.h"
+#include "runtime/model/deepseek_v4_config.h"
 
 namespace moeserve {
 namespace {
 
 using nlohmann::json;
 
-// Reads config fields with messages that name the field, the expected kind
-// and the value found.
-class FieldReader {
- public:
-  explicit FieldReader(const json& j) : j_(j) {}
-
-  bool Has(absl::string_view key) const {
-    return j_.contains(std::string(key)) && !j_.at(std::string(key)).is_null();
-  }
-
-  absl::StatusOr<int64_t> Int(absl::string_view key) const {
-    if (!Has(key)) return Missing(key, "an integer");
-    const json& v = j_.at(std::string(key));
-    if (!v.is_number_integer()) return Wrong(key, "an integer", v);
-    return v.get<int64_t>();
-  }
-  absl::StatusOr<int64_t> Int(absl::string_view key, int64_t fallback) const {
-    return Has(key) ? Int(key) : absl::StatusOr<int64_t>(fallback);
-  }
-  absl::StatusOr<double> Number(absl::string_view key, double fallback) const {
-    if (!Has(key)) return fallback;
-    const json& v = j_.at(std::string(key));
-    if (!v.is_number()) return Wrong(key, "a number", v);
-    return v.get<double>();
-  }
-  absl::StatusOr<bool> Bool(absl::string_view key, bool fallback) const {
-    if (!Has(key)) return fallback;
-    const json& v = j_.at(std::string(key));
-    if (!v.is_boolean()) return Wrong(key, "true or false", v);
-    return v.get<bool>();
-  }
-  absl::StatusOr<std::string> String(absl::string_view key, std::string fallback) const {
-    if (!Has(key)) return fallback;
-    const json& v = j_.at(std::string(key));
-    if (!v.is_string()) return Wrong(key, "a string", v);
-    return v.get<std::string>();
-  }
-
- private:
-  static absl::Status Missing(absl::string_view key, absl::string_view kind) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.json: field \"", key, "\" is missing; expected ", kind));
-  }
-  static absl::Status Wrong(absl::string_view key, absl::string_view kind, const json& v) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.json: field \"", key, "\" is ", v.dump(), "; expected ", kind));
-  }
-  const json& j_;
-};
-
-#define MOESERVE_ASSIGN(lhs, expr)    \
-  do {                                \
-    auto _v = (expr);                 \
-    if (!_v.ok()) return _v.status(); \
-    lhs = *std::move(_v);             \
-  } while (0)
-
-absl::Status Invalid(absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("config.json: ", what));
-}
-
-absl::Status RequirePositive(absl::string_view name, int64_t value) {
-  if (value > 0) return absl::OkStatus();
-  return Invalid(absl::StrCat("\"", name, "\" must be positive, got ", value));
-}
+using config_internal::FieldReader;
+using config_internal::Invalid;
+using config_internal::RequirePositive;
 
 absl::Status ParseRopeScaling(const json& j, ModelConfig& c) {
   if (!j.contains("rope_scaling") || j.at("rope_scaling").is_null()) return absl::OkStatus();
@@ -109,12 +49,13 @@ absl::Status ParseRopeScaling(const json& j, ModelConfig& c) {
                          p.original_max_position_embeddings);
 }
 
-absl::Status ParseCommon(const json& j, ModelConfig& c) {
+// `dense_mlp`: the architecture has dense MLP layers (intermediate_size).
+absl::Status ParseCommon(const json& j, bool dense_mlp, ModelConfig& c) {
   FieldReader r(j);
   MOESERVE_ASSIGN(c.vocab_size, r.Int("vocab_size"));
   MOESERVE_ASSIGN(c.hidden_size, r.Int("hidden_size"));
   MOESERVE_ASSIGN(c.num_hidden_layers, r.Int("num_hidden_layers"));
-  MOESERVE_ASSIGN(c.intermediate_size, r.Int("intermediate_size"));
+  if (dense_mlp) MOESERVE_ASSIGN(c.intermediate_size, r.Int("intermediate_size"));
   MOESERVE_ASSIGN(c.num_attention_heads, r.Int("num_attention_heads"));
   MOESERVE_ASSIGN(c.max_position_embeddings, r.Int("max_position_embeddings"));
   double eps;
@@ -145,7 +86,7 @@ absl::Status ParseCommon(const json& j, ModelConfig& c) {
   for (auto [name, v] : {std::pair{"vocab_size", c.vocab_size},
                          {"hidden_size", c.hidden_size},
                          {"num_hidden_layers", c.num_hidden_layers},
-                         {"intermediate_size", c.intermediate_size},
+                         {"intermediate_size", dense_mlp ? c.intermediate_size : 1},
                          {"num_attention_heads", c.num_attention_heads},
                          {"max_position_embeddings", c.max_position_embeddings}}) {
     if (absl::Status s = RequirePositive(name, v); !s.ok()) return s;
@@ -302,6 +243,7 @@ KvRowLayout ModelConfig::kv_cache_row(KvCacheDtype dtype) const {
 }
 
 bool ModelConfig::IsMoeLayer(int64_t layer) const {
+  if (arch == Architecture::kDeepseekV4) return true;
   if (arch == Architecture::kDeepseekV3) return layer >= first_k_dense_replace;
   if (std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) != mlp_only_layers.end()) {
     return false;
@@ -327,16 +269,19 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j) {
   if (!j.is_object()) return Invalid("expected a JSON object");
   ModelConfig c;
   MOESERVE_ASSIGN(c.model_type, FieldReader(j).String("model_type", ""));
-  if (absl::Status s = ParseCommon(j, c); !s.ok()) return s;
+  const bool v4 = c.model_type == "deepseek_v4";
+  if (absl::Status s = ParseCommon(j, /*dense_mlp=*/!v4, c); !s.ok()) return s;
   absl::Status s;
   if (c.model_type == "deepseek_v3" || c.model_type == "kimi_k2") {
     s = ParseDeepseekV3(j, c);
   } else if (c.model_type == "qwen3_moe") {
     s = ParseQwen3Moe(j, c);
+  } else if (v4) {
+    s = ParseDeepseekV4Config(j, c);
   } else {
     return Invalid(absl::StrCat("model_type \"", c.model_type,
                                 "\" is not supported; expected one of deepseek_v3, kimi_k2, "
-                                "qwen3_moe"));
+                                "qwen3_moe, deepseek_v4"));
   }
   if (!s.ok()) return s;
   return c;

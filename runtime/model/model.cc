@@ -42,8 +42,15 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(Checkpoint& checkpoint,
       return LoadDeepseekV3(checkpoint, *config, selection, backend, options);
     case Architecture::kQwen3Moe:
       return LoadQwen3Moe(checkpoint, *config, selection, backend, options);
+    case Architecture::kDeepseekV4:
+      return CheckServable(checkpoint, *config);
   }
   return absl::InternalError("unknown architecture");
+}
+
+absl::Status CheckServable(Checkpoint& checkpoint, const ModelConfig& config) {
+  if (config.arch == Architecture::kDeepseekV4) return RefuseDeepseekV4(checkpoint, config);
+  return absl::OkStatus();
 }
 
 std::vector<int32_t> TokenPositions(const ForwardBatch& batch) {

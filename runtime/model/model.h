@@ -149,6 +149,15 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(Checkpoint& checkpoint,
                                                  const WeightSelection& selection, Backend& backend,
                                                  const ModelOptions& options = {});
 
+// Whether moeserve can build a model for `config` from `checkpoint`, known
+// before any weight is loaded, so that a worker refuses at start-up. OK for
+// the architectures with a forward pass. For deepseek_v4 the checkpoint is
+// checked against its config (CheckDeepseekV4Checkpoint: headers and hash
+// tables) and the answer is UNIMPLEMENTED saying that it was read and that
+// the V4 forward pass is not there yet; a damaged V4 checkpoint gives its
+// precise error instead. LoadModel answers the same.
+absl::Status CheckServable(Checkpoint& checkpoint, const ModelConfig& config);
+
 // Positions of the batch's tokens, derived from the slices.
 std::vector<int32_t> TokenPositions(const ForwardBatch& batch);
 

@@ -272,6 +272,8 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(const Options& options) {
     return absl::Status(config.status().code(),
                         absl::StrCat(options.model_dir, "/", config.status().message()));
   }
+  // An architecture without a forward pass (deepseek_v4) is refused now, with the reason.
+  if (absl::Status s = CheckServable(**checkpoint, *config); !s.ok()) return s;
   worker->config_ = *std::move(config);
   worker->config_json_ = (*checkpoint)->config_json();
   return worker;

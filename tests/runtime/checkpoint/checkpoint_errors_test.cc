@@ -107,7 +107,7 @@ TEST_F(CheckpointErrorsTest, OverlappingRanges) {
 }
 
 TEST_F(CheckpointErrorsTest, UnknownDtype) {
-  for (const char* dtype : {"F16", "I64", "F8_E5M2", "bf16"}) {
+  for (const char* dtype : {"F16", "U8", "F8_E5M2", "bf16"}) {
     EditHeader(Path(kShard2), [&](json& h) { h[kNorm]["dtype"] = dtype; });
     absl::Status s = ReadError(kFinalNorm, kNormShape);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
