@@ -240,6 +240,13 @@ absl::Status Worker::Session::StreamBroken(const char* when) {
         " (--coordinator must name the coordinator's internal port, its --internal-listen, "
         "default 50052, not the public one)"));
   }
+  if (status.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+    // Every rank is taken: perhaps by a worker the coordinator has not yet
+    // found gone (a replacement can register before its heartbeat drops the
+    // old one). The caller may try again.
+    return absl::AlreadyExistsError(absl::StrCat("the coordinator at ", address,
+                                                 " refused this worker: ", status.error_message()));
+  }
   return absl::UnavailableError(absl::StrCat("the stream to the coordinator at ", address,
                                              " broke ", when, ": gRPC status ", status.error_code(),
                                              " ", status.error_message()));

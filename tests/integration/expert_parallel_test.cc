@@ -330,10 +330,10 @@ TEST(ExpertParallelFaultTest, WithoutRecoveryAKilledRankEndsRequestsAndTheGroupC
 TEST(ExpertParallelFaultTest, AWorkerBeyondTheGroupIsTurnedAwayWithTheReason) {
   Group g(1, {}, "extra");
   ASSERT_TRUE(g.AwaitServing(60)) << g.logs();
-  Process extra(
-      kBin + "/tools/worker/moeserve-worker",
-      Flags(g.planes_.WorkerFlags(), {"--model", kFixture, "--connect-timeout-seconds", "10"}),
-      g.Log("extra_worker"));
+  Process extra(kBin + "/tools/worker/moeserve-worker",
+                Flags(g.planes_.WorkerFlags(), {"--model", kFixture, "--connect-timeout-seconds",
+                                                "10", "--reconnect-seconds", "0"}),
+                g.Log("extra_worker"));
   ASSERT_TRUE(WaitFor([&] { return !extra.running(); }, 30));
   EXPECT_THAT(extra.log(), HasSubstr("all 1 ranks are taken"));
   EXPECT_EQ(g.health(), Health::SERVING);

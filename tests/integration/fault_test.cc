@@ -196,6 +196,32 @@ TEST_F(FaultTestWithHeartbeat, AStoppedWorkerIsDroppedWithinTheHeartbeatAndItsSt
   stopped->Signal(SIGCONT);
 }
 
+TEST_F(FaultTest, ARestartedCoordinatorGetsItsWorkerBackWithoutReloadingTheModel) {
+  std::vector<uint32_t> expected;
+  ASSERT_TRUE(Generate(8, &expected).ok());
+  coordinator_->Stop(/*seconds=*/0);  // SIGKILL: as a crash or an evicted pod
+  ASSERT_TRUE(WaitFor([&] { return Health() != Status::SERVING; }, 10));
+  // The same ports and secrets, as a restarted pod behind its Service has.
+  coordinator_ = std::make_unique<Process>(
+      kBin + "/tools/coordinator/moeserve-coordinator",
+      Flags(planes_.CoordinatorFlags(), {"--metrics-port", std::to_string(metrics_port_)}),
+      ::testing::TempDir() + "/fault_coordinator_restarted.log");
+  ASSERT_TRUE(WaitFor([&] { return Health() == Status::SERVING; }, 60))
+      << coordinator_->log() << worker_->log();
+  std::vector<uint32_t> tokens;
+  ASSERT_TRUE(Generate(8, &tokens).ok());
+  EXPECT_EQ(tokens, expected);
+  // The worker registered again with the weights it had: it loaded them once.
+  const std::string log = worker_->log();
+  EXPECT_THAT(log, HasSubstr("registering again"));
+  size_t loads = 0;
+  for (size_t at = log.find("checked "); at != std::string::npos;
+       at = log.find("checked ", at + 1)) {
+    ++loads;
+  }
+  EXPECT_EQ(loads, 1u) << log;
+}
+
 TEST_F(FaultTest, DrainRefusesNewRequestsAndFinishesAdmittedOnes) {
   std::thread long_request([&] {
     std::vector<uint32_t> tokens;

@@ -476,8 +476,10 @@ int Main(const std::vector<std::string>& argv) {
     internal_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ms);
     internal_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms);
     internal_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    // Between steps a worker's stream carries no data; keep pinging anyway.
+    // Between steps, and while a stopped worker sends nothing, its stream
+    // carries no data: keep pinging anyway, at the heartbeat's period.
     internal_builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    internal_builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS, ms);
   }
   internal_builder.RegisterService(&coordinator);
   if (!planes->admin_token.empty()) internal_builder.RegisterService(&admin);

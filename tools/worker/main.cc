@@ -73,9 +73,11 @@ coordinator restarts, it registers again, keeping its weights.
   --communicator-host HOST   address the other ranks reach this worker at for
                              expert-parallel traffic, e.g. the pod IP
                              (default 127.0.0.1)
-  --reconnect-seconds S      after losing the coordinator, keep trying to register
-                             again for this long before exiting (default 60; 0
-                             exits at once)
+  --reconnect-seconds S      after losing the coordinator, or when it answers that
+                             every rank is taken (perhaps by a worker this one
+                             replaces that it has not yet found gone), keep
+                             trying to register for this long before exiting
+                             (default 60; 0 exits at once)
   --connect-timeout-seconds S  how long to wait for the coordinator to accept the
                              connection before giving up (default 5)
   --null-model-for-benchmarks  measure the serving path alone: load no weights
@@ -262,11 +264,26 @@ int Main(const std::vector<std::string>& argv) {
   // A broken session (the group re-forming after a lost rank, a coordinator
   // restart) is followed by a new registration; the weights stay loaded.
   auto lost_since = std::chrono::steady_clock::now();
+  bool refused = false;  // refused since the last other outcome, from refused_since
+  auto refused_since = std::chrono::steady_clock::now();
   bool ever_joined = false;
   for (;;) {
     const absl::Status status = (*worker)->Run();
     if (status.ok()) return 0;
     std::cerr << kPrefix << status.message() << "\n";
+    // Every rank taken, perhaps by a worker this one replaces that the
+    // coordinator has not yet dropped (within two of its heartbeats).
+    if (status.code() == absl::StatusCode::kAlreadyExists) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!refused) refused_since = now;
+      refused = true;
+      if (std::chrono::duration<double>(now - refused_since).count() >= *reconnect) return 1;
+      std::cerr << kPrefix << "registering again in 1 s (giving up after " << *reconnect
+                << " s of refusals)" << std::endl;
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    refused = false;
     // Never part of a group: a wrong address or a refused registration.
     if (status.code() != absl::StatusCode::kUnavailable) return 1;
     if ((*worker)->joined_group_in_last_run()) {
