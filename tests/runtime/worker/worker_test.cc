@@ -19,8 +19,10 @@
 #include <cstdio>
 #include <fstream>
 #include <future>
+#include <limits>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -481,6 +483,151 @@ TEST(WorkerTest, MalformedPlansAreAnsweredWithErrorsAndServingGoesOn) {
   ASSERT_TRUE(status.has_value());
   EXPECT_EQ(status->code(), absl::StatusCode::kUnavailable) << *status;
   EXPECT_THAT(std::string(status->message()), HasSubstr("closed the stream without Shutdown"));
+}
+
+// Random and adversarial plans, as a confused or hostile coordinator could
+// send them: tokens and block ids out of range, contexts that do not match
+// the tokens, continued sequences the worker never held, sampling values
+// out of range or NaN, stale and jumping step numbers. Every plan is
+// answered (an error for the step or for one sequence), the worker stays
+// up, and a good step afterwards gives the token it gave before them.
+TEST(WorkerTest, RandomAndAdversarialPlansAreAnsweredAndNeverTakeTheWorkerDown) {
+  TestCoordinator coordinator;
+  ASSERT_TRUE(coordinator.started());
+  InProcessWorker worker(TestOptions(coordinator.address()), &coordinator);
+  ASSERT_TRUE(worker.loaded());
+  worker.Start();
+  ServerStream* stream = coordinator.AwaitWorker(std::chrono::seconds(30));
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(ReadRegister(stream).has_value());
+  ASSERT_TRUE(SendWelcome(stream, 0, 1));
+  const auto vocab = static_cast<uint64_t>(VocabSize());
+
+  // One good prefill of a sequence sent in full; the worker replaces what it
+  // held of it, so the same plan gives the same token whatever came before.
+  uint64_t step = 1;
+  auto good = [&] {
+    pb::StepPlan p = Plan(step++);
+    AddGreedyWork(p, 1000, {3, 1, 4, 1, 5}, 5, {14, 15});
+    return p;
+  };
+  const std::optional<pb::StepResult> before = RunStep(stream, good());
+  ASSERT_TRUE(before.has_value());
+  ASSERT_EQ(before->error(), "");
+  ASSERT_EQ(before->outputs_size(), 1);
+  const uint32_t token = before->outputs(0).token_id();
+
+  std::mt19937_64 rng(20261207);
+  auto pick = [&](uint64_t n) { return n == 0 ? 0 : rng() % n; };
+  auto chance = [&](uint64_t percent) { return pick(100) < percent; };
+  auto number = [&] {  // a float, sometimes one no sampler should accept
+    switch (pick(12)) {
+      case 0:
+        return std::numeric_limits<float>::quiet_NaN();
+      case 1:
+        return std::numeric_limits<float>::infinity();
+      case 2:
+        return -1.0f;
+      case 3:
+        return 1e30f;
+      default:
+        return static_cast<float>(pick(2000)) / 1000.0f;
+    }
+  };
+  int step_errors = 0, sequence_errors = 0, clean = 0;
+  for (int i = 0; i < 400; ++i) {
+    // Mostly the next step; sometimes a stale one, a jump, or another rank.
+    const uint64_t n =
+        chance(8) && step > 4 ? step - 1 - pick(3) : (step += chance(5) ? pick(1000) : 0);
+    pb::StepPlan p = Plan(n, chance(95) ? 0 : static_cast<uint32_t>(pick(4)),
+                          chance(95) ? 1 : static_cast<uint32_t>(pick(4)));
+    if (chance(20)) p.set_group_max_tokens(static_cast<uint32_t>(chance(50) ? pick(64) : rng()));
+    const uint64_t sequences = pick(5);
+    for (uint64_t q = 0; q < sequences; ++q) {
+      pb::SequenceWork* w = p.add_sequences();
+      w->set_sequence_id(chance(85) ? pick(8) : rng());
+      const uint64_t fed = chance(5) ? pick(300) : 1 + pick(8);
+      for (uint64_t t = 0; t < fed; ++t) {
+        w->add_token_ids(static_cast<uint32_t>(chance(97) ? pick(vocab) : rng()));
+      }
+      w->set_context_len(static_cast<uint32_t>(chance(80) ? fed + pick(8) : rng()));
+      const uint64_t blocks = chance(5) ? pick(40) : 1 + pick(4);
+      for (uint64_t b = 0; b < blocks; ++b) {
+        w->add_block_table(static_cast<uint32_t>(chance(95) ? pick(16) : rng()));
+      }
+      w->set_sample(chance(70));
+      if (chance(85)) {
+        pb::Sampling* sp = w->mutable_sampling();
+        sp->set_temperature(number());
+        sp->set_top_p(number());
+        sp->set_top_k(chance(90) ? static_cast<int32_t>(pick(50)) : -static_cast<int32_t>(pick(9)));
+        sp->set_min_p(number());
+        if (chance(20)) sp->set_repetition_penalty(number());
+        if (chance(20)) sp->set_presence_penalty(number());
+        if (chance(20)) sp->set_frequency_penalty(number());
+        sp->set_seed(rng());
+        const uint64_t biases = chance(80) ? 0 : pick(6);
+        for (uint64_t b = 0; b < biases; ++b) {
+          sp->add_logit_bias_ids(static_cast<uint32_t>(chance(90) ? pick(vocab) : rng()));
+          if (chance(90)) sp->add_logit_bias_values(number());
+        }
+      }
+      w->set_draw_index(rng());
+      w->set_logprobs(static_cast<uint32_t>(chance(90) ? pick(21) : rng()));
+      w->set_prompt_logprobs(chance(20));
+      if (chance(20))
+        w->set_following_token(static_cast<uint32_t>(chance(80) ? pick(vocab) : rng()));
+      w->set_prompt_tokens(static_cast<uint32_t>(pick(fed + 2)));
+      if (chance(10)) {
+        for (uint64_t h = pick(12); h > 0; --h) {
+          w->add_history_token_ids(static_cast<uint32_t>(chance(95) ? pick(vocab) : rng()));
+        }
+      }
+      if (chance(20)) {
+        w->set_continued(true);
+        w->set_block_table_length(static_cast<uint32_t>(pick(10)));
+      }
+    }
+    for (uint64_t r = chance(20) ? pick(4) : 0; r > 0; --r) p.add_released_sequences(pick(8));
+
+    const std::optional<pb::StepResult> r = RunStep(stream, p);
+    ASSERT_TRUE(r.has_value()) << "no answer to plan " << i << " (" << p.ShortDebugString()
+                               << "):\n"
+                               << worker.log();
+    EXPECT_EQ(r->step(), p.step());
+    if (!r->error().empty()) {
+      ++step_errors;
+      EXPECT_EQ(r->outputs_size(), 0);
+      continue;
+    }
+    step = std::max(step, p.step() + 1);
+    EXPECT_EQ(r->outputs_size(), p.sequences_size()) << "plan " << i;
+    for (const pb::SequenceOutput& out : r->outputs()) {
+      if (!out.error().empty()) {
+        ++sequence_errors;
+      } else if (out.token_id() >= vocab) {
+        ADD_FAILURE() << "plan " << i << " sampled token " << out.token_id();
+      }
+    }
+    clean += r->outputs_size() > 0 ? 1 : 0;
+  }
+  // The plans were adversarial enough to be refused both ways, and ordinary
+  // enough that some ran.
+  EXPECT_GT(step_errors, 10);
+  EXPECT_GT(sequence_errors, 10);
+  EXPECT_GT(clean, 10);
+
+  step += 2000;  // past any step a refused plan may have counted as answered
+  const std::optional<pb::StepResult> after = RunStep(stream, good());
+  ASSERT_TRUE(after.has_value()) << worker.log();
+  ASSERT_EQ(after->error(), "");
+  ASSERT_EQ(after->outputs_size(), 1);
+  EXPECT_EQ(after->outputs(0).error(), "");
+  EXPECT_EQ(after->outputs(0).token_id(), token);
+  ASSERT_TRUE(SendShutdown(stream, "done"));
+  const std::optional<absl::Status> status = worker.Await(std::chrono::seconds(10));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(status->ok()) << *status;
 }
 
 TEST(WorkerTest, RejectedRegistrationEndsRunWithTheCoordinatorsReason) {
