@@ -3,6 +3,9 @@
 #include <atomic>
 #include <cstdio>
 #include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -70,13 +73,34 @@ class Exchange final : public HttpExchange {
 class Connection final : public std::enable_shared_from_this<Connection> {
  public:
   Connection(tcp::socket socket, const HttpServer::Options& options, const HttpHandler& handler)
-      : stream_(std::move(socket)), options_(options), handler_(handler) {}
+      : options_(options), handler_(handler) {
+    stream_.emplace(std::move(socket));
+  }
 
   // Everything a connection does runs on its strand, from the first read on.
   void Start() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->DoRead(); });
+    net::dispatch(stream_->get_executor(), [self = shared_from_this()] { self->DoRead(); });
   }
-  net::any_io_executor executor() { return stream_.get_executor(); }
+  // Runs `fn` on the connection's strand; nothing once the server stopped.
+  void Post(std::function<void()> fn) {
+    std::lock_guard<std::mutex> lock(post_mu_);
+    if (!abandoned_) net::post(stream_->get_executor(), std::move(fn));
+  }
+  // The server stops (its threads joined): drops the answer in progress,
+  // which holds this connection, and the socket and its timer, which belong
+  // to the server's io_context. An exchange a caller still holds may outlive
+  // the server; its connection then touches nothing of it.
+  void Abandon() {
+    {
+      std::lock_guard<std::mutex> lock(post_mu_);
+      abandoned_ = true;
+    }
+    closed_ = true;
+    out_.clear();
+    exchange_.reset();
+    parser_.reset();
+    stream_.reset();
+  }
   bool open() const { return !closed_; }
   bool keep_alive() const { return keep_alive_; }
 
@@ -94,10 +118,10 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     parser_.emplace();
     parser_->body_limit(options_.max_body_bytes);
     parser_->header_limit(kMaxHeaderBytes);
-    stream_.expires_after(
+    stream_->expires_after(
         std::chrono::microseconds(absl::ToInt64Microseconds(options_.idle_timeout)));
     http::async_read(
-        stream_, buffer_, *parser_,
+        *stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
 
@@ -126,7 +150,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
       Close();
       return;
     }
-    stream_.expires_never();
+    stream_->expires_never();
     http::request<http::string_body> message = parser_->release();
     parser_.reset();
     keep_alive_ = message.keep_alive();
@@ -148,7 +172,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void Watch() {
     if (watching_ || closed_ || buffer_.size() >= kMaxReadAheadBytes) return;
     watching_ = true;
-    stream_.async_read_some(
+    stream_->async_read_some(
         buffer_.prepare(4096),
         [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnWatch(ec, n); });
   }
@@ -174,7 +198,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
       return;
     }
     writing_ = true;
-    net::async_write(stream_, net::buffer(out_.front()),
+    net::async_write(*stream_, net::buffer(out_.front()),
                      [self = shared_from_this()](beast::error_code ec, size_t) {
                        self->writing_ = false;
                        if (self->closed_) return;
@@ -191,12 +215,12 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     exchange_.reset();
     if (!keep_alive_) {
       beast::error_code ignored;
-      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      stream_->socket().shutdown(tcp::socket::shutdown_send, ignored);
       Close();
       return;
     }
     if (watching_) {
-      stream_.socket().cancel();  // OnWatch then reads the next request
+      stream_->socket().cancel();  // OnWatch then reads the next request
     } else {
       DoRead();
     }
@@ -213,10 +237,12 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     closed_ = true;
     out_.clear();
     beast::error_code ignored;
-    stream_.socket().close(ignored);
+    stream_->socket().close(ignored);
   }
 
-  beast::tcp_stream stream_;
+  std::optional<beast::tcp_stream> stream_;  // reset by Abandon
+  std::mutex post_mu_;                       // orders Post and Abandon
+  bool abandoned_ = false;
   const HttpServer::Options& options_;  // the server's; outlives every connection
   const HttpHandler& handler_;
   beast::flat_buffer buffer_;  // bytes read and not yet parsed
@@ -230,7 +256,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   bool closed_ = false;
 };
 
-void Exchange::Post(std::function<void()> fn) { net::post(connection_->executor(), std::move(fn)); }
+void Exchange::Post(std::function<void()> fn) { connection_->Post(std::move(fn)); }
 
 bool Exchange::Usable() const { return !ended_ && connection_->open(); }
 
@@ -280,6 +306,8 @@ struct HttpServer::Impl {
   std::optional<tcp::acceptor> acceptor;
   std::vector<std::thread> threads;
   std::atomic<bool> stopped{false};
+  std::mutex connections_mu;
+  std::vector<std::weak_ptr<Connection>> connections;  // for Stop to abandon
 
   void Accept() {
     acceptor->async_accept(net::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
@@ -287,7 +315,13 @@ struct HttpServer::Impl {
       if (!ec) {
         beast::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);  // SSE events are small
-        std::make_shared<Connection>(std::move(socket), options, handler)->Start();
+        auto connection = std::make_shared<Connection>(std::move(socket), options, handler);
+        {
+          std::lock_guard<std::mutex> lock(connections_mu);
+          std::erase_if(connections, [](const auto& c) { return c.expired(); });
+          connections.push_back(connection);
+        }
+        connection->Start();
       }
       Accept();
     });
@@ -308,6 +342,14 @@ void HttpServer::Stop() {
   });
   impl_->io.stop();
   for (std::thread& t : impl_->threads) t.join();
+  // No handler runs now. Connections kept alive by their pending handlers
+  // or by exchanges a caller holds let go of the io_context's objects, so
+  // that destroying it (with the handlers) frees them all.
+  std::lock_guard<std::mutex> lock(impl_->connections_mu);
+  for (const std::weak_ptr<Connection>& c : impl_->connections) {
+    if (std::shared_ptr<Connection> live = c.lock()) live->Abandon();
+  }
+  impl_->connections.clear();
 }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& options,

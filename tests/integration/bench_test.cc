@@ -45,12 +45,12 @@ class BenchTest : public ::testing::Test {
     coordinator_ = new Process(
         kBin + "/tools/coordinator/moeserve-coordinator",
         Flags(planes_->CoordinatorFlags(), {"--metrics-port", std::to_string(FreePort())}),
-        ::testing::TempDir() + "/bench_coordinator.log");
+        ProcessScratchDir("logs") + "/bench_coordinator.log");
     worker_ =
         new Process(kBin + "/tools/worker/moeserve-worker",
                     Flags(planes_->WorkerFlags(), {"--model", kFixture, "--kv-cache-tokens", "8192",
                                                    "--connect-timeout-seconds", "30"}),
-                    ::testing::TempDir() + "/bench_worker.log");
+                    ProcessScratchDir("logs") + "/bench_worker.log");
     ASSERT_TRUE(WaitFor(
         [] {
           return HealthOf(grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials())) ==
@@ -145,7 +145,7 @@ TEST(NullModelBenchTest, AGroupOfNullModelsServesItsFixedTokensAndABench) {
   const std::string addr = planes.address();
   Process coordinator(kBin + "/tools/coordinator/moeserve-coordinator",
                       Flags(planes.CoordinatorFlags(), {"--metrics-port", "0", "--ep-size", "2"}),
-                      ::testing::TempDir() + "/null_coordinator.log");
+                      ProcessScratchDir("logs") + "/null_coordinator.log");
   std::vector<std::unique_ptr<Process>> workers;
   for (int r = 0; r < 2; ++r) {
     workers.push_back(std::make_unique<Process>(
@@ -153,7 +153,7 @@ TEST(NullModelBenchTest, AGroupOfNullModelsServesItsFixedTokensAndABench) {
         Flags(planes.WorkerFlags(),
               {"--model", kFixture, "--rank", std::to_string(r), "--null-model-for-benchmarks",
                "--connect-timeout-seconds", "30"}),
-        ::testing::TempDir() + "/null_worker" + std::to_string(r) + ".log"));
+        ProcessScratchDir("logs") + "/null_worker" + std::to_string(r) + ".log"));
   }
   ASSERT_TRUE(WaitFor(
       [&] {

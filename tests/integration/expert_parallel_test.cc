@@ -52,7 +52,7 @@ class Group {
   }
 
   std::string Log(const std::string& who) const {
-    return ::testing::TempDir() + "/ep_" + name_ + "_" + who + ".log";
+    return ProcessScratchDir("logs") + "/ep_" + name_ + "_" + who + ".log";
   }
 
   void StartWorker(int rank) {

@@ -33,7 +33,7 @@ class FaultTest : public ::testing::Test {
     for (const std::string& f : ExtraCoordinatorFlags()) flags.push_back(f);
     coordinator_ = std::make_unique<Process>(kBin + "/tools/coordinator/moeserve-coordinator",
                                              Flags(planes_.CoordinatorFlags(), flags),
-                                             ::testing::TempDir() + "/fault_coordinator.log");
+                                             ProcessScratchDir("logs") + "/fault_coordinator.log");
     channel_ = planes_.PublicChannel();
     admin_channel_ = planes_.AdminChannel();
     StartWorker();
@@ -46,7 +46,7 @@ class FaultTest : public ::testing::Test {
     worker_ = std::make_unique<Process>(
         kBin + "/tools/worker/moeserve-worker",
         Flags(planes_.WorkerFlags(), {"--model", kFixture, "--connect-timeout-seconds", "20"}),
-        ::testing::TempDir() + "/fault_worker_" + std::to_string(++workers_started_) + ".log");
+        ProcessScratchDir("logs") + "/fault_worker_" + std::to_string(++workers_started_) + ".log");
   }
 
   void StartWorker() {
@@ -205,7 +205,7 @@ TEST_F(FaultTest, ARestartedCoordinatorGetsItsWorkerBackWithoutReloadingTheModel
   coordinator_ = std::make_unique<Process>(
       kBin + "/tools/coordinator/moeserve-coordinator",
       Flags(planes_.CoordinatorFlags(), {"--metrics-port", std::to_string(metrics_port_)}),
-      ::testing::TempDir() + "/fault_coordinator_restarted.log");
+      ProcessScratchDir("logs") + "/fault_coordinator_restarted.log");
   ASSERT_TRUE(WaitFor([&] { return Health() == Status::SERVING; }, 60))
       << coordinator_->log() << worker_->log();
   std::vector<uint32_t> tokens;

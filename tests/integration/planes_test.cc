@@ -47,7 +47,7 @@ class PlanesTest : public ::testing::Test {
         kCoordinator,
         Flags(planes_->CoordinatorFlags(),
               {"--metrics-port", "0", "--ep-size", "2", "--communicator-timeout-seconds", "10"}),
-        ::testing::TempDir() + "/planes_coordinator.log");
+        ProcessScratchDir("logs") + "/planes_coordinator.log");
     workers_ = new std::vector<std::unique_ptr<Process>>(2);
     for (int r = 0; r < 2; ++r) StartWorker(r);
     ASSERT_TRUE(WaitFor([] { return HealthOf(planes_->PublicChannel()) == Health::SERVING; }, 90))
@@ -65,7 +65,7 @@ class PlanesTest : public ::testing::Test {
         Flags(planes_->WorkerFlags(),
               {"--model", kFixture, "--rank", std::to_string(rank), "--ep-size", "2",
                "--connect-timeout-seconds", "20", "--reconnect-seconds", "60"}),
-        ::testing::TempDir() + "/planes_worker" + std::to_string(rank) + ".log");
+        ProcessScratchDir("logs") + "/planes_worker" + std::to_string(rank) + ".log");
   }
   static std::string Logs() {
     std::string all = "--- coordinator\n" + coordinator_->log();
@@ -316,7 +316,7 @@ TEST_F(PlanesTest, AWorkerWithAWrongOrNoTokenOrThePublicPortIsTurnedAwayWithTheR
   for (const Case& c : cases) {
     Process worker(kWorker,
                    Flags(c.flags, {"--model", kFixture, "--connect-timeout-seconds", "10"}),
-                   ::testing::TempDir() + "/planes_turned_away.log");
+                   ProcessScratchDir("logs") + "/planes_turned_away.log");
     ASSERT_TRUE(WaitFor([&] { return !worker.running(); }, 30)) << worker.log();
     EXPECT_EQ(worker.Stop(), 1) << worker.log();
     EXPECT_THAT(worker.log(), HasSubstr(c.reason));
@@ -365,7 +365,7 @@ TEST(PlanesTlsTest, MutualTlsGuardsTheInternalPortAndTlsThePublicOne) {
                        "--tls-cert", dir + "/server.pem", "--tls-key", dir + "/server.key",
                        "--internal-tls-cert", dir + "/server.pem", "--internal-tls-key",
                        dir + "/server.key", "--internal-tls-ca", dir + "/ca.pem"},
-                      ::testing::TempDir() + "/planes_tls_coordinator.log");
+                      ProcessScratchDir("logs") + "/planes_tls_coordinator.log");
   grpc::SslCredentialsOptions server_only;
   server_only.pem_root_certs = ReadAll(dir + "/ca.pem");
   const auto tls_client = grpc::CreateChannel(pub, grpc::SslCredentials(server_only));
@@ -391,13 +391,13 @@ TEST(PlanesTlsTest, MutualTlsGuardsTheInternalPortAndTlsThePublicOne) {
                  {"--coordinator", internal, "--internal-tls-ca", dir + "/ca.pem",
                   "--internal-tls-cert", dir + "/client.pem", "--internal-tls-key",
                   dir + "/client.key", "--model", kFixture, "--connect-timeout-seconds", "20"},
-                 ::testing::TempDir() + "/planes_tls_worker.log");
+                 ProcessScratchDir("logs") + "/planes_tls_worker.log");
   ASSERT_TRUE(WaitFor([&] { return HealthOf(tls_client) == Health::SERVING; }, 60))
       << coordinator.log() << worker.log();
   Process certless(kWorker,
                    {"--coordinator", internal, "--internal-tls-ca", dir + "/ca.pem", "--model",
                     kFixture, "--connect-timeout-seconds", "3"},
-                   ::testing::TempDir() + "/planes_tls_certless.log");
+                   ProcessScratchDir("logs") + "/planes_tls_certless.log");
   ASSERT_TRUE(WaitFor([&] { return !certless.running(); }, 30)) << certless.log();
   EXPECT_EQ(certless.Stop(), 1) << certless.log();
   EXPECT_EQ(HealthOf(tls_client), Health::SERVING);

@@ -79,7 +79,7 @@ class ServingTest : public ::testing::Test {
     flags.push_back("--metrics-port");
     flags.push_back(std::to_string(metrics_port_));
     coordinator_ = new Process(kBin + "/tools/coordinator/moeserve-coordinator", flags,
-                               ::testing::TempDir() + "/coordinator.log");
+                               ProcessScratchDir("logs") + "/coordinator.log");
     channel_ = new std::shared_ptr<grpc::Channel>(planes_->PublicChannel());
     admin_channel_ = new std::shared_ptr<grpc::Channel>(planes_->AdminChannel());
     // Health must say NOT_SERVING until the worker is in.
@@ -92,7 +92,7 @@ class ServingTest : public ::testing::Test {
       worker_flags.push_back(f);
     }
     worker_ = new Process(kBin + "/tools/worker/moeserve-worker", worker_flags,
-                          ::testing::TempDir() + "/worker.log");
+                          ProcessScratchDir("logs") + "/worker.log");
     ASSERT_TRUE(WaitFor(
         [] { return HealthOf(*channel_) == grpc::health::v1::HealthCheckResponse::SERVING; }, 60))
         << coordinator_->log() << worker_->log();
