@@ -63,6 +63,10 @@ class Exchange final : public HttpExchange {
 
  private:
   bool Usable() const;
+  // The answer is complete: the client's going no longer matters. The
+  // callback usually holds the caller's state, which holds this exchange;
+  // it is let go later on the strand, not inside the caller's own call.
+  void ReleaseOnGone();
 
   const std::shared_ptr<Connection> connection_;
   std::function<void()> on_gone_;
@@ -258,11 +262,17 @@ class Connection final : public std::enable_shared_from_this<Connection> {
 
 void Exchange::Post(std::function<void()> fn) { connection_->Post(std::move(fn)); }
 
+void Exchange::ReleaseOnGone() {
+  if (on_gone_) connection_->Post([gone = std::move(on_gone_)] {});
+  on_gone_ = nullptr;
+}
+
 bool Exchange::Usable() const { return !ended_ && connection_->open(); }
 
 void Exchange::Respond(int status, const std::string& content_type, std::string body) {
   if (!Usable() || streaming_) return;
   ended_ = true;
+  ReleaseOnGone();
   http::response<http::string_body> res{http::int_to_status(status), 11};
   res.set(http::field::server, "moeserve");
   res.set(http::field::content_type, content_type);
@@ -294,6 +304,7 @@ void Exchange::Write(std::string data) {
 void Exchange::EndStream() {
   if (!Usable() || !streaming_) return;
   ended_ = true;
+  ReleaseOnGone();
   connection_->Send("0\r\n\r\n", /*last=*/true);
 }
 

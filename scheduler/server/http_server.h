@@ -46,7 +46,8 @@ class HttpExchange {
   virtual void Write(std::string data) = 0;  // one chunk, sent as soon as the socket takes it
   virtual void EndStream() = 0;
   // Runs once if the client disconnects before the answer was fully sent
-  // (not after). Set it before the answer can end.
+  // (not after). Set it before the answer can end. It is let go when the
+  // answer ends, so it may hold what holds this exchange.
   virtual void OnClientGone(std::function<void()> fn) = 0;
 };
 
