@@ -336,6 +336,8 @@ void EngineLoop::CheckForming() {
   for (const auto& r : ranks_) metrics_.WorkerUp(static_cast<int>(r->link->rank())).Set(1);
   metrics_.workers_up.Set(static_cast<double>(ranks_.size()));
   SetReady(true);
+  Log(absl::StrCat("worker group ", generation_, " formed: ", ranks_.size(), " rank",
+                   ranks_.size() == 1 ? "" : "s", " ready"));
   ResumeRequests();
 }
 
@@ -463,6 +465,12 @@ void EngineLoop::End(uint64_t id, const absl::Status& status) {
 }
 
 void EngineLoop::SuspendRequests(const std::string& reason) {
+  Log(absl::StrCat(
+      "the worker group was lost: ", reason, "; ", active_.size(), " request(s) in flight ",
+      options_.recovery_timeout > absl::ZeroDuration()
+          ? absl::StrCat("wait up to ", absl::FormatDuration(options_.recovery_timeout),
+                         " for it to be whole again")
+          : std::string("end (--request-recovery-timeout-seconds 0)")));
   if (options_.recovery_timeout <= absl::ZeroDuration()) {
     FailRequests(absl::UnavailableError(absl::StrCat("the worker group was lost: ", reason)));
     return;
@@ -491,6 +499,7 @@ void EngineLoop::SuspendRequests(const std::string& reason) {
 void EngineLoop::ResumeRequests() {
   if (!recovery_deadline_.has_value()) return;
   recovery_deadline_.reset();
+  Log(absl::StrCat(active_.size(), " request(s) resume where their streams were"));
   // In the order they arrived, which is the order of their sequence ids.
   std::vector<uint64_t> ids;
   ids.reserve(active_.size());
@@ -517,6 +526,9 @@ void EngineLoop::ExpireSuspended() {
     return;
   }
   recovery_deadline_.reset();
+  Log(absl::StrCat(active_.size() + held_.size(),
+                   " request(s) end with UNAVAILABLE: the group was not whole again within ",
+                   absl::FormatDuration(options_.recovery_timeout)));
   FailRequests(absl::UnavailableError(
       absl::StrCat("the worker group was lost (", lost_reason_, ") and was not whole again within ",
                    absl::FormatDuration(options_.recovery_timeout),

@@ -89,6 +89,9 @@ class EngineLoop {
     int64_t expert_load_window_steps = 1000;
     // Runs on the engine thread when the service becomes ready or stops being so.
     std::function<void(bool)> on_ready_changed;
+    // Lines for the operator (a group formed or lost, requests waiting for
+    // it or ended); on the engine thread. Unset: nothing is logged.
+    std::function<void(const std::string&)> log;
   };
 
   EngineLoop(const Options& options, CoordinatorMetrics& metrics);
@@ -190,6 +193,9 @@ class EngineLoop {
     return options_.batcher.max_running_seqs * std::max(1, options_.ep_size);
   }
   void PublishSnapshot();
+  void Log(const std::string& line) const {
+    if (options_.log) options_.log(line);
+  }
 
   const Options options_;
   CoordinatorMetrics& metrics_;

@@ -131,6 +131,11 @@ TEST_F(FaultTest, StreamsGoOnWithTheSameTokensWhenAKilledWorkerIsReplaced) {
   EXPECT_EQ(tokens, expected);
   EXPECT_EQ(Metric("moeserve_requests_recovered_total"), 1.0)
       << "the worker must have been lost mid-stream (the stream may not finish first)";
+  // And the operator is told, in the coordinator's log.
+  const std::string log = coordinator_->log();
+  EXPECT_THAT(log, HasSubstr("the worker group was lost: rank 0"));
+  EXPECT_THAT(log, HasSubstr("1 request(s) in flight wait up to 2m for it to be whole again"));
+  EXPECT_THAT(log, HasSubstr("1 request(s) resume where their streams were"));
   std::vector<uint32_t> after;
   EXPECT_TRUE(Generate(4, &after).ok());
   EXPECT_EQ(after.size(), 4u);

@@ -448,6 +448,9 @@ int Main(const std::vector<std::string>& argv) {
     }
   };
   options.on_ready_changed = set_serving;
+  options.log = [](const std::string& line) {
+    std::cerr << "moeserve-coordinator: " << line << std::endl;
+  };
   // Declared before the loop, so destroyed after it: requests the loop still
   // holds at exit point into the HTTP server's connections.
   std::unique_ptr<HttpServer> http_server;
