@@ -141,6 +141,10 @@ expertParallel.size that disagrees with the pods and GPUs asked for.
     - {{ $c.maxWaiting | quote }}
     - --step-timeout-seconds
     - {{ $c.stepTimeoutSeconds | quote }}
+    - --request-recovery-timeout-seconds
+    - {{ $c.requestRecoveryTimeoutSeconds | quote }}
+    - --worker-heartbeat-seconds
+    - {{ $c.workerHeartbeatSeconds | quote }}
     {{- if not $c.prefixCaching }}
     - --no-prefix-caching
     {{- end }}
