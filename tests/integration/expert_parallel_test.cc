@@ -9,6 +9,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -270,11 +271,10 @@ TEST(ExpertParallelPreemptionTest, PreemptedSequencesAreSentInFullAndGiveTheSame
     ASSERT_TRUE(streams[i].status.ok()) << streams[i].status.error_message() << g.logs();
     EXPECT_EQ(streams[i].tokens, EngineTokens(kPrompts[i], kTokens)) << "request " << i;
   }
-  const std::string metrics = HttpGet(g.metrics_port_, "/metrics");
-  const std::string name = "moeserve_preemptions_total ";
-  const size_t at = metrics.find("\n" + name);
-  ASSERT_NE(at, std::string::npos) << metrics;
-  EXPECT_GT(std::stod(metrics.substr(at + 1 + name.size())), 0.0) << "nothing was preempted";
+  const std::optional<double> preemptions =
+      MetricValue(g.metrics_port_, "moeserve_preemptions_total");
+  ASSERT_TRUE(preemptions.has_value()) << HttpGet(g.metrics_port_, "/metrics");
+  EXPECT_GT(*preemptions, 0.0) << "nothing was preempted";
 }
 
 TEST(ExpertParallelFaultTest, StreamsGoOnWithTheSameTokensWhenAKilledRankIsReplaced) {
@@ -290,12 +290,10 @@ TEST(ExpertParallelFaultTest, StreamsGoOnWithTheSameTokensWhenAKilledRankIsRepla
   });
   ASSERT_TRUE(s.status.ok()) << s.status.error_message() << g.logs();
   EXPECT_EQ(s.tokens, EngineTokens(kPrompts[1], kTokens));
-  const std::string metrics = HttpGet(g.metrics_port_, "/metrics");
-  const std::string name = "moeserve_requests_recovered_total ";
-  const size_t at = metrics.find("\n" + name);
-  ASSERT_NE(at, std::string::npos) << metrics;
-  EXPECT_EQ(std::stod(metrics.substr(at + 1 + name.size())), 1.0)
-      << "the rank must have been lost mid-stream";
+  const std::optional<double> recovered =
+      MetricValue(g.metrics_port_, "moeserve_requests_recovered_total");
+  ASSERT_TRUE(recovered.has_value()) << HttpGet(g.metrics_port_, "/metrics");
+  EXPECT_EQ(*recovered, 1.0) << "the rank must have been lost mid-stream";
 }
 
 TEST(ExpertParallelFaultTest, WithoutRecoveryAKilledRankEndsRequestsAndTheGroupComesBack) {

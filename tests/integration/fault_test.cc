@@ -58,11 +58,7 @@ class FaultTest : public ::testing::Test {
   Status::ServingStatus Health() { return HealthOf(channel_); }
 
   // A counter of the coordinator's /metrics; -1 when it is not there.
-  double Metric(const std::string& name) {
-    const std::string text = HttpGet(metrics_port_, "/metrics");
-    const size_t at = text.find("\n" + name + " ");
-    return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
-  }
+  double Metric(const std::string& name) { return MetricValue(metrics_port_, name).value_or(-1); }
 
   // Runs a request, greedy unless `temperature` > 0 (then seeded); returns
   // its status and the tokens it received.

@@ -137,6 +137,13 @@ std::string HttpGet(int port, const std::string& path) {
   return body == std::string::npos ? out : out.substr(body + 4);
 }
 
+std::optional<double> MetricValue(int port, const std::string& name) {
+  const std::string text = HttpGet(port, "/metrics");
+  const size_t at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return std::nullopt;
+  return std::stod(text.substr(at + name.size() + 2));
+}
+
 bool WaitFor(const std::function<bool()>& condition, double seconds) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (std::chrono::steady_clock::now() < deadline) {

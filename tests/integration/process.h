@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,11 @@ int FreePort();
 
 // GET http://127.0.0.1:port/path; empty on failure.
 std::string HttpGet(int port, const std::string& path);
+
+// The value of an unlabelled series (`name`, e.g. "moeserve_preemptions_total")
+// in the Prometheus text of http://127.0.0.1:port/metrics; nullopt when the
+// series is not there or the scrape fails.
+std::optional<double> MetricValue(int port, const std::string& name);
 
 // Polls `condition` every 50 ms for up to `seconds`; its last answer.
 bool WaitFor(const std::function<bool()>& condition, double seconds);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -342,11 +343,10 @@ TEST_F(ServingTest, MetricsEndpointServesTheMoeserveMetrics) {
 // context length and table size allows a few bytes.
 TEST_F(ServingTest, DecodeStepPlansDoNotGrowWithTheContext) {
   auto plan_bytes = [&] {
-    const std::string text = HttpGet(metrics_port_, "/metrics");
-    const std::string name = "moeserve_step_plan_bytes_total ";
-    const size_t at = text.find("\n" + name);
-    EXPECT_NE(at, std::string::npos) << text;
-    return at == std::string::npos ? 0.0 : std::stod(text.substr(at + 1 + name.size()));
+    const std::optional<double> bytes =
+        MetricValue(metrics_port_, "moeserve_step_plan_bytes_total");
+    EXPECT_TRUE(bytes.has_value()) << HttpGet(metrics_port_, "/metrics");
+    return bytes.value_or(0.0);
   };
   auto per_decode_step = [&](size_t prompt_tokens, uint32_t salt) {
     double bytes[2];
