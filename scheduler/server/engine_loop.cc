@@ -481,12 +481,14 @@ void EngineLoop::SuspendRequests(const std::string& reason) {
   }
   std::vector<uint64_t> culprits;
   for (auto& [id, a] : active_) {
+    // It ran on the lost group once its blocks were no longer pending.
+    const bool ran = a->pending_blocks == 0;
     // What a worker of the lost group held of it is gone.
     a->pending_blocks = 0;
     a->worker_position = 0;
     a->worker_blocks = 0;
     a->worker_last_block = -1;
-    if (a->first_scheduled.has_value() && ++a->recoveries >= kMaxRecoveries) culprits.push_back(id);
+    if (ran && ++a->recoveries >= kMaxRecoveries) culprits.push_back(id);
   }
   for (auto& r : ranks_) r->pending_blocks = 0;
   for (uint64_t id : culprits) {
